@@ -1,0 +1,121 @@
+"""Model cards built with ``huggingface_hub.ModelCard`` / ``ModelCardData`` (no network call)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+TASK_NAMES = {
+    "image-classification": "Image Classification",
+    "object-detection": "Object Detection",
+    "image-segmentation": "Image Segmentation",
+}
+
+HYPERPARAMETERS = (
+    "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+    "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "seed",
+    "bf16", "fp16",
+)
+
+
+def build_model_card(context: Any) -> ModelCard:
+    """The README.md of the output folder: YAML metadata with a model-index of the real results,
+    then description, usage, data, hyper-parameters, results, plots and framework versions."""
+    recipe, task = context.recipe, context.task
+    model_id = recipe.training.hub_model_id or Path(recipe.training.output_dir).name
+    dataset_name = recipe.data.dataset_name or "local dataset"
+    metrics = context.metrics.get("eval", {})
+    eval_results = [
+        EvalResult(
+            task_type=task.pipeline_tag,
+            task_name=TASK_NAMES.get(task.pipeline_tag, task.pipeline_tag),
+            dataset_type=recipe.data.dataset_name or "imagefolder",
+            dataset_name=dataset_name,
+            dataset_config=recipe.data.dataset_config_name,
+            dataset_split=recipe.data.validation_split or "validation",
+            metric_type=key,
+            metric_name=display,
+            metric_value=round(float(metrics[f"eval_{key}"]), 4),
+        )
+        for key, display in task.card_metrics.items()
+        if f"eval_{key}" in metrics
+    ]
+    base_model = recipe.model.model_name_or_path
+    data = ModelCardData(
+        language=None,
+        license=recipe.run.license,
+        library_name="transformers",
+        pipeline_tag=task.pipeline_tag,
+        tags=["vision", task.pipeline_tag, "vision-recipes", *recipe.run.card_tags],
+        base_model=base_model if base_model and not Path(base_model).exists() else None,
+        datasets=[recipe.data.dataset_name] if recipe.data.dataset_name else None,
+        metrics=list(task.card_metrics) or None,
+        model_name=model_id,
+        eval_results=eval_results or None,
+    )
+    body = "\n\n".join(_sections(context, model_id, base_model))
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
+
+
+def _sections(context: Any, model_id: str, base_model: str | None) -> list[str]:
+    recipe, task, summary = context.recipe, context.task, context.data.summary
+    origin = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else (
+        f"a randomly initialised `{recipe.model.model_type}` model built from a config"
+    )
+    dataset = (
+        f"[{recipe.data.dataset_name}](https://huggingface.co/datasets/{recipe.data.dataset_name})"
+        if recipe.data.dataset_name
+        else "a local dataset"
+    )
+    labels = ", ".join(context.data.id2label.values())
+    out = [
+        f"# {model_id}",
+        f"This model is {origin} fine-tuned for **{task.pipeline_tag}** on {dataset} with "
+        f"[Vision Recipes](https://github.com/vision-recipes/vision-recipes) (`transformers.Trainer`).\n\n"
+        f"Labels ({len(context.data.id2label)}): {labels}",
+        "## How to use\n\n```python\n" + task.usage_snippet(model_id) + "\n```",
+        "## Training data\n\n" + _data_table(summary),
+        "## Training hyper-parameters\n\n" + _hyperparameter_table(recipe),
+        "## Results\n\n" + _results_table(context),
+    ]
+    for title, markdown in task.card_sections(context):
+        out.append(f"## {title}\n\n{markdown}")
+    if context.plots:
+        images = "\n\n".join(f"![{name}]({path.name})" for name, path in context.plots.items())
+        out.append("## Plots\n\n" + images)
+    versions = "\n".join(f"- {name} {version}" for name, version in context.versions.items())
+    out.append("## Framework versions\n\n" + versions)
+    return out
+
+
+def _data_table(summary: dict[str, Any]) -> str:
+    rows = ["| Split | Examples |", "|---|---|"]
+    for split in ("train", "validation", "test"):
+        if f"{split}_examples" in summary:
+            rows.append(f"| {split} | {summary[f'{split}_examples']} |")
+    skipped = summary.get("skipped_files") or []
+    note = f"\n\n{len(skipped)} unreadable file(s) were skipped (listed in `run_manifest.json`)." if skipped else ""
+    return "\n".join(rows) + note
+
+
+def _hyperparameter_table(recipe: Any) -> str:
+    args = recipe.training
+    rows = ["| Hyper-parameter | Value |", "|---|---|"]
+    for name in HYPERPARAMETERS:
+        rows.append(f"| {name} | {getattr(args, name, None)} |")
+    rows.append(f"| augmentation | {recipe.data.augmentation} |")
+    if recipe.model.backbone_learning_rate is not None:
+        rows.append(f"| backbone_learning_rate | {recipe.model.backbone_learning_rate} |")
+    return "\n".join(rows)
+
+
+def _results_table(context: Any) -> str:
+    rows = ["| Split | Metric | Value |", "|---|---|---|"]
+    for split in ("eval", "test"):
+        for key, value in sorted(context.metrics.get(split, {}).items()):
+            if isinstance(value, (int, float)) and not key.endswith(("_runtime", "_per_second")):
+                name = "validation" if split == "eval" else "test"
+                rows.append(f"| {name} | {key.removeprefix(split + '_')} | {value:.4f} |")
+    return "\n".join(rows)

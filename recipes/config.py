@@ -1,0 +1,265 @@
+"""Recipes: a YAML file mapped onto dataclasses, with command-line overrides.
+
+A recipe names its ``task`` and sets any field of :class:`RunArguments`, the task's data
+arguments (a subclass of :class:`DataArguments`), :class:`ModelArguments` and
+:class:`transformers.TrainingArguments`. Command-line flags override the YAML; unknown keys
+stop the run with a message naming the key (and the closest known key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser, TrainingArguments
+
+
+class RecipeError(ValueError):
+    """A recipe, a data folder or a command line that cannot be used; the message says how to fix it."""
+
+
+@dataclass
+class RunArguments:
+    """What the run does around training: task, early stopping, extra metrics, plots and the model card."""
+
+    task: str = field(
+        default="image-classification",
+        metadata={"help": "image-classification, object-detection or semantic-segmentation."},
+    )
+    early_stopping_patience: int | None = field(
+        default=None, metadata={"help": "Stop after this many evaluations without improvement."}
+    )
+    extra_metrics: list[str] = field(
+        default_factory=list,
+        metadata={"help": "`evaluate` metric ids or local metric-module paths computed at the end."},
+    )
+    license: str = field(default="apache-2.0", metadata={"help": "License written into the model card."})
+    card_tags: list[str] = field(default_factory=list, metadata={"help": "Extra tags for the model card."})
+    evaluate_only: bool = field(
+        default=False, metadata={"help": "Skip training: evaluate `model_name_or_path` and write the outputs."}
+    )
+    make_plots: bool = field(default=True, metadata={"help": "Write PNG plots next to the model."})
+    max_plot_images: int = field(default=16, metadata={"help": "Images shown in prediction grids."})
+
+
+@dataclass
+class DataArguments:
+    """Where the data comes from and how it is split. Tasks subclass this to add their own keys."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id, e.g. ethz/food101."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    train_split: str = field(default="train", metadata={"help": "Split (slicing allowed: train[:5000])."})
+    validation_split: str | None = field(
+        default=None, metadata={"help": "Validation split; default: the dataset's validation or test split."}
+    )
+    test_split: str | None = field(default=None, metadata={"help": "Split evaluated once at the end."})
+    train_dir: str | None = field(default=None, metadata={"help": "Local training folder."})
+    validation_dir: str | None = field(default=None, metadata={"help": "Local validation folder."})
+    test_dir: str | None = field(default=None, metadata={"help": "Local test folder."})
+    train_file: str | None = field(default=None, metadata={"help": "CSV/JSONL listing image paths and labels."})
+    validation_file: str | None = field(default=None, metadata={"help": "CSV/JSONL for validation."})
+    test_file: str | None = field(default=None, metadata={"help": "CSV/JSONL for test."})
+    dataset_format: str = field(default="auto", metadata={"help": "Layout of local folders; auto-detected."})
+    image_column_name: str = field(default="image", metadata={"help": "Column holding the images."})
+    train_val_split: float = field(
+        default=0.15, metadata={"help": "Fraction of train held out when there is no validation split."}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation/test sets."})
+    augmentation: str = field(default="basic", metadata={"help": "Named augmentation preset."})
+    strict: bool = field(
+        default=False, metadata={"help": "Stop on the first bad file instead of skipping and reporting it."}
+    )
+    check_images: bool = field(
+        default=True, metadata={"help": "Decode every local image once before training to find bad files."}
+    )
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for data checks."})
+
+
+@dataclass
+class ModelArguments:
+    """Which model to fine-tune (a Hub id / local checkpoint) or build from a config (random init)."""
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "Hub id or local checkpoint."})
+    model_type: str | None = field(
+        default=None, metadata={"help": "Build a randomly initialised model of this type (offline)."}
+    )
+    config_overrides: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Config attributes to set (YAML mapping or JSON string)."}
+    )
+    image_processor_name: str | None = field(
+        default=None, metadata={"help": "Image processor id/path; default: model_name_or_path."}
+    )
+    image_processor_overrides: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Image processor attributes, e.g. {size: {height: 64, width: 64}}."}
+    )
+    ignore_mismatched_sizes: bool = field(
+        default=True, metadata={"help": "Replace a pretrained head whose size differs from the labels."}
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom code from the Hub."})
+    model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the model."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models are cached."})
+    backbone_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate for parameters whose name contains 'backbone'."}
+    )
+
+    def __post_init__(self) -> None:
+        self.config_overrides = _as_mapping(self.config_overrides, "config_overrides")
+        self.image_processor_overrides = _as_mapping(self.image_processor_overrides, "image_processor_overrides")
+        if self.model_name_or_path is None and self.model_type is None:
+            raise RecipeError(
+                "Set `model_name_or_path` (a Hub id such as google/vit-base-patch16-224-in21k) "
+                "or `model_type` (e.g. vit) to build a model from a config."
+            )
+
+
+@dataclass
+class Recipe:
+    """All arguments of one run."""
+
+    run: RunArguments
+    data: DataArguments
+    model: ModelArguments
+    training: TrainingArguments
+    source: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe, JSON-serialisable, without secrets."""
+        resolved: dict[str, Any] = {}
+        for part in (self.run, self.data, self.model):
+            resolved.update(dataclasses.asdict(part))
+        resolved.update(self.training.to_dict())
+        return _redact(resolved)
+
+
+SECRET_KEYS = ("hub_token", "token", "push_to_hub_token")
+
+
+def _redact(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: ("<redacted>" if k in SECRET_KEYS and v else v) for k, v in values.items()}
+
+
+def _as_mapping(value: Any, name: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as err:
+            raise RecipeError(f"`{name}` must be a mapping or a JSON object string, got {value!r}: {err}") from err
+    if not isinstance(value, dict):
+        raise RecipeError(f"`{name}` must be a mapping, got {type(value).__name__}.")
+    return value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a recipe file into a dict, with a clear error for missing or malformed files."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"Recipe file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path} must hold a mapping of keys to values, got {type(values).__name__}.")
+    return values
+
+
+def _split_config_argument(argv: Sequence[str]) -> tuple[str | None, list[str]]:
+    """Find the recipe path: ``--config X``, ``--config=X`` or a first positional ``*.yaml``."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--config":
+            if i + 1 >= len(argv):
+                raise RecipeError("`--config` needs a path to a YAML recipe.")
+            return argv[i + 1], argv[:i] + argv[i + 2 :]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    if argv and not argv[0].startswith("-"):
+        return argv[0], argv[1:]
+    return None, argv
+
+
+def _field_names(classes: Sequence[type]) -> set[str]:
+    return {f.name for cls in classes for f in dataclasses.fields(cls) if f.init}
+
+
+def _unknown_key_error(key: str, known: set[str], where: str) -> RecipeError:
+    close = difflib.get_close_matches(key, sorted(known), n=1)
+    hint = f" Did you mean `{close[0]}`?" if close else ""
+    return RecipeError(f"Unknown key `{key}` in {where}.{hint}")
+
+
+def _cli_task(argv: Sequence[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--task" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--task="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def parse_recipe(argv: Sequence[str] | None = None, task_defaults: bool = True) -> Recipe:
+    """Parse ``[CONFIG.yaml | --config CONFIG.yaml] [--key value ...]`` into a :class:`Recipe`.
+
+    Precedence: task defaults < YAML < command line. Unknown keys stop with a clear message.
+    """
+    from recipes.tasks import get_task
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config_path, rest = _split_config_argument(argv)
+    source = load_yaml(config_path) if config_path else {}
+    task_name = _cli_task(rest) or source.get("task") or RunArguments.task
+    task = get_task(task_name)
+
+    classes = (RunArguments, task.data_arguments_class, ModelArguments, TrainingArguments)
+    known = _field_names(classes)
+    for key in source:
+        if key not in known:
+            raise _unknown_key_error(key, known, str(config_path))
+
+    defaults = {**(task.training_defaults() if task_defaults else {}), **source}
+    parser = HfArgumentParser(classes)
+    parser.allow_abbrev = False  # a misspelled flag must fail, not match a longer one
+    parser.set_defaults(**defaults)
+    try:
+        parsed, unknown = parser.parse_known_args(rest)
+    except SystemExit as err:  # argparse already printed the reason
+        raise RecipeError(f"Invalid command line: {' '.join(rest)}") from err
+    flags = [a for a in unknown if a.startswith("--")]
+    if unknown:
+        if flags:
+            raise _unknown_key_error(flags[0].lstrip("-").split("=")[0], known, "the command line")
+        raise RecipeError(f"Unexpected command-line value(s): {' '.join(unknown)}")
+
+    namespace = vars(parsed)
+    for key, value in task.forced_training_arguments().items():
+        current = namespace.get(key)
+        if key in source and source[key] != value:
+            logging.getLogger("recipes").warning("`%s: %s` is not supported by this task; using %s.", key,
+                                                 source[key], value)
+        if isinstance(value, dict) and isinstance(current, dict):
+            value = {**current, **value}
+        namespace[key] = value
+    built = []
+    for cls in classes:
+        names = {f.name for f in dataclasses.fields(cls) if f.init}
+        kwargs = {k: v for k, v in namespace.items() if k in names}
+        try:
+            built.append(cls(**kwargs))
+        except RecipeError:
+            raise
+        except (ValueError, TypeError) as err:
+            raise RecipeError(f"Invalid recipe{f' {config_path}' if config_path else ''}: {err}") from err
+    run, data, model, training = built
+    run.task = task.name
+    return Recipe(run=run, data=data, model=model, training=training, source=source)

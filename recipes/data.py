@@ -1,0 +1,179 @@
+"""Data loading shared by all tasks: Hub datasets, split selection, image checks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from datasets import ClassLabel, Dataset, DatasetDict, Image, load_dataset
+
+from recipes.config import DataArguments, RecipeError
+from recipes.images import BadFile, check_image_record
+
+logger = logging.getLogger("recipes")
+
+VALIDATION_NAMES = ("validation", "valid", "val", "dev")
+TEST_NAMES = ("test", "testing")
+
+
+def load_hub_splits(data_args: DataArguments, cache_dir: str | None = None) -> dict[str, Dataset]:
+    """Load a Hub dataset (``dataset_name``/``dataset_config_name``), honouring split slicing."""
+    name, config = data_args.dataset_name, data_args.dataset_config_name
+    try:
+        loaded = load_dataset(name, config, cache_dir=cache_dir)
+    except Exception as err:  # datasets raises many types; the user needs the id and the fix
+        raise RecipeError(
+            f"Could not load dataset `{name}`{f' ({config})' if config else ''}: {err}. "
+            "Check the id and your network/HF_TOKEN, or use --train_dir for a local folder."
+        ) from err
+    splits = dict(loaded) if isinstance(loaded, DatasetDict) else {"train": loaded}
+    for key in ("train_split", "validation_split", "test_split"):
+        spec = getattr(data_args, key)
+        if spec and "[" in spec:  # slicing such as train[:5000]
+            base = spec.split("[", 1)[0]
+            splits[spec] = load_dataset(name, config, split=spec, cache_dir=cache_dir)
+            logger.info("Using %s (%d rows) from split %s", spec, len(splits[spec]), base)
+    return splits
+
+
+def pick_splits(
+    splits: dict[str, Dataset],
+    data_args: DataArguments,
+    seed: int,
+    stratify_by: str | None = None,
+    ordered_holdout: bool = False,
+) -> tuple[Dataset, Dataset, Dataset | None]:
+    """Choose train / validation / test from the available splits.
+
+    Validation is ``validation_split`` if given, else the dataset's own validation split, else its
+    test split, else a seeded ``train_val_split`` fraction of train (stratified by ``stratify_by``;
+    the last rows when ``ordered_holdout`` — for video frames, where a random split leaks).
+    """
+    if data_args.train_split not in splits:
+        raise RecipeError(f"Split `{data_args.train_split}` not found; available splits: {sorted(splits)}.")
+    train = splits[data_args.train_split]
+
+    def find(explicit: str | None, names: tuple[str, ...]) -> str | None:
+        if explicit:
+            if explicit not in splits:
+                raise RecipeError(f"Split `{explicit}` not found; available splits: {sorted(splits)}.")
+            return explicit
+        return next((n for n in names if n in splits and n != data_args.train_split), None)
+
+    val_name = find(data_args.validation_split, VALIDATION_NAMES)
+    test_name = find(data_args.test_split, TEST_NAMES)
+    if val_name is None and test_name is not None and not data_args.test_split:
+        val_name, test_name = test_name, None  # the dataset's test split doubles as validation
+    if val_name is not None:
+        validation = splits[val_name]
+    else:
+        train, validation = holdout_split(train, data_args.train_val_split, seed, stratify_by, ordered_holdout)
+    test = splits[test_name] if test_name and test_name != val_name else None
+    if data_args.max_train_samples is not None:
+        train = train.shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(train))))
+    if data_args.max_eval_samples is not None:
+        validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
+        if test is not None:
+            test = test.select(range(min(data_args.max_eval_samples, len(test))))
+    return train, validation, test
+
+
+def holdout_split(
+    dataset: Dataset, fraction: float, seed: int, stratify_by: str | None = None, ordered: bool = False
+) -> tuple[Dataset, Dataset]:
+    """Split ``fraction`` of ``dataset`` off as validation (seeded; stratified when possible)."""
+    if not 0 < fraction < 1:
+        raise RecipeError(f"train_val_split must be between 0 and 1, got {fraction}.")
+    if len(dataset) < 2:
+        raise RecipeError(f"Need at least 2 training examples to hold out a validation split, got {len(dataset)}.")
+    n_val = max(1, round(len(dataset) * fraction))
+    if ordered:
+        cut = len(dataset) - n_val
+        return dataset.select(range(cut)), dataset.select(range(cut, len(dataset)))
+    stratify = None
+    if stratify_by and isinstance(dataset.features.get(stratify_by), ClassLabel):
+        counts: dict[int, int] = {}
+        for label in dataset[stratify_by]:
+            counts[label] = counts.get(label, 0) + 1
+        num_classes = len(counts)
+        if min(counts.values()) >= 2 and n_val >= num_classes and len(dataset) - n_val >= num_classes:
+            stratify = stratify_by
+    parts = dataset.train_test_split(test_size=n_val, seed=seed, stratify_by_column=stratify)
+    return parts["train"], parts["test"]
+
+
+def undecoded(dataset: Dataset, column: str) -> Dataset:
+    """Keep ``column`` as ``{"bytes", "path"}`` records so our transforms control decoding."""
+    feature = dataset.features.get(column)
+    if isinstance(feature, Image) and feature.decode:
+        return dataset.cast_column(column, Image(decode=False))
+    return dataset
+
+
+def require_columns(dataset: Dataset, columns: dict[str, str], where: str) -> None:
+    """Fail with the list of existing columns when a configured column is missing."""
+    for option, column in columns.items():
+        if column not in dataset.column_names:
+            raise RecipeError(
+                f"Column `{column}` (set by `{option}`) not found in {where}. "
+                f"Available columns: {dataset.column_names}. Set `--{option}` to one of them."
+            )
+
+
+def drop_bad_images(
+    dataset: Dataset,
+    column: str,
+    split: str,
+    strict: bool,
+    num_proc: int | None = None,
+    extra_check: Callable[[dict[str, Any]], str | None] | None = None,
+) -> tuple[Dataset, list[BadFile]]:
+    """Decode every image once; drop (or, with ``strict``, stop on) unreadable files and report them."""
+
+    def check(batch: dict[str, list]) -> dict[str, list]:
+        reasons = []
+        for i, record in enumerate(batch[column]):
+            reason = check_image_record(record)
+            if reason is None and extra_check is not None:
+                reason = extra_check({key: values[i] for key, values in batch.items()})
+            reasons.append(reason or "")
+        return {"_problem": reasons}
+
+    checked = dataset.map(
+        check, batched=True, batch_size=64, num_proc=num_proc, desc=f"Checking {split} images",
+        load_from_cache_file=False,
+    )
+    problems = checked["_problem"]
+    bad_rows = [i for i, reason in enumerate(problems) if reason]
+    if not bad_rows:
+        return dataset, []
+    paths = dataset.select(bad_rows)[column]
+    bad = [BadFile(path=_record_path(rec), reason=problems[i]) for i, rec in zip(bad_rows, paths)]
+    if strict:
+        listing = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:20])
+        raise RecipeError(
+            f"{len(bad)} unusable image(s) in the {split} split (strict mode):\n{listing}\n"
+            "Fix or remove these files, or run without `strict` to skip them."
+        )
+    for b in bad:
+        logger.warning("Skipping %s: %s", b.path, b.reason)
+    keep = sorted(set(range(len(dataset))) - set(bad_rows))
+    return dataset.select(keep), bad
+
+
+def _record_path(record: Any) -> str:
+    if isinstance(record, dict):
+        return str(record.get("path") or "<in-memory image>")
+    return str(record)
+
+
+def local_path(value: str | None, option: str) -> Path | None:
+    """Resolve a user-given folder/file path with a clear error when it does not exist."""
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise RecipeError(f"`{option}` points to {path}, which does not exist.")
+    return path

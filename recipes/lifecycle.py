@@ -1,0 +1,281 @@
+"""The one lifecycle every task runs: data → transforms → model → Trainer → evaluate → save →
+plots → card → push."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import datasets
+import transformers
+from transformers import EarlyStoppingCallback, set_seed
+from transformers.trainer_utils import get_last_checkpoint
+
+from recipes.card import build_model_card
+from recipes.config import Recipe, RecipeError
+from recipes.hub import PublishError, push_output_dir
+from recipes.modeling import RecipeTrainer, build_image_processor, build_model
+from recipes.tasks import Task, TaskData, get_task
+
+logger = logging.getLogger("recipes")
+
+VERSIONED_PACKAGES = ("transformers", "torch", "torchvision", "datasets", "accelerate", "huggingface-hub",
+                      "torchmetrics", "evaluate")
+
+
+@dataclass
+class RunContext:
+    """Everything one run produced, handed to plots, the card and the summary."""
+
+    recipe: Recipe
+    task: Task
+    data: TaskData | None = None
+    image_processor: Any = None
+    trainer: RecipeTrainer | None = None
+    eval_dataset: Any = None
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eval_details: dict[str, Any] = field(default_factory=dict)
+    plots: dict[str, Path] = field(default_factory=dict)
+    resumed_from: str | None = None
+    push_url: str | None = None
+    push_error: str | None = None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.recipe.training.output_dir)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        found = {"python": platform.python_version()}
+        for name in VERSIONED_PACKAGES:
+            try:
+                found[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return found
+
+
+def setup_logging(recipe: Recipe) -> None:
+    """Route ``recipes``, ``transformers`` and ``datasets`` logs to stderr at the recipe's level."""
+    level = recipe.training.get_process_log_level()
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if level <= logging.INFO or recipe.training.should_log else level)
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+
+
+def resume_checkpoint(recipe: Recipe) -> str | None:
+    """The checkpoint to continue from: ``resume_from_checkpoint`` if set, else the last one in
+    ``output_dir`` (so rerunning an interrupted command continues it)."""
+    args = recipe.training
+    if args.resume_from_checkpoint:
+        return args.resume_from_checkpoint
+    output_dir = Path(args.output_dir)
+    if output_dir.is_dir():
+        last = get_last_checkpoint(str(output_dir))
+        if last is not None:
+            logger.info("Found %s: resuming the interrupted run from it.", last)
+            return last
+    return None
+
+
+def run(recipe: Recipe) -> RunContext:
+    """Train, evaluate, save, plot, write the card and push, for the recipe's task."""
+    setup_logging(recipe)
+    task = get_task(recipe.run.task)
+    context = RunContext(recipe=recipe, task=task)
+    args = recipe.training
+    set_seed(args.seed)
+    push_requested, args.push_to_hub = args.push_to_hub, False  # we push once, at the end, ourselves
+
+    with args.main_process_first(desc="loading and checking the data"):
+        data = task.load_data(recipe.data, seed=args.seed, cache_dir=recipe.model.cache_dir)
+    context.data = data
+    _log_data_summary(data)
+
+    processor = build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data))
+    context.image_processor = processor
+    train_transform, eval_transform = task.transforms(processor, recipe.data, data)
+    train_dataset = data.train.with_transform(train_transform)
+    eval_dataset = data.validation.with_transform(eval_transform)
+    test_dataset = data.test.with_transform(eval_transform) if data.test is not None else None
+    context.eval_dataset = eval_dataset
+
+    model = build_model(task, recipe.model, data)
+    metric = task.metric(data, processor)
+    callbacks = []
+    if recipe.run.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.run.early_stopping_patience))
+    trainer = RecipeTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=task.collator(processor, data),
+        compute_metrics=metric,
+        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(processor),
+        processing_class=processor,
+        callbacks=callbacks,
+        backbone_learning_rate=recipe.model.backbone_learning_rate,
+    )
+    context.trainer = trainer
+
+    if not recipe.run.evaluate_only:
+        context.resumed_from = resume_checkpoint(recipe)
+        result = trainer.train(resume_from_checkpoint=context.resumed_from)
+        trainer.save_model()
+        trainer.save_state()
+        train_metrics = dict(result.metrics)
+        train_metrics["train_samples"] = len(train_dataset)
+        context.metrics["train"] = train_metrics
+        trainer.save_metrics("train", train_metrics)
+
+    context.metrics["eval"] = trainer.evaluate()
+    context.eval_details = metric.details
+    if test_dataset is not None:
+        context.metrics["test"] = trainer.evaluate(test_dataset, metric_key_prefix="test")
+    for split in ("eval", "test"):
+        if split in context.metrics:
+            trainer.save_metrics(split, context.metrics[split])
+    if recipe.run.extra_metrics:
+        context.metrics["eval"].update(_extra_metrics(recipe.run.extra_metrics, context.eval_details))
+        trainer.save_metrics("eval", context.metrics["eval"])
+
+    if trainer.is_world_process_zero():
+        _write_outputs(context)
+        if push_requested:
+            _push(context)
+        print_summary(context)
+    return context
+
+
+def _log_data_summary(data: TaskData) -> None:
+    counts = {k: v for k, v in data.summary.items() if k.endswith("_examples")}
+    logger.info("Data: %s, %d classes", counts, len(data.id2label))
+    skipped = data.summary.get("skipped_files") or []
+    if skipped:
+        logger.warning("%d file(s) skipped by the data checks (see run_manifest.json).", len(skipped))
+
+
+def _extra_metrics(metric_ids: list[str], details: dict[str, Any]) -> dict[str, float]:
+    """Compute ``evaluate`` modules (Hub ids or local paths) on the validation predictions."""
+    import evaluate
+
+    if "predictions" not in details:
+        raise RecipeError("`extra_metrics` needs per-example predictions, which this task does not provide.")
+    results: dict[str, float] = {}
+    for metric_id in metric_ids:
+        try:
+            module = evaluate.load(metric_id)
+        except Exception as err:
+            raise RecipeError(
+                f"Could not load evaluate metric `{metric_id}`: {err}. Hub metric ids need internet; "
+                "a local metric script path works offline."
+            ) from err
+        computed = module.compute(predictions=details["predictions"], references=details["references"])
+        for key, value in (computed or {}).items():
+            if isinstance(value, (int, float)):
+                results[f"eval_{key}"] = float(value)
+    return results
+
+
+def _write_outputs(context: RunContext) -> None:
+    from recipes import plots
+
+    output_dir = context.output_dir
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if context.recipe.run.make_plots:
+        curves = plots.training_curves(
+            context.trainer.state.log_history, context.task.main_metric, output_dir / "training_curves.png"
+        )
+        if curves is not None:
+            context.plots["training_curves"] = curves
+        context.plots.update(context.task.make_plots(context, output_dir))
+    write_manifest(context)
+    card = build_model_card(context)
+    card.save(output_dir / "README.md")
+
+
+def write_manifest(context: RunContext) -> Path:
+    """``run_manifest.json``: resolved recipe, versions, dataset fingerprints, data checks, metrics."""
+    data = context.data
+    fingerprints = {
+        split: getattr(dataset, "_fingerprint", None)
+        for split, dataset in (("train", data.train), ("validation", data.validation), ("test", data.test))
+        if dataset is not None
+    }
+    manifest = {
+        "task": context.task.name,
+        "command": [_redact_arg(a) for a in sys.argv],
+        "recipe": context.recipe.to_dict(),
+        "recipe_file_keys": sorted(context.recipe.source),
+        "versions": context.versions,
+        "dataset_fingerprints": fingerprints,
+        "data_summary": data.summary,
+        "resumed_from": context.resumed_from,
+        "metrics": context.metrics,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    path = context.output_dir / "run_manifest.json"
+    path.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
+    return path
+
+
+def _redact_arg(arg: str) -> str:
+    token = os.environ.get("HF_TOKEN")
+    if token and token in arg:
+        return arg.replace(token, "<redacted>")
+    return "<redacted>" if arg.startswith("hf_") else arg
+
+
+def _push(context: RunContext) -> None:
+    args = context.recipe.training
+    repo_id = args.hub_model_id or context.output_dir.name
+    try:
+        context.push_url = push_output_dir(
+            context.output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo
+        )
+        logger.info("Pushed to %s", context.push_url)
+    except PublishError as err:
+        context.push_error = str(err)
+        logger.error("%s", err)
+
+
+def print_summary(context: RunContext) -> None:
+    """A short table at the end of the run: main metrics and where everything is."""
+    task = context.task
+    rows = [("task", task.name), ("output_dir", str(context.output_dir))]
+    for split in ("eval", "test"):
+        metrics = context.metrics.get(split, {})
+        for key in (task.main_metric, *task.card_metrics):
+            value = metrics.get(f"{split}_{key}")
+            if value is not None and (f"{split}_{key}", f"{value:.4f}") not in rows:
+                rows.append((f"{split}_{key}", f"{value:.4f}"))
+    rows.append(("model card", str(context.output_dir / "README.md")))
+    rows.append(("plots", ", ".join(p.name for p in context.plots.values()) or "-"))
+    if context.resumed_from:
+        rows.append(("resumed from", context.resumed_from))
+    if context.push_url:
+        rows.append(("pushed to", context.push_url))
+    elif context.push_error:
+        rows.append(("push", "FAILED (see message above)"))
+    rows.append(("time", f"{time.time() - context.started:.0f}s"))
+    width = max(len(k) for k, _ in rows)
+    lines = ["", "=" * 60, "Vision Recipes run summary"]
+    lines += [f"  {key.ljust(width)}  {value}" for key, value in rows]
+    lines.append("=" * 60)
+    print("\n".join(lines), flush=True)

@@ -1,0 +1,155 @@
+"""The contract between the shared lifecycle and one vision task.
+
+The lifecycle (:mod:`recipes.lifecycle`) runs data → transforms → model → Trainer →
+evaluate → save → plots → card → push for every task; a task module only supplies
+the pieces below. A new task is one new module that subclasses :class:`Task`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from datasets import Dataset
+from transformers import EvalPrediction
+
+from recipes.config import DataArguments
+
+
+@dataclass
+class TaskData:
+    """The splits of one run plus what the model, the card and the plots need to know about them."""
+
+    train: Dataset
+    validation: Dataset
+    id2label: dict[int, str]
+    test: Dataset | None = None
+    dataset_id: str | None = None
+    """Hub dataset id, written into the model card (``datasets:``)."""
+    summary: dict[str, Any] = field(default_factory=dict)
+    """Data-check report: counts, skipped files, class statistics (saved in the run manifest)."""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Task-specific facts, e.g. the segmentation palette."""
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {name: index for index, name in self.id2label.items()}
+
+
+class StreamingMetric(ABC):
+    """A ``compute_metrics`` for ``TrainingArguments(batch_eval_metrics=True)``.
+
+    The Trainer gathers each evaluation batch across processes (each example once) and
+    calls this object with it; state is accumulated and reduced when ``compute_result`` is
+    true, then reset for the next evaluation. Nothing grows with the evaluation set.
+    """
+
+    def __call__(self, eval_pred: EvalPrediction, compute_result: bool = True) -> dict[str, float]:
+        self.update(eval_pred.predictions, eval_pred.label_ids)
+        if not compute_result:
+            return {}
+        try:
+            return self.compute()
+        finally:
+            self.reset()
+
+    @abstractmethod
+    def update(self, predictions: Any, labels: Any) -> None:
+        """Add one gathered batch."""
+
+    @abstractmethod
+    def compute(self) -> dict[str, float]:
+        """Reduce the accumulated state to flat, JSON-serialisable metrics."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget the accumulated state."""
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """Non-scalar results of the last :meth:`compute` (per-class tables, matrices) for plots and cards."""
+        return getattr(self, "_details", {})
+
+
+class Task(ABC):
+    """One vision task: how to load its data, transform it, build its model and score it."""
+
+    name: ClassVar[str]
+    pipeline_tag: ClassVar[str]
+    data_arguments_class: ClassVar[type[DataArguments]] = DataArguments
+    auto_model_class: ClassVar[Any]
+    main_metric: ClassVar[str]
+    """Metric used to pick the best checkpoint (without the ``eval_`` prefix)."""
+    card_metrics: ClassVar[dict[str, str]] = {}
+    """Metric key → display name for the model card's model-index and results table."""
+
+    @classmethod
+    def training_defaults(cls) -> dict[str, Any]:
+        """``TrainingArguments`` defaults for this task; a recipe's keys override them."""
+        return {
+            "eval_strategy": "epoch",
+            "save_strategy": "epoch",
+            "logging_strategy": "steps",
+            "logging_steps": 10,
+            "save_total_limit": 2,
+            "load_best_model_at_end": True,
+            "metric_for_best_model": cls.main_metric,
+            "greater_is_better": True,
+            "report_to": "none",
+            "dataloader_num_workers": 2,
+            "seed": 42,
+        }
+
+    def forced_training_arguments(self) -> dict[str, Any]:
+        """``TrainingArguments`` this task cannot run without (applied after the recipe)."""
+        return {"remove_unused_columns": False, "batch_eval_metrics": True}
+
+    @abstractmethod
+    def load_data(self, data_args: DataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
+        """Load, check and split the data (image columns left undecoded: ``Image(decode=False)``)."""
+
+    @abstractmethod
+    def transforms(
+        self, image_processor: Any, data_args: DataArguments, data: TaskData
+    ) -> tuple[Callable[[dict], dict], Callable[[dict], dict]]:
+        """Batch transforms ``(train, eval)`` for ``Dataset.with_transform``."""
+
+    @abstractmethod
+    def collator(self, image_processor: Any, data: TaskData) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        """The collate function that stacks transformed examples into model inputs."""
+
+    @abstractmethod
+    def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
+        """A fresh streaming metric for ``compute_metrics``."""
+
+    def preprocess_logits_for_metrics(self, image_processor: Any) -> Callable | None:
+        """Shrink model outputs per batch before they are gathered (e.g. logits → class indices)."""
+        return None
+
+    def model_kwargs(self, data: TaskData) -> dict[str, Any]:
+        """Extra config keyword arguments for the model (beyond labels)."""
+        return {}
+
+    def image_processor_kwargs(self, data_args: DataArguments) -> dict[str, Any]:
+        """Extra keyword arguments for the image processor (e.g. ``do_reduce_labels``)."""
+        return {}
+
+    def make_plots(self, context: Any, output_dir: Path) -> dict[str, Path]:
+        """Task-specific plots (name → PNG path). ``context`` is the lifecycle's :class:`RunContext`."""
+        return {}
+
+    def card_sections(self, context: Any) -> list[tuple[str, str]]:
+        """Extra model-card sections as ``(title, markdown)`` pairs."""
+        return []
+
+    def usage_snippet(self, model_id: str) -> str:
+        """Python code showing how to use the fine-tuned model."""
+        return (
+            "from transformers import pipeline\n\n"
+            f'pipe = pipeline("{self.pipeline_tag}", model="{model_id}")\n'
+            'result = pipe("path/to/image.jpg")\n'
+            "print(result)"
+        )

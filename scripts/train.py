@@ -1,0 +1,15 @@
+"""Fine-tune a vision model from a YAML recipe.
+
+    python scripts/train.py configs/food101-vit.yaml [--learning_rate 1e-4 ...]
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/train.py configs/food101-vit.yaml
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from recipes.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Recipes: every YAML parses, CLI overrides win, unknown keys fail with a hint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recipes.config import RecipeError, parse_recipe
+from recipes.tasks import get_task
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted(p for p in (REPO / "configs").rglob("*.yaml") if "accelerate" not in p.parts)
+ACCELERATE_CONFIGS = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: str(p.relative_to(REPO / "configs")))
+def test_every_recipe_parses(path: Path, tmp_path: Path) -> None:
+    # GPU-only settings (bf16) are valid recipes; on this CPU machine they need --use_cpu to validate.
+    recipe = parse_recipe([str(path), "--output_dir", str(tmp_path), "--use_cpu"])
+    source = yaml.safe_load(path.read_text())
+    assert recipe.run.task == get_task(source["task"]).name
+    assert recipe.training.remove_unused_columns is False
+    assert recipe.training.batch_eval_metrics is True
+    for key, value in source.items():
+        if key in ("output_dir", "task") or isinstance(value, dict) or value is None:
+            continue
+        part = next(p for p in (recipe.run, recipe.data, recipe.model, recipe.training) if hasattr(p, key))
+        actual = getattr(part, key)
+        assert actual == value or actual == [value] or str(actual).endswith(str(value)), key
+
+
+@pytest.mark.parametrize("path", ACCELERATE_CONFIGS, ids=lambda p: p.name)
+def test_accelerate_configs_are_valid(path: Path) -> None:
+    from accelerate.commands.config.config_args import ClusterConfig
+
+    config = ClusterConfig.from_yaml_file(str(path))
+    assert config.num_processes >= 1
+
+
+def test_command_line_overrides_yaml(tmp_path: Path) -> None:
+    recipe = parse_recipe([
+        "configs/quickstart/classification.yaml", "--learning_rate", "1e-4", "--output_dir", str(tmp_path),
+        "--augmentation", "strong", "--max_train_samples", "7", "--config_overrides", '{"hidden_size": 32}',
+    ])
+    assert recipe.training.learning_rate == 1e-4
+    assert recipe.data.augmentation == "strong"
+    assert recipe.data.max_train_samples == 7
+    assert recipe.model.config_overrides == {"hidden_size": 32}
+    assert recipe.training.output_dir == str(tmp_path)
+
+
+def test_config_flag_form(tmp_path: Path) -> None:
+    recipe = parse_recipe(["--config", "configs/quickstart/classification.yaml", "--output_dir", str(tmp_path)])
+    assert recipe.model.model_type == "vit"
+
+
+def test_unknown_yaml_key_names_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: image-classification\nmodel_type: vit\nlerning_rate: 0.1\n")
+    with pytest.raises(RecipeError, match=r"lerning_rate.*Did you mean `learning_rate`"):
+        parse_recipe([str(bad)])
+
+
+def test_unknown_cli_flag_names_the_flag() -> None:
+    with pytest.raises(RecipeError, match="num_train_epoch"):
+        parse_recipe(["configs/quickstart/classification.yaml", "--num_train_epoch", "3"])
+
+
+def test_task_specific_keys_are_rejected_for_other_tasks(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: image-classification\nmodel_type: vit\nreduce_labels: true\n")
+    with pytest.raises(RecipeError, match="reduce_labels"):
+        parse_recipe([str(bad)])
+
+
+def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: image-classification\n")
+    with pytest.raises(RecipeError, match="model_name_or_path"):
+        parse_recipe([str(bad)])
+
+
+def test_unknown_task(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: depth-estimation\nmodel_type: vit\n")
+    with pytest.raises(RecipeError, match="Unknown task `depth-estimation`"):
+        parse_recipe([str(bad)])
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: [unclosed\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        parse_recipe([str(bad)])
+
+
+def test_forced_arguments_cannot_be_turned_off(tmp_path: Path) -> None:
+    recipe = parse_recipe(["configs/quickstart/classification.yaml", "--remove_unused_columns", "true",
+                           "--output_dir", str(tmp_path)])
+    assert recipe.training.remove_unused_columns is False
+
+
+def test_resolved_recipe_hides_the_token(tmp_path: Path) -> None:
+    recipe = parse_recipe(["configs/quickstart/classification.yaml", "--hub_token", "hf_secret123",
+                           "--output_dir", str(tmp_path)])
+    assert "hf_secret123" not in str(recipe.to_dict())
