@@ -24,6 +24,12 @@ from recipes.tasks.classification import (
 from recipes.transforms import ProcessorGeometry
 
 QUICKSTART = "configs/quickstart/classification.yaml"
+TINY_VIT = [  # the quickstart recipe runs a tiny ResNet; this switches it to a tiny ViT
+    "--model_type", "vit",
+    "--config_overrides", '{"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1, '
+    '"num_attention_heads": 2, "intermediate_size": 64}',
+    "--image_processor_overrides", '{"size": {"height": 32, "width": 32}}',
+]
 
 
 def _recipe(tmp_path: Path, *extra: str):
@@ -222,7 +228,7 @@ def test_quickstart_recipe_end_to_end(tmp_path: Path, shapes_dir: Path) -> None:
     (metric_dir / "my_accuracy.py").write_text(LOCAL_EVALUATE_METRIC)
     out = tmp_path / "out"
     result = run_cli(QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out),
-                     "--num_train_epochs", "2", "--extra_metrics", str(metric_dir / "my_accuracy.py"))
+                     "--num_train_epochs", "2", "--extra_metrics", str(metric_dir / "my_accuracy.py"), *TINY_VIT)
     assert_ok(result)
     assert "Vision Recipes run summary" in result.stdout
     metrics = _check_outputs(out, {"circle", "square", "triangle", "cross"})
@@ -254,6 +260,7 @@ class MyAccuracy(evaluate.Metric):
 @pytest.mark.slow
 def test_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path, shapes_dir: Path) -> None:
     common = ["--train_dir", str(shapes_dir), "--augmentation", "none", "--dataloader_num_workers", "0",
+              "--per_device_train_batch_size", "32",
               "--make_plots", "false", "--logging_steps", "1"]
     full = tmp_path / "full"
     assert_ok(run_cli(QUICKSTART, *common, "--output_dir", str(full), "--num_train_epochs", "3"))

@@ -53,7 +53,7 @@ def test_command_line_overrides_yaml(tmp_path: Path) -> None:
 
 def test_config_flag_form(tmp_path: Path) -> None:
     recipe = parse_recipe(["--config", "configs/quickstart/classification.yaml", "--output_dir", str(tmp_path)])
-    assert recipe.model.model_type == "vit"
+    assert recipe.model.model_type == "resnet"
 
 
 def test_unknown_yaml_key_names_the_key(tmp_path: Path) -> None:

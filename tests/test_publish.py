@@ -1,0 +1,64 @@
+"""Publishing an existing output folder with scripts/push_to_hub.py, against the local fake Hub."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+from recipes.hub import PublishError, push_output_dir, retry_command
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def output_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    config = ViTConfig(image_size=16, patch_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                       intermediate_size=16, num_labels=2, id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1})
+    ViTForImageClassification(config).save_pretrained(out)
+    ViTImageProcessor(size={"height": 16, "width": 16}).save_pretrained(out)
+    (out / "README.md").write_text("---\nlicense: apache-2.0\npipeline_tag: image-classification\n---\n# x\n")
+    (out / "checkpoint-5").mkdir()
+    (out / "checkpoint-5" / "optimizer.pt").write_bytes(b"0" * 100)
+    return out
+
+
+def _push_script(output_dir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "push_to_hub.py"), str(output_dir), *args],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_push_script_uploads_the_folder_without_checkpoints(output_dir: Path, tmp_path: Path, fake_hub) -> None:
+    result = _push_script(output_dir, fake_hub.client_env(tmp_path / "home"), "--repo-id", "user/pushed")
+    assert result.returncode == 0, result.stderr
+    files = fake_hub.files("user/pushed")
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md"} <= set(files)
+    assert not any("checkpoint" in name for name in files)
+    assert json.loads(files["config.json"])["id2label"] == {"0": "a", "1": "b"}
+
+
+def test_missing_token_is_a_clear_error(output_dir: Path, tmp_path: Path, fake_hub) -> None:
+    env = fake_hub.client_env(tmp_path / "home", token=False)
+    result = _push_script(output_dir, env, "--repo-id", "user/pushed")
+    assert result.returncode == 1
+    assert "No Hugging Face token" in result.stderr
+    assert "python scripts/push_to_hub.py" in result.stderr
+
+
+def test_unreachable_hub_keeps_outputs_and_gives_the_retry_command(output_dir: Path) -> None:
+    with pytest.raises(PublishError) as info:
+        push_output_dir(output_dir, "user/x", token="hf_secret_value", endpoint="http://127.0.0.1:9")
+    message = str(info.value)
+    assert "hf_secret_value" not in message
+    assert retry_command(output_dir, "user/x") in message
+    assert (output_dir / "model.safetensors").is_file()
+
+
+def test_folder_without_a_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PublishError, match="config.json missing"):
+        push_output_dir(tmp_path, "user/x", token="t")
