@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import transformers
 from transformers import AutoConfig, AutoImageProcessor, Trainer
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 
-import transformers
 from recipes.config import ModelArguments, RecipeError
 from recipes.tasks.base import Task, TaskData
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from recipes.hub import PublishError, push_output_dir  # noqa: E402
+from recipes.hub import PublishError, push_output_dir
 
 
 def main() -> int:

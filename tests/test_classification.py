@@ -11,7 +11,13 @@ import pytest
 import torch
 from conftest import assert_ok, run_cli, shared_dataset
 from PIL import Image
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support, top_k_accuracy_score
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
 from transformers import EvalPrediction
 
 from recipes.config import RecipeError, parse_recipe
@@ -25,10 +31,13 @@ from recipes.transforms import ProcessorGeometry
 
 QUICKSTART = "configs/quickstart/classification.yaml"
 TINY_VIT = [  # the quickstart recipe runs a tiny ResNet; this switches it to a tiny ViT
-    "--model_type", "vit",
-    "--config_overrides", '{"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1, '
+    "--model_type",
+    "vit",
+    "--config_overrides",
+    '{"image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 1, '
     '"num_attention_heads": 2, "intermediate_size": 64}',
-    "--image_processor_overrides", '{"size": {"height": 32, "width": 32}}',
+    "--image_processor_overrides",
+    '{"size": {"height": 32, "width": 32}}',
 ]
 
 
@@ -90,7 +99,7 @@ def test_metric_state_resets_between_evaluations() -> None:
 
 
 def test_image_folder_with_seeded_stratified_split(tmp_path: Path, shapes_dir: Path) -> None:
-    recipe, data = _load(tmp_path, "--train_dir", str(shapes_dir))
+    _, data = _load(tmp_path, "--train_dir", str(shapes_dir))
     assert sorted(data.id2label.values()) == ["circle", "cross", "square", "triangle"]
     assert len(data.train) + len(data.validation) == 96
     val_counts = np.bincount(data.validation["label"])
@@ -103,7 +112,9 @@ def test_split_subfolders_use_their_own_validation(tmp_path: Path) -> None:
     from recipes.sample_data.shapes import make_shapes_dataset
 
     make_shapes_dataset(tmp_path / "data" / "train", images_per_class=5, size=16, classes=("circle", "square"))
-    make_shapes_dataset(tmp_path / "data" / "validation", images_per_class=2, size=16, seed=1, classes=("circle", "square"))
+    make_shapes_dataset(
+        tmp_path / "data" / "validation", images_per_class=2, size=16, seed=1, classes=("circle", "square")
+    )
     make_shapes_dataset(tmp_path / "data" / "test", images_per_class=3, size=16, seed=2, classes=("circle", "square"))
     _, data = _load(tmp_path, "--train_dir", str(tmp_path / "data"))
     assert (len(data.train), len(data.validation), len(data.test)) == (10, 4, 6)
@@ -116,8 +127,17 @@ def test_csv_listing_with_string_labels(tmp_path: Path) -> None:
         Image.new("RGB", (10, 10), (i * 20, 0, 0)).save(tmp_path / "img" / f"{i}.png")
         rows.append(f"img/{i}.png,{'pizza' if i % 2 else 'sushi'}")
     (tmp_path / "train.csv").write_text("\n".join(rows))
-    _, data = _load(tmp_path, "--train_file", str(tmp_path / "train.csv"), "--image_column_name", "path",
-                    "--label_column_name", "food", "--train_val_split", "0.25")
+    _, data = _load(
+        tmp_path,
+        "--train_file",
+        str(tmp_path / "train.csv"),
+        "--image_column_name",
+        "path",
+        "--label_column_name",
+        "food",
+        "--train_val_split",
+        "0.25",
+    )
     assert sorted(data.id2label.values()) == ["pizza", "sushi"]
     assert len(data.train) == 9 and len(data.validation) == 3
 
@@ -187,8 +207,7 @@ def test_eval_normalisation_matches_the_image_processor() -> None:
     processor = ViTImageProcessor(size={"height": 16, "width": 16})
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
     expected = processor(image, return_tensors="pt")["pixel_values"]
-    eval_fn = partial(transform_classification_batch, image_column="image", label_column="label",
-                      augment=lambda x: x)
+    eval_fn = partial(transform_classification_batch, image_column="image", label_column="label", augment=lambda x: x)
     ours = collate_classification(
         [{"pixel_values": eval_fn({"image": [image], "label": [0]})["pixel_values"][0], "labels": 0}],
         geometry=ProcessorGeometry.from_processor(processor),
@@ -202,9 +221,17 @@ def test_eval_normalisation_matches_the_image_processor() -> None:
 def _check_outputs(out: Path, labels: set[str]) -> dict:
     config = json.loads((out / "config.json").read_text())
     assert set(config["id2label"].values()) == labels
-    for name in ("model.safetensors", "preprocessor_config.json", "README.md", "run_manifest.json",
-                 "eval_results.json", "train_results.json", "training_curves.png", "confusion_matrix.png",
-                 "top_losses.png"):
+    for name in (
+        "model.safetensors",
+        "preprocessor_config.json",
+        "README.md",
+        "run_manifest.json",
+        "eval_results.json",
+        "train_results.json",
+        "training_curves.png",
+        "confusion_matrix.png",
+        "top_losses.png",
+    ):
         assert (out / name).is_file(), name
     card = (out / "README.md").read_text()
     assert "pipeline_tag: image-classification" in card and "library_name: transformers" in card
@@ -227,8 +254,18 @@ def test_quickstart_recipe_end_to_end(tmp_path: Path, shapes_dir: Path) -> None:
     metric_dir.mkdir()
     (metric_dir / "my_accuracy.py").write_text(LOCAL_EVALUATE_METRIC)
     out = tmp_path / "out"
-    result = run_cli(QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out),
-                     "--num_train_epochs", "2", "--extra_metrics", str(metric_dir / "my_accuracy.py"), *TINY_VIT)
+    result = run_cli(
+        QUICKSTART,
+        "--train_dir",
+        str(shapes_dir),
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "2",
+        "--extra_metrics",
+        str(metric_dir / "my_accuracy.py"),
+        *TINY_VIT,
+    )
     assert_ok(result)
     assert "Vision Recipes run summary" in result.stdout
     metrics = _check_outputs(out, {"circle", "square", "triangle", "cross"})
@@ -239,7 +276,7 @@ def test_quickstart_recipe_end_to_end(tmp_path: Path, shapes_dir: Path) -> None:
     assert predictions[0]["label"] in {"circle", "square", "triangle", "cross"}
 
 
-LOCAL_EVALUATE_METRIC = '''
+LOCAL_EVALUATE_METRIC = """
 import datasets
 import evaluate
 
@@ -254,20 +291,43 @@ class MyAccuracy(evaluate.Metric):
 
     def _compute(self, predictions, references):
         return {"my_accuracy": sum(p == r for p, r in zip(predictions, references)) / len(references)}
-'''
+"""
 
 
 @pytest.mark.slow
 def test_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path, shapes_dir: Path) -> None:
-    common = ["--train_dir", str(shapes_dir), "--augmentation", "none", "--dataloader_num_workers", "0",
-              "--per_device_train_batch_size", "32",
-              "--make_plots", "false", "--logging_steps", "1"]
+    common = [
+        "--train_dir",
+        str(shapes_dir),
+        "--augmentation",
+        "none",
+        "--dataloader_num_workers",
+        "0",
+        "--per_device_train_batch_size",
+        "32",
+        "--make_plots",
+        "false",
+        "--logging_steps",
+        "1",
+    ]
     full = tmp_path / "full"
     assert_ok(run_cli(QUICKSTART, *common, "--output_dir", str(full), "--num_train_epochs", "3"))
     # "Interrupted" run: it stopped after the second epoch's checkpoint; rerunning continues it.
     part = tmp_path / "part"
-    assert_ok(run_cli(QUICKSTART, *common, "--output_dir", str(part), "--num_train_epochs", "3",
-                      "--max_steps", "6", "--load_best_model_at_end", "false"))
+    assert_ok(
+        run_cli(
+            QUICKSTART,
+            *common,
+            "--output_dir",
+            str(part),
+            "--num_train_epochs",
+            "3",
+            "--max_steps",
+            "6",
+            "--load_best_model_at_end",
+            "false",
+        )
+    )
     assert (part / "checkpoint-6").is_dir()
     for name in ("model.safetensors", "eval_results.json", "all_results.json"):
         (part / name).unlink()
@@ -287,11 +347,35 @@ def test_two_process_accelerate_launch(tmp_path: Path, shapes_dir: Path) -> None
     out = tmp_path / "ddp"
     # 96 images, 0.15 held out -> 14 validation images over 2 processes with per-device batch 4:
     # the last batch is uneven, so duplicated padding samples must not be counted.
-    result = run_cli(QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out),
-                     "--num_train_epochs", "1", "--train_val_split", "0.15", "--per_device_eval_batch_size", "4",
-                     "--make_plots", "false",
-                     launcher=[sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"])
+    result = run_cli(
+        QUICKSTART,
+        "--train_dir",
+        str(shapes_dir),
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "1",
+        "--train_val_split",
+        "0.15",
+        "--per_device_eval_batch_size",
+        "4",
+        "--make_plots",
+        "false",
+        launcher=[
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--cpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ],
+    )
     assert_ok(result)
     metrics = json.loads((out / "eval_results.json").read_text())
     assert metrics["eval_samples"] == 14
@@ -304,12 +388,29 @@ def test_two_process_accelerate_launch(tmp_path: Path, shapes_dir: Path) -> None
 def test_push_to_hub_then_pipeline_downloads_it(tmp_path: Path, shapes_dir: Path, fake_hub) -> None:
     out = tmp_path / "out"
     env = fake_hub.client_env(tmp_path / "hf_home")
-    result = run_cli(QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out), "--num_train_epochs", "1",
-                     "--push_to_hub", "--hub_model_id", "user/tiny-shapes", env=env)
+    result = run_cli(
+        QUICKSTART,
+        "--train_dir",
+        str(shapes_dir),
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "1",
+        "--push_to_hub",
+        "--hub_model_id",
+        "user/tiny-shapes",
+        env=env,
+    )
     assert_ok(result)
     files = fake_hub.files("user/tiny-shapes")
-    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md",
-                 "training_curves.png", "confusion_matrix.png"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "README.md",
+        "training_curves.png",
+        "confusion_matrix.png",
+    ):
         assert name in files, name
     assert not any(name.startswith("checkpoint-") for name in files)
     token = fake_hub.token
@@ -326,12 +427,24 @@ def test_push_to_hub_then_pipeline_downloads_it(tmp_path: Path, shapes_dir: Path
 
 
 @pytest.mark.slow
-def test_push_failure_keeps_outputs_and_prints_the_retry_command(tmp_path: Path, shapes_dir: Path,
-                                                                 fake_hub) -> None:
+def test_push_failure_keeps_outputs_and_prints_the_retry_command(tmp_path: Path, shapes_dir: Path, fake_hub) -> None:
     out = tmp_path / "out"
     env = fake_hub.client_env(tmp_path / "hf_home", token="hf_wrong_token")
-    result = run_cli(QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out), "--num_train_epochs", "1",
-                     "--make_plots", "false", "--push_to_hub", "--hub_model_id", "user/x", env=env)
+    result = run_cli(
+        QUICKSTART,
+        "--train_dir",
+        str(shapes_dir),
+        "--output_dir",
+        str(out),
+        "--num_train_epochs",
+        "1",
+        "--make_plots",
+        "false",
+        "--push_to_hub",
+        "--hub_model_id",
+        "user/x",
+        env=env,
+    )
     assert result.returncode == 1
     assert "python scripts/push_to_hub.py" in result.stderr and "--repo-id user/x" in result.stderr
     assert "hf_wrong_token" not in result.stdout + result.stderr
@@ -343,9 +456,25 @@ def test_push_failure_keeps_outputs_and_prints_the_retry_command(tmp_path: Path,
 def test_real_food101_mini_through_the_cli(tmp_path: Path) -> None:
     data = shared_dataset("food101-mini")
     out = tmp_path / "food"
-    result = run_cli(QUICKSTART, "--train_dir", str(data), "--output_dir", str(out), "--max_steps", "6",
-                     "--per_device_train_batch_size", "16", "--eval_strategy", "steps", "--eval_steps", "3",
-                     "--save_strategy", "steps", "--save_steps", "3")
+    result = run_cli(
+        QUICKSTART,
+        "--train_dir",
+        str(data),
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "6",
+        "--per_device_train_batch_size",
+        "16",
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "3",
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "3",
+    )
     assert_ok(result)
     metrics = _check_outputs(out, {"pizza", "steak", "sushi"})
     assert metrics["eval_samples"] == 58  # the dataset's own test split is the validation split

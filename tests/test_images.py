@@ -67,7 +67,7 @@ def test_truncated_file_is_reported_with_its_name(tmp_path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
     reason = check_image_record({"bytes": None, "path": str(path)})
     assert reason is not None and "truncated" in reason.lower()
-    with pytest.raises(BadImageError, match="broken.jpg"):
+    with pytest.raises(BadImageError, match=r"broken\.jpg"):
         load_rgb({"bytes": None, "path": str(path)})
 
 

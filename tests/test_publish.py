@@ -60,5 +60,5 @@ def test_unreachable_hub_keeps_outputs_and_gives_the_retry_command(output_dir: P
 
 
 def test_folder_without_a_model_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(PublishError, match="config.json missing"):
+    with pytest.raises(PublishError, match=r"config\.json missing"):
         push_output_dir(tmp_path, "user/x", token="t")

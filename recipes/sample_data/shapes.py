@@ -11,7 +11,7 @@ CLASSES = ("circle", "square", "triangle", "cross")
 
 
 def draw_shape(kind: str, size: int, rng: np.random.Generator) -> Image.Image:
-    """One ``size``×``size`` RGB image of ``kind`` at a random place, scale and colour."""
+    """One ``size`` x ``size`` RGB image of ``kind`` at a random place, scale and colour."""
     background = rng.integers(0, 90, size=(size, size, 3), dtype=np.uint8)
     image = Image.fromarray(background)
     draw = ImageDraw.Draw(image)

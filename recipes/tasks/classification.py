@@ -65,7 +65,9 @@ def load_classification_splits(data_args: ClassificationDataArguments, cache_dir
         return _load_listing_files(data_args)
     train_dir = local_path(data_args.train_dir, "train_dir")
     if train_dir is None:
-        raise RecipeError("No data: set `dataset_name` (Hub id), `train_dir` (image folder) or `train_file` (CSV/JSONL).")
+        raise RecipeError(
+            "No data: set `dataset_name` (Hub id), `train_dir` (image folder) or `train_file` (CSV/JSONL)."
+        )
     subdirs = {p.name for p in train_dir.iterdir() if p.is_dir()}
     if "train" in subdirs and subdirs <= SPLIT_FOLDERS:
         splits = _imagefolder(data_dir=str(train_dir))
@@ -112,12 +114,14 @@ def _load_listing_files(data_args: ClassificationDataArguments) -> dict[str, Dat
         dataset = load_dataset(builder, data_files=str(path), split="train")
         column = data_args.image_column_name
         require_columns(dataset, {"image_column_name": column}, str(path))
-        base = path.parent
-        dataset = dataset.map(
-            lambda row: {column: str(Path(row[column]) if Path(row[column]).is_absolute() else base / row[column])}
-        )
+        dataset = dataset.map(partial(_resolve_path, column=column, base=path.parent))
         splits[split] = dataset.cast_column(column, Image(decode=False))
     return splits
+
+
+def _resolve_path(row: dict[str, Any], *, column: str, base: Path) -> dict[str, str]:
+    """Make a listing's relative image path absolute (relative to the listing file)."""
+    return {column: str(base / row[column])}
 
 
 def ensure_class_labels(splits: dict[str, Dataset], column: str) -> dict[str, Dataset]:
