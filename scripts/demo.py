@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from recipes.demo import build_app  # noqa: E402
+from recipes.demo import build_app
 
 
 def main() -> int:
