@@ -481,3 +481,19 @@ def test_real_food101_mini_through_the_cli(tmp_path: Path) -> None:
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0 and np.isfinite(metrics["eval_loss"])
     predictions = _pipeline_predicts(out, next((data / "test" / "sushi").glob("*.jpg")))
     assert {p["label"] for p in predictions} <= {"pizza", "steak", "sushi"}
+
+
+def test_hub_style_dataset_with_split_slicing(tmp_path: Path, shapes_dir: Path) -> None:
+    """`dataset_name` goes through `load_dataset` like a Hub id; a local parquet repo stands in for the Hub."""
+    from datasets import load_dataset
+
+    repo = tmp_path / "food-like"
+    full = load_dataset("imagefolder", data_dir=str(shapes_dir), split="train").rename_column("label", "labels")
+    (repo / "data").mkdir(parents=True)
+    parts = full.train_test_split(test_size=0.25, seed=0)
+    parts["train"].to_parquet(repo / "data" / "train-00000.parquet")
+    parts["test"].to_parquet(repo / "data" / "validation-00000.parquet")
+    _, data = _load(tmp_path, "--dataset_name", str(repo), "--train_split", "train[:20]",
+                    "--label_column_name", "labels")
+    assert len(data.train) == 20 and len(data.validation) == 24
+    assert sorted(data.id2label.values()) == ["circle", "cross", "square", "triangle"]
