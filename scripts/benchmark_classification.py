@@ -1,0 +1,651 @@
+"""Benchmark the image-classification data pipeline against the Hugging Face docs baseline.
+
+Runs on the real Food-101 JPEGs of ``food101-mini`` (every image of every split) and measures, in
+the same process and interleaved round by round so that the noise of a shared machine hits every
+variant alike:
+
+1. train-transform throughput (images/s through a ``DataLoader``, collate included) with one
+   worker (and in the main process on one thread), for
+   - ``naive``: the HF-docs pipeline: ``datasets`` PIL decode -> ``.convert("RGB")`` ->
+     ``Compose([RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize])`` per image,
+     default collate;
+   - ``ours``: undecoded records -> ``decode_to_tensor`` (libjpeg-turbo) -> torchvision v2
+     ``basic`` preset on ``uint8`` tensors (``transform_classification_batch`` via
+     ``with_transform``) -> ``collate_classification`` (normalises once per batch);
+   - ``ours+cache``: the same on the decode cache (``cache_decoded_images``: raw RGB records
+     built once by ``decode_into_cache``; its one-time build cost is reported on its own);
+2. where the time goes: milliseconds per image and per stage (read, decode, crop+resize, flip,
+   to-tensor, normalise, collate), single-threaded like a ``DataLoader`` worker;
+3. end-to-end training throughput (images/s through ``Trainer.train``, a tiny ViT built from a
+   config so that data loading, not compute, dominates, one ``DataLoader`` worker, the training
+   process on ``--train-threads`` threads), plus the same run on pre-made batches ("no data cost":
+   the ceiling that data loading cannot beat on this machine).
+
+Augmentation is equivalent in every variant: RandomResizedCrop(224, scale (0.08, 1), ratio
+(3/4, 4/3), bilinear with antialiasing) + horizontal flip (p=0.5) + normalisation with the image
+processor's mean/std, giving float32 (B, 3, 224, 224) batches.
+
+    python scripts/benchmark_classification.py [--quick] [--json results.json] [--data-dir DIR]
+
+Figures are medians over the rounds; ratios are medians of the per-round ratios (each round runs
+every variant back to back, so slow drifts of the machine's load cancel out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+import datasets  # noqa: E402
+import PIL  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+import transformers  # noqa: E402
+from datasets import Dataset, concatenate_datasets, load_dataset  # noqa: E402
+from datasets import Image as ImageFeature  # noqa: E402
+from torch.utils.data import DataLoader, default_collate  # noqa: E402
+from torchvision import transforms as v1  # noqa: E402
+from transformers import (  # noqa: E402
+    PrinterCallback,
+    TrainingArguments,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessor,
+)
+
+from recipes.data import undecoded  # noqa: E402
+from recipes.modeling import RecipeTrainer  # noqa: E402
+from recipes.tasks.classification import (  # noqa: E402
+    build_train_augmentation,
+    collate_classification,
+    decode_into_cache,
+    transform_classification_batch,
+)
+from recipes.transforms import ProcessorGeometry, decode_to_tensor, normalize_batch  # noqa: E402
+
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "datasets" / "food101-mini"
+IMAGE_COLUMN, LABEL_COLUMN = "image", "label"
+NAIVE, OURS, CACHED = "naive", "ours", "ours+cache"
+VARIANTS = (NAIVE, OURS, CACHED)
+DESCRIPTIONS = {
+    NAIVE: "HF docs: PIL decode + Compose(RRC, flip, ToTensor, Normalize) per image, default collate",
+    OURS: "undecoded records, libjpeg-turbo decode, v2 RRC+flip on uint8, batch normalise in collate",
+    CACHED: "ours on the decode cache (raw RGB records, no JPEG decoding per epoch)",
+}
+STAGES = ("read records", "decode", "crop+resize", "flip", "to tensor", "normalize", "collate")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much to measure (``--quick`` shortens every part)."""
+
+    batch_size: int
+    rounds: int
+    warmup_epochs: int
+    rounds_main_process: int
+    stage_rounds: int
+    stage_images: int | None
+    train_steps: int
+    train_rounds: int
+    train_threads: int
+    seed: int
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Settings:
+        quick = args.quick
+        return cls(
+            batch_size=args.batch_size,
+            rounds=args.rounds or (2 if quick else 7),
+            warmup_epochs=1,
+            rounds_main_process=0 if quick or args.no_main_process else 3,
+            stage_rounds=1 if quick else 3,
+            stage_images=64 if quick else None,
+            train_steps=args.train_steps or (6 if quick else 30),
+            train_rounds=args.train_rounds or (1 if quick else 3),
+            train_threads=args.train_threads,
+            seed=args.seed,
+        )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One pipeline: a dataset with its ``with_transform`` function set, and its collate function."""
+
+    name: str
+    dataset: Dataset
+    collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def log(message: str = "") -> None:
+    """Print progress straight away (the benchmark runs for minutes)."""
+    print(message, flush=True)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """Run a block with ``count`` intra-op threads, like a ``DataLoader`` worker (which uses one)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def rotated(items: Sequence[str], shift: int) -> list[str]:
+    """``items`` rotated by ``shift``: each round starts with a different variant."""
+    shift %= len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def median_ratios(per_round: dict[str, list[float]], numerator: str, denominator: str) -> float:
+    """Median over rounds of ``numerator / denominator`` measured in the same round."""
+    return statistics.median(a / b for a, b in zip(per_round[numerator], per_round[denominator]))
+
+
+def resolve_data_dir(path: Path) -> Path:
+    """The dataset folder, or a clear error naming what is missing."""
+    path = path.expanduser().resolve()
+    if not path.is_dir():
+        raise SystemExit(
+            f"error: dataset folder {path} not found. Pass --data-dir pointing to food101-mini "
+            "(an image folder: <split>/<class>/*.jpg), e.g. ../shared/datasets/food101-mini."
+        )
+    if not any(path.rglob("*.jpg")):
+        raise SystemExit(f"error: no .jpg files under {path}: the benchmark needs real JPEG photos.")
+    return path
+
+
+# --------------------------------------------------------------------------- pipelines
+
+
+def naive_augmentation(geometry: ProcessorGeometry) -> v1.Compose:
+    """The per-image ``Compose`` of the Hugging Face image-classification docs."""
+    return v1.Compose(
+        [
+            v1.RandomResizedCrop((geometry.height, geometry.width)),
+            v1.RandomHorizontalFlip(),
+            v1.ToTensor(),
+            v1.Normalize(mean=geometry.mean, std=geometry.std),
+        ]
+    )
+
+
+def naive_transform(batch: dict[str, list], *, augment: Callable) -> dict[str, list]:
+    """The HF-docs ``with_transform`` function: images already decoded to PIL by ``datasets``."""
+    return {
+        "pixel_values": [augment(image.convert("RGB")) for image in batch[IMAGE_COLUMN]],
+        "labels": list(batch[LABEL_COLUMN]),
+    }
+
+
+def check_equivalent_augmentation(naive: v1.Compose, ours: Any) -> str:
+    """Assert the two pipelines sample crops and flips the same way; describe them."""
+    crop, flip = naive.transforms[0], naive.transforms[1]
+    our_crop, our_flip = ours.transforms[0], ours.transforms[1]
+    assert tuple(crop.size) == tuple(our_crop.size), (crop.size, our_crop.size)
+    assert tuple(crop.scale) == tuple(our_crop.scale), (crop.scale, our_crop.scale)
+    assert tuple(crop.ratio) == tuple(our_crop.ratio), (crop.ratio, our_crop.ratio)
+    modes = {str(getattr(m, "value", m)).lower() for m in (crop.interpolation, our_crop.interpolation)}
+    assert modes == {"bilinear"}, modes
+    assert crop.antialias and our_crop.antialias
+    assert flip.p == our_flip.p
+    ratio = f"({crop.ratio[0]:.3f}, {crop.ratio[1]:.3f})"
+    return (
+        f"RandomResizedCrop({tuple(crop.size)}, scale={tuple(crop.scale)}, ratio={ratio}, bilinear, "
+        f"antialias) + HorizontalFlip(p={flip.p}) + Normalize -> float32 (B, 3, H, W)"
+    )
+
+
+def load_food101(data_dir: Path, cache_dir: str) -> Dataset:
+    """Every image of every split of the folder as one dataset (``image`` decoded lazily to PIL)."""
+    splits = load_dataset("imagefolder", data_dir=str(data_dir), cache_dir=cache_dir)
+    dataset = concatenate_datasets(list(splits.values()))
+    if not isinstance(dataset.features[IMAGE_COLUMN], ImageFeature):
+        raise SystemExit(f"error: {data_dir} did not load as an image folder.")
+    return dataset
+
+
+def build_variants(
+    dataset: Dataset, geometry: ProcessorGeometry
+) -> tuple[dict[str, Variant], dict[str, Dataset], dict[str, Any]]:
+    """The three pipelines, their untransformed sources, and the one-time cost of the decode cache."""
+    naive = naive_augmentation(geometry)
+    ours = build_train_augmentation("basic", geometry.height, geometry.width)
+    raw = undecoded(dataset, IMAGE_COLUMN)
+
+    start = time.perf_counter()
+    cached = raw.map(
+        partial(decode_into_cache, image_column=IMAGE_COLUMN),
+        batched=True,
+        batch_size=32,
+        desc="Decoding images into the cache",
+    )
+    build_s = time.perf_counter() - start
+    cache_bytes = sum(Path(f["filename"]).stat().st_size for f in cached.cache_files)
+
+    ours_transform = partial(
+        transform_classification_batch, image_column=IMAGE_COLUMN, label_column=LABEL_COLUMN, augment=ours
+    )
+    ours_collate = partial(collate_classification, geometry=geometry)
+    variants = {
+        NAIVE: Variant(
+            NAIVE, dataset.with_transform(partial(naive_transform, augment=naive)), default_collate
+        ),
+        OURS: Variant(OURS, raw.with_transform(ours_transform), ours_collate),
+        CACHED: Variant(CACHED, cached.with_transform(ours_transform), ours_collate),
+    }
+    cache = {
+        "build_seconds": build_s,
+        "build_images_per_s": len(dataset) / build_s,
+        "disk_mib": cache_bytes / 2**20,
+        "augmentation": check_equivalent_augmentation(naive, ours),
+    }
+    return variants, {NAIVE: raw, OURS: raw, CACHED: cached}, cache
+
+
+# --------------------------------------------------------------------------- 1. transform throughput
+
+
+def make_loader(variant: Variant, num_workers: int, batch_size: int, seed: int) -> DataLoader:
+    """A shuffling loader like the Trainer's; workers persist so epochs measure steady state."""
+    return DataLoader(
+        variant.dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=num_workers,
+        collate_fn=variant.collate,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def run_epoch(loader: DataLoader) -> tuple[int, float, dict[str, Any]]:
+    """Iterate once over ``loader``: (images, seconds, description of the first batch)."""
+    images, first = 0, {}
+    start = time.perf_counter()
+    for batch in loader:
+        pixels = batch["pixel_values"]
+        if not first:
+            first = {"shape": list(pixels.shape), "dtype": str(pixels.dtype).removeprefix("torch.")}
+        images += pixels.shape[0]
+    return images, time.perf_counter() - start, first
+
+
+def measure_transforms(
+    variants: dict[str, Variant], num_workers: int, rounds: int, warmup: int, settings: Settings
+) -> dict[str, Any]:
+    """Images/s per variant over ``rounds`` full epochs each, interleaved after ``warmup`` epochs."""
+    loaders = {
+        name: make_loader(v, num_workers, settings.batch_size, settings.seed) for name, v in variants.items()
+    }
+    per_round: dict[str, list[float]] = {name: [] for name in variants}
+    first_batches: dict[str, Any] = {}
+    with torch_threads(1) if num_workers == 0 else nullcontext():
+        for name, loader in loaders.items():
+            for _ in range(warmup):
+                _, _, first_batches[name] = run_epoch(loader)
+        for index in range(rounds):
+            for name in rotated(list(variants), index):
+                images, seconds, first = run_epoch(loaders[name])
+                first_batches.setdefault(name, first)
+                per_round[name].append(images / seconds)
+            log(
+                f"    round {index + 1}/{rounds}: "
+                + ", ".join(f"{n} {per_round[n][-1]:.0f}" for n in variants)
+            )
+    del loaders  # shuts the persistent workers down
+    shapes = {(tuple(b["shape"][1:]), b["dtype"]) for b in first_batches.values()}
+    assert len(shapes) == 1, f"variants produce different batches: {first_batches}"
+    return {
+        "num_workers": num_workers,
+        "epochs_images_per_s": per_round,
+        "images_per_s": {name: statistics.median(values) for name, values in per_round.items()},
+        "ratios": {name: median_ratios(per_round, name, NAIVE) for name in variants if name != NAIVE},
+        "batch": first_batches[NAIVE],
+    }
+
+
+# --------------------------------------------------------------------------- 2. stage breakdown
+
+
+class StageClock:
+    """Accumulates the wall time of named stages."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+
+    def __call__(self, stage: str, function: Callable, *args: Any) -> Any:
+        start = time.perf_counter()
+        result = function(*args)
+        self.seconds[stage] += time.perf_counter() - start
+        return result
+
+
+def stage_pass(
+    pipeline: str, source: Dataset, geometry: ProcessorGeometry, batch_size: int
+) -> dict[str, float]:
+    """One single-threaded pass over ``source`` (undecoded records), timing each stage: ms per image."""
+    clock = StageClock()
+    records_of = source.with_format(None)
+    naive = naive_augmentation(geometry)
+    crop, flip, to_tensor, normalize = naive.transforms
+    ours = build_train_augmentation("basic", geometry.height, geometry.width)
+    our_crop, our_flip = ours.transforms
+    decode_pil = ImageFeature().decode_example  # what datasets does for the HF-docs pipeline
+    for begin in range(0, len(source), batch_size):
+        rows = clock("read records", records_of.__getitem__, slice(begin, begin + batch_size))
+        examples = []
+        for record, label in zip(rows[IMAGE_COLUMN], rows[LABEL_COLUMN]):
+            if pipeline == NAIVE:
+                image = clock("decode", lambda r: decode_pil(r).convert("RGB"), record)
+                image = clock("flip", flip, clock("crop+resize", crop, image))
+                pixels = clock("normalize", normalize, clock("to tensor", to_tensor, image))
+            else:
+                image = clock("decode", decode_to_tensor, record)
+                pixels = clock("flip", our_flip, clock("crop+resize", our_crop, image))
+            examples.append({"pixel_values": pixels, "labels": label})
+        if pipeline == NAIVE:
+            clock("collate", default_collate, examples)
+        else:
+            stacked = clock("collate", lambda e: torch.stack([x["pixel_values"] for x in e]), examples)
+            clock("collate", lambda e: torch.tensor([x["labels"] for x in e], dtype=torch.long), examples)
+            clock("normalize", normalize_batch, stacked, geometry)
+    return {stage: 1000 * seconds / len(source) for stage, seconds in clock.seconds.items()}
+
+
+def measure_stages(
+    sources: dict[str, Dataset], geometry: ProcessorGeometry, settings: Settings
+) -> dict[str, dict[str, float]]:
+    """Median ms per image of each stage, per pipeline, over interleaved single-threaded passes."""
+    if settings.stage_images is not None:
+        sources = {n: s.select(range(min(settings.stage_images, len(s)))) for n, s in sources.items()}
+    passes: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    with torch_threads(1):
+        for index in range(settings.stage_rounds + 1):  # the first round warms caches up
+            for name in rotated(VARIANTS, index):
+                timings = stage_pass(name, sources[name], geometry, settings.batch_size)
+                if index:
+                    passes[name].append(timings)
+    result: dict[str, Any] = {}
+    for name, runs in passes.items():
+        stages = {stage: statistics.median(run[stage] for run in runs) for stage in STAGES}
+        stages["total"] = statistics.median(sum(run.values()) for run in runs)
+        result[name] = stages
+    return result
+
+
+# --------------------------------------------------------------------------- 3. end to end
+
+
+class PremadeBatches(torch.utils.data.Dataset):
+    """Already-transformed examples: the Trainer's throughput when data costs nothing."""
+
+    def __init__(self, examples: list[dict[str, Any]], length: int) -> None:
+        self.examples, self.length = examples, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.examples[index % len(self.examples)]
+
+
+def tiny_vit(num_labels: int, seed: int) -> ViTForImageClassification:
+    """A randomly initialised ViT small enough that data loading, not compute, dominates."""
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        image_size=224,
+        patch_size=32,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=num_labels,
+    )
+    return ViTForImageClassification(config)
+
+
+def train_images_per_s(
+    dataset: Any, collate: Callable, num_labels: int, settings: Settings, output_dir: Path
+) -> dict[str, float]:
+    """Images/s through ``Trainer.train`` (wall clock of the call, worker start-up included)."""
+    args = TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=settings.batch_size,
+        max_steps=settings.train_steps,
+        learning_rate=1e-3,
+        dataloader_num_workers=1,
+        dataloader_pin_memory=False,
+        remove_unused_columns=False,
+        report_to="none",
+        eval_strategy="no",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=settings.seed,
+    )
+    trainer = RecipeTrainer(
+        model=tiny_vit(num_labels, settings.seed), args=args, train_dataset=dataset, data_collator=collate
+    )
+    trainer.remove_callback(PrinterCallback)  # no metrics dict printed after each run
+    with torch_threads(settings.train_threads):
+        start = time.perf_counter()
+        result = trainer.train()
+        seconds = time.perf_counter() - start
+    images = settings.train_steps * settings.batch_size
+    return {
+        "images_per_s": images / seconds,
+        "trainer_samples_per_second": result.metrics["train_samples_per_second"],
+    }
+
+
+def measure_end_to_end(
+    variants: dict[str, Variant],
+    geometry: ProcessorGeometry,
+    num_labels: int,
+    settings: Settings,
+    workdir: Path,
+) -> dict[str, Any]:
+    """Trainer images/s per variant (interleaved rounds), plus the ceiling with pre-made batches."""
+    premade_examples = [variants[CACHED].dataset[i] for i in range(settings.batch_size)]
+    for example in premade_examples:
+        example["pixel_values"] = normalize_batch(example["pixel_values"][None], geometry)[0]
+    premade = PremadeBatches(premade_examples, len(variants[NAIVE].dataset))
+    sources: dict[str, tuple[Any, Callable]] = {n: (v.dataset, v.collate) for n, v in variants.items()}
+    sources["no data cost"] = (premade, default_collate)
+    per_round: dict[str, list[float]] = {name: [] for name in sources}
+    trainer_reported: dict[str, list[float]] = {name: [] for name in sources}
+    for index in range(settings.train_rounds):
+        for name in rotated(list(sources), index):
+            dataset, collate = sources[name]
+            run_dir = workdir / f"{index}-{name.replace('+', '-').replace(' ', '-')}"
+            figures = train_images_per_s(dataset, collate, num_labels, settings, run_dir)
+            per_round[name].append(figures["images_per_s"])
+            trainer_reported[name].append(figures["trainer_samples_per_second"])
+        done = ", ".join(f"{n} {v[-1]:.0f}" for n, v in per_round.items())
+        log(f"    round {index + 1}/{settings.train_rounds}: {done}")
+    return {
+        "max_steps": settings.train_steps,
+        "batch_size": settings.batch_size,
+        "runs_images_per_s": per_round,
+        "images_per_s": {name: statistics.median(values) for name, values in per_round.items()},
+        "trainer_samples_per_second": {name: statistics.median(v) for name, v in trainer_reported.items()},
+        "ratios": {name: median_ratios(per_round, name, NAIVE) for name in (OURS, CACHED)},
+    }
+
+
+# --------------------------------------------------------------------------- report
+
+
+def throughput_table(title: str, result: dict[str, Any]) -> list[str]:
+    """Rows of images/s (median, min-max over rounds) and ratio to the naive baseline."""
+    lines = [title, f"  {'variant':<14}{'images/s':>10}{'(min-max)':>16}{'x naive':>10}"]
+    for name, median in result["images_per_s"].items():
+        runs = result.get("epochs_images_per_s", result.get("runs_images_per_s"))[name]
+        ratio = (
+            result["ratios"].get(name, 1.0) if name in VARIANTS else median / result["images_per_s"][NAIVE]
+        )
+        spread = f"({min(runs):.0f}-{max(runs):.0f})"
+        lines.append(f"  {name:<14}{median:>10.1f}{spread:>16}{ratio:>9.2f}x")
+    return lines
+
+
+def stage_table(stages: dict[str, dict[str, float]]) -> list[str]:
+    """Milliseconds per image for each stage and pipeline."""
+    lines = [f"  {'stage (ms/image)':<18}" + "".join(f"{name:>12}" for name in VARIANTS)]
+    for stage in (*STAGES, "total"):
+        lines.append(f"  {stage:<18}" + "".join(f"{stages[name][stage]:>12.3f}" for name in VARIANTS))
+    lines.append(
+        f"  {'=> images/s':<18}" + "".join(f"{1000 / stages[name]['total']:>12.1f}" for name in VARIANTS)
+    )
+    return lines
+
+
+def environment() -> dict[str, Any]:
+    """Versions and the machine's load (the benchmark is sensitive to other processes)."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "pillow": PIL.__version__,
+        "datasets": datasets.__version__,
+        "transformers": transformers.__version__,
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "load_average": list(os.getloadavg()),
+    }
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="food101-mini image folder")
+    parser.add_argument("--quick", action="store_true", help="shortened run (about a minute) for smoke tests")
+    parser.add_argument("--json", type=Path, help="write every figure to this JSON file")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, help="timed epochs per variant (default 7, quick 2)")
+    parser.add_argument("--train-steps", type=int, help="Trainer max_steps per run (default 30, quick 6)")
+    parser.add_argument("--train-rounds", type=int, help="Trainer runs per variant (default 3, quick 1)")
+    parser.add_argument("--no-main-process", action="store_true", help="skip the num_workers=0 measurement")
+    parser.add_argument(
+        "--train-threads",
+        type=int,
+        default=1,
+        help="torch threads of the training process (default 1: the DataLoader worker gets the other core "
+        "of a 2-core machine; on a loaded machine more threads make the tiny model's steps erratic)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every measurement, print the tables and the ratios, and optionally write the JSON."""
+    args = parse_args(argv)
+    settings = Settings.from_args(args)
+    data_dir = resolve_data_dir(args.data_dir)
+    random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    started = time.perf_counter()
+    env = environment()
+    report: dict[str, Any] = {"data_dir": str(data_dir), "settings": vars(settings), "environment": env}
+
+    with tempfile.TemporaryDirectory(prefix="bench-classification-") as workdir:
+        dataset = load_food101(data_dir, cache_dir=str(Path(workdir) / "hf-cache"))
+        num_labels = dataset.features[LABEL_COLUMN].num_classes
+        log(f"Food-101 JPEGs: {len(dataset)} images, {num_labels} classes, from {data_dir}")
+        log(f"load average (1/5/15 min): {env['load_average']}, {env['cpu_count']} CPUs")
+        geometry = ProcessorGeometry.from_processor(ViTImageProcessor())  # 224x224, mean = std = 0.5
+        variants, sources, cache = build_variants(dataset, geometry)
+        report["augmentation"] = cache.pop("augmentation")
+        report["decode_cache"] = cache
+        log(f"augmentation (all variants): {report['augmentation']}")
+        for name in VARIANTS:
+            log(f"  {name:<11} {DESCRIPTIONS[name]}")
+        log(
+            f"decode cache: built once in {cache['build_seconds']:.2f} s "
+            f"({cache['build_images_per_s']:.0f} images/s), {cache['disk_mib']:.0f} MiB on disk"
+        )
+
+        log(f"\n[1] train-transform throughput, num_workers=1, {settings.rounds} epochs per variant")
+        one_worker = measure_transforms(variants, 1, settings.rounds, settings.warmup_epochs, settings)
+        transforms = {"workers_1": one_worker}
+        if settings.rounds_main_process:
+            rounds = settings.rounds_main_process
+            log(f"    num_workers=0 (main process, 1 thread), {rounds} epochs per variant")
+            transforms["workers_0"] = measure_transforms(variants, 0, rounds, 0, settings)
+        report["transform_throughput"] = transforms
+
+        log("\n[2] stage breakdown (single thread, in process)")
+        report["stages_ms_per_image"] = measure_stages(sources, geometry, settings)
+
+        log(
+            f"\n[3] end-to-end Trainer throughput, tiny ViT, {settings.train_steps} steps x "
+            f"{settings.batch_size}, {settings.train_rounds} run(s) per variant"
+        )
+        runs_dir = Path(workdir) / "runs"
+        report["end_to_end"] = measure_end_to_end(variants, geometry, num_labels, settings, runs_dir)
+
+    env["load_average_end"] = list(os.getloadavg())
+    report["seconds"] = time.perf_counter() - started
+    print_report(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2), encoding="utf-8")
+        log(f"figures written to {args.json}")
+    return 0
+
+
+def print_report(report: dict[str, Any]) -> None:
+    """The summary tables and both headline ratios."""
+    transforms, e2e, cache = report["transform_throughput"], report["end_to_end"], report["decode_cache"]
+    lines = ["", "=" * 78, "Image-classification data pipeline benchmark (food101-mini, medians)"]
+    lines += throughput_table("train-transform throughput, num_workers=1:", transforms["workers_1"])
+    if "workers_0" in transforms:
+        lines += throughput_table("train-transform throughput, num_workers=0:", transforms["workers_0"])
+    lines.append(
+        f"  decode cache, one-time build: {cache['build_seconds']:.2f} s "
+        f"({cache['build_images_per_s']:.0f} images/s, {cache['disk_mib']:.0f} MiB)"
+    )
+    lines.append("stage breakdown (ms per image, single thread, transfer to the main process excluded):")
+    lines += stage_table(report["stages_ms_per_image"])
+    steps = f"{e2e['max_steps']} steps x {e2e['batch_size']}"
+    lines += throughput_table(f"end-to-end Trainer throughput (tiny ViT, {steps}, 1 worker):", e2e)
+    transform_ratios = transforms["workers_1"]["ratios"]
+    headline = (("TRANSFORM  (1 worker)", transform_ratios), ("END-TO-END (Trainer) ", e2e["ratios"]))
+    for label, ratios in headline:
+        lines.append(
+            f"{label} ratio ours/naive: {ratios[OURS]:.2f}x default, {ratios[CACHED]:.2f}x with decode cache"
+        )
+    reached = [name for name in (OURS, CACHED) if transforms["workers_1"]["ratios"][name] >= 2.5]
+    verdict = f"reached by {', '.join(reached)}" if reached else "not reached"
+    lines.append(f"target >= 2.5x train-transform throughput: {verdict}")
+    env = report["environment"]
+    lines.append(f"load average at start {env['load_average']}, at end {env['load_average_end']}")
+    lines.append("=" * 78)
+    log("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
