@@ -55,11 +55,13 @@ def build_model_card(context: Any) -> ModelCard:
         model_name=model_id,
         eval_results=eval_results or None,
     )
-    body = "\n\n".join(_sections(context, model_id, base_model))
+    # Without a Hub id the snippet loads the output folder itself.
+    usage_id = recipe.training.hub_model_id or str(recipe.training.output_dir)
+    body = "\n\n".join(_sections(context, model_id, usage_id, base_model))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
 
 
-def _sections(context: Any, model_id: str, base_model: str | None) -> list[str]:
+def _sections(context: Any, model_id: str, usage_id: str, base_model: str | None) -> list[str]:
     recipe, task, summary = context.recipe, context.task, context.data.summary
     origin = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else (
         f"a randomly initialised `{recipe.model.model_type}` model built from a config"
@@ -75,7 +77,7 @@ def _sections(context: Any, model_id: str, base_model: str | None) -> list[str]:
         f"This model is {origin} fine-tuned for **{task.pipeline_tag}** on {dataset} with "
         f"[Vision Recipes](https://github.com/vision-recipes/vision-recipes) (`transformers.Trainer`).\n\n"
         f"Labels ({len(context.data.id2label)}): {labels}",
-        "## How to use\n\n```python\n" + task.usage_snippet(model_id) + "\n```",
+        "## How to use\n\n```python\n" + task.usage_snippet(usage_id) + "\n```",
         "## Training data\n\n" + _data_table(summary),
         "## Training hyper-parameters\n\n" + _hyperparameter_table(recipe),
         "## Results\n\n" + _results_table(context),

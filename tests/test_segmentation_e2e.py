@@ -45,7 +45,7 @@ def _check_outputs(out: Path, labels: set[str]) -> dict:
     processor = json.loads((out / "preprocessor_config.json").read_text())
     assert processor["do_reduce_labels"] is False
     for name in ("model.safetensors", "README.md", "run_manifest.json", "eval_results.json", "training_curves.png",
-                 "per_class_iou.png", "predictions.png"):
+                 "per_class_iou.png", "predictions.png", "palette.json"):
         assert (out / name).is_file(), name
     card = (out / "README.md").read_text()
     assert "pipeline_tag: image-segmentation" in card and "model-index" in card

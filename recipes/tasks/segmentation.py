@@ -22,6 +22,7 @@ a confusion matrix accumulates them, so memory does not grow with the validation
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -628,6 +629,9 @@ class SemanticSegmentation(Task):
         grid = prediction_grid(context, output_dir / "predictions.png")
         if grid is not None:
             written["predictions"] = grid
+        # The class colours travel with the model (the demo app and users colour predictions with them).
+        palette = {str(index): list(colour) for index, colour in context.data.extras["palette"].items()}
+        (output_dir / "palette.json").write_text(json.dumps(palette, indent=1))
         return written
 
     def card_sections(self, context: Any) -> list[tuple[str, str]]:
