@@ -28,6 +28,8 @@ def test_every_recipe_parses(path: Path, tmp_path: Path) -> None:
             continue
         part = next(p for p in (recipe.run, recipe.data, recipe.model, recipe.training) if hasattr(p, key))
         actual = getattr(part, key)
+        if key == "report_to" and value == "none":
+            value = []  # TrainingArguments normalises "none" to no integrations
         assert actual == value or actual == [value] or str(actual).endswith(str(value)), key
 
 
