@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,13 @@ class RecipeTrainer(Trainer):
     def __init__(self, *args: Any, backbone_learning_rate: float | None = None, **kwargs: Any) -> None:
         self.backbone_learning_rate = backbone_learning_rate
         super().__init__(*args, **kwargs)
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+        # transformers resets `gather_function` to plain `gather_for_metrics` at the end of each evaluation loop,
+        # which drops `eval_use_gather_object` from the second evaluation on; set it again every time.
+        if self.args.eval_use_gather_object:
+            self.gather_function = partial(self.accelerator.gather_for_metrics, use_gather_object=True)
+        return super().evaluation_loop(*args, **kwargs)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.backbone_learning_rate is None or self.optimizer is not None:

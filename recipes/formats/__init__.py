@@ -1,0 +1,1 @@
+"""Readers that turn on-disk annotation formats into in-memory ``datasets.Dataset`` splits."""
