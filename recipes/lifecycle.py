@@ -227,6 +227,7 @@ def write_manifest(context: RunContext) -> Path:
         "dataset_fingerprints": fingerprints,
         "data_summary": data.summary,
         "resumed_from": context.resumed_from,
+        "world_size": context.recipe.training.world_size,
         "metrics": context.metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -31,7 +31,7 @@ def _shapes(root: Path) -> Path:
 def _plates(root: Path) -> Path:
     from recipes.sample_data.plates import make_plates_dataset
 
-    return make_plates_dataset(root, n_images=120, seed=0)
+    return make_plates_dataset(root, n_images=200, seed=0, size=160)
 
 
 def _streets(root: Path) -> Path:

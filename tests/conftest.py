@@ -24,6 +24,13 @@ def shared_dataset(name: str) -> Path:
     return path
 
 
+# `accelerate launch --cpu` starts ONE process; the torchrun launcher plus the script's `--use_cpu true` starts two.
+TWO_CPU_PROCESSES = [
+    sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+    str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml"),
+]
+
+
 def run_cli(
     *args: str,
     env: dict[str, str] | None = None,

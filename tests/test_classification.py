@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_ok, run_cli, shared_dataset
+from conftest import TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -342,43 +342,17 @@ def test_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path, shapes_d
 
 @pytest.mark.slow
 def test_two_process_accelerate_launch(tmp_path: Path, shapes_dir: Path) -> None:
-    import sys
-
     out = tmp_path / "ddp"
     # 96 images, 0.15 held out -> 14 validation images over 2 processes with per-device batch 4:
     # the last batch is uneven, so duplicated padding samples must not be counted.
-    result = run_cli(
-        QUICKSTART,
-        "--train_dir",
-        str(shapes_dir),
-        "--output_dir",
-        str(out),
-        "--num_train_epochs",
-        "1",
-        "--train_val_split",
-        "0.15",
-        "--per_device_eval_batch_size",
-        "4",
-        "--make_plots",
-        "false",
-        launcher=[
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--cpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-        ],
-    )
+    result = run_cli(QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out), "--use_cpu", "true",
+                     "--num_train_epochs", "1", "--train_val_split", "0.15", "--per_device_eval_batch_size", "4",
+                     "--make_plots", "false", launcher=TWO_CPU_PROCESSES, env={"OMP_NUM_THREADS": "1"})
     assert_ok(result)
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["world_size"] == 2
     metrics = json.loads((out / "eval_results.json").read_text())
-    assert metrics["eval_samples"] == 14
+    assert metrics["eval_samples"] == manifest["data_summary"]["validation_examples"] == 14
     from transformers import AutoModelForImageClassification
 
     assert AutoModelForImageClassification.from_pretrained(out).config.num_labels == 4

@@ -5,13 +5,13 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import transformers
+from conftest import REPO, TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
 from torchvision.transforms import v2
 from transformers import AutoConfig, AutoModelForObjectDetection, EvalPrediction
 
@@ -30,7 +30,6 @@ from recipes.tasks.detection import (
     detections_at_original_size,
     load_detection_data,
 )
-from tests.conftest import REPO, assert_ok, run_cli, shared_dataset
 
 QUICKSTART = str(REPO / "configs" / "quickstart" / "detection.yaml")
 TINY_RESNET = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 32, 32], "depths": [1, 1, 1, 1],
@@ -349,17 +348,14 @@ def test_real_car_plates(tmp_path: Path) -> None:
 def test_two_process_evaluation_counts_each_image_once(tmp_path: Path) -> None:
     data = make_plates_dataset(tmp_path / "plates", n_images=33, seed=2, size=96)  # 7 validation images (odd)
     output_dir = tmp_path / "ddp"
-    # `accelerate launch --cpu --num_processes 2` starts ONE process (accelerate 1.15's simple launcher); the
-    # torchrun launcher (`--multi_gpu`) with `--use_cpu true` starts two CPU processes (gloo).
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     result = run_cli(QUICKSTART, "--train_dir", str(data), "--output_dir", str(output_dir), "--use_cpu", "true",
                      "--max_steps", "2",
                      "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "2",
                      "--eval_strategy", "steps", "--eval_steps", "2", "--save_strategy", "steps", "--save_steps", "2",
                      "--dataloader_num_workers", "0", "--dataloader_persistent_workers", "false",
-                     launcher=launcher, env={"OMP_NUM_THREADS": "1"})
+                     launcher=TWO_CPU_PROCESSES, env={"OMP_NUM_THREADS": "1"})
     assert_ok(result)
+    assert json.loads((output_dir / "run_manifest.json").read_text())["world_size"] == 2
     summary = json.loads((output_dir / "run_manifest.json").read_text())["data_summary"]
     validation = summary["validation_examples"]
     assert validation % 2 == 1

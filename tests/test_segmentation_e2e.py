@@ -4,12 +4,11 @@ clear errors, two processes, and the real CamSeq frames."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_ok, run_cli, shared_dataset
+from conftest import TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
 from PIL import Image
 
 from recipes.sample_data.streets import CLASSES, draw_street, make_streets_dataset
@@ -122,10 +121,10 @@ def test_two_process_accelerate_launch_counts_each_image_once(tmp_path: Path) ->
     result = run_cli(QUICKSTART, "--train_dir", str(data), "--output_dir", str(out), *FAST,
                      "--train_val_split", "0.3", "--max_steps", "2", "--per_device_eval_batch_size", "2",
                      "--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false",
-                     "--make_plots", "false",
-                     launcher=[sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"])
+                     "--make_plots", "false", "--use_cpu", "true",
+                     launcher=TWO_CPU_PROCESSES, env={"OMP_NUM_THREADS": "1"})
     assert_ok(result)
+    assert json.loads((out / "run_manifest.json").read_text())["world_size"] == 2
     metrics = json.loads((out / "eval_results.json").read_text())
     assert metrics["eval_samples"] == 9
     from transformers import AutoModelForSemanticSegmentation
