@@ -63,9 +63,10 @@ def build_model_card(context: Any) -> ModelCard:
 
 def _sections(context: Any, model_id: str, usage_id: str, base_model: str | None) -> list[str]:
     recipe, task, summary = context.recipe, context.task, context.data.summary
-    origin = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else (
-        f"a randomly initialised `{recipe.model.model_type}` model built from a config"
-    )
+    if base_model:
+        origin = f"a fine-tuned version of [{base_model}](https://huggingface.co/{base_model})"
+    else:
+        origin = f"a `{recipe.model.model_type}` model trained from scratch (random initialisation from a config)"
     dataset = (
         f"[{recipe.data.dataset_name}](https://huggingface.co/datasets/{recipe.data.dataset_name})"
         if recipe.data.dataset_name
@@ -74,7 +75,7 @@ def _sections(context: Any, model_id: str, usage_id: str, base_model: str | None
     labels = ", ".join(context.data.id2label.values())
     out = [
         f"# {model_id}",
-        f"This model is {origin} fine-tuned for **{task.pipeline_tag}** on {dataset} with "
+        f"This model is {origin}, trained for **{task.pipeline_tag}** on {dataset} with "
         f"[Vision Recipes](https://github.com/vision-recipes/vision-recipes) (`transformers.Trainer`).\n\n"
         f"Labels ({len(context.data.id2label)}): {labels}",
         "## How to use\n\n```python\n" + task.usage_snippet(usage_id) + "\n```",
