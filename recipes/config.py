@@ -43,6 +43,10 @@ class RunArguments:
     )
     license: str = field(default="apache-2.0", metadata={"help": "License written into the model card."})
     card_tags: list[str] = field(default_factory=list, metadata={"help": "Extra tags for the model card."})
+    auto_resume: bool = field(
+        default=True,
+        metadata={"help": "Continue from the last checkpoint in output_dir when there is one (false: start over)."},
+    )
     evaluate_only: bool = field(
         default=False, metadata={"help": "Skip training: evaluate `model_name_or_path` and write the outputs."}
     )
@@ -208,6 +212,40 @@ def _cli_task(argv: Sequence[str]) -> str | None:
     return None
 
 
+PIP_NAMES = {"wandb": "wandb", "tensorboard": "tensorboard", "trackio": "trackio", "mlflow": "mlflow",
+             "comet_ml": "comet_ml", "clearml": "clearml", "neptune": "neptune", "dvclive": "dvclive"}
+
+
+def _check_reporting_integrations(training: TrainingArguments) -> None:
+    """Fail before any work when ``report_to`` names a logger that is not installed."""
+    from transformers.integrations import get_available_reporting_integrations
+
+    wanted = [name for name in (training.report_to or []) if name not in ("none", "all")]
+    missing = [name for name in wanted if name not in get_available_reporting_integrations()]
+    if missing:
+        install = " ".join(PIP_NAMES.get(name, name) for name in missing)
+        raise RecipeError(
+            f"report_to {missing} is not installed: pip install {install} (or set --report_to none)."
+        )
+
+
+LOCAL_SOURCES = ("train_dir", "train_file")
+
+
+def _command_line_data_source_wins(namespace: dict[str, Any], argv: Sequence[str]) -> None:
+    """``--train_dir``/``--train_file`` on the command line replace the recipe's Hub dataset, and
+    ``--dataset_name`` replaces its local folder, so any recipe runs on any data."""
+    given = {arg[2:].split("=", 1)[0].replace("-", "_") for arg in argv if arg.startswith("--")}
+    log = logging.getLogger("recipes")
+    if given & set(LOCAL_SOURCES) and "dataset_name" not in given and namespace.get("dataset_name"):
+        log.info("Using the local data from the command line instead of the recipe's `%s`.", namespace["dataset_name"])
+        namespace["dataset_name"] = namespace["dataset_config_name"] = None
+    if "dataset_name" in given and not given & set(LOCAL_SOURCES):
+        for key in (*LOCAL_SOURCES, "validation_dir", "test_dir", "validation_file", "test_file"):
+            if key in namespace:
+                namespace[key] = None
+
+
 def parse_recipe(argv: Sequence[str] | None = None, task_defaults: bool = True) -> Recipe:
     """Parse ``[CONFIG.yaml | --config CONFIG.yaml] [--key value ...]`` into a :class:`Recipe`.
 
@@ -242,6 +280,7 @@ def parse_recipe(argv: Sequence[str] | None = None, task_defaults: bool = True) 
         raise RecipeError(f"Unexpected command-line value(s): {' '.join(unknown)}")
 
     namespace = vars(parsed)
+    _command_line_data_source_wins(namespace, rest)
     for key, value in task.forced_training_arguments().items():
         current = namespace.get(key)
         if key in source and source[key] != value:
@@ -261,5 +300,6 @@ def parse_recipe(argv: Sequence[str] | None = None, task_defaults: bool = True) 
         except (ValueError, TypeError) as err:
             raise RecipeError(f"Invalid recipe{f' {config_path}' if config_path else ''}: {err}") from err
     run, data, model, training = built
+    _check_reporting_integrations(training)
     run.task = task.name
     return Recipe(run=run, data=data, model=model, training=training, source=source)

@@ -33,7 +33,10 @@ def load_hub_splits(data_args: DataArguments, cache_dir: str | None = None) -> d
         spec = getattr(data_args, key)
         if spec and "[" in spec:  # slicing such as train[:5000]
             base = spec.split("[", 1)[0]
-            splits[spec] = load_dataset(name, config, split=spec, cache_dir=cache_dir)
+            try:
+                splits[spec] = load_dataset(name, config, split=spec, cache_dir=cache_dir)
+            except Exception as err:
+                raise RecipeError(f"Cannot load split `{spec}` of `{name}`: {err}") from err
             logger.info("Using %s (%d rows) from split %s", spec, len(splits[spec]), base)
     return splits
 
@@ -74,10 +77,17 @@ def pick_splits(
     if data_args.max_train_samples is not None:
         train = train.shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(train))))
     if data_args.max_eval_samples is not None:
-        validation = validation.select(range(min(data_args.max_eval_samples, len(validation))))
+        validation = _truncate(validation, data_args.max_eval_samples, seed, ordered_holdout)
         if test is not None:
-            test = test.select(range(min(data_args.max_eval_samples, len(test))))
+            test = _truncate(test, data_args.max_eval_samples, seed, ordered_holdout)
     return train, validation, test
+
+
+def _truncate(dataset: Dataset, limit: int, seed: int, ordered: bool) -> Dataset:
+    """At most ``limit`` rows: a seeded sample (folders are sorted by class), or the first rows in time order."""
+    if len(dataset) <= limit:
+        return dataset
+    return dataset.select(range(limit)) if ordered else dataset.shuffle(seed=seed).select(range(limit))
 
 
 def holdout_split(

@@ -59,6 +59,7 @@ def push_output_dir(
     api = HfApi(endpoint=endpoint, token=token)
     try:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        repo_id = repo_url.repo_id  # a bare name becomes <user>/<name>
         api.upload_folder(
             repo_id=repo_id,
             folder_path=output_dir,

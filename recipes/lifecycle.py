@@ -85,7 +85,7 @@ def resume_checkpoint(recipe: Recipe) -> str | None:
     if args.resume_from_checkpoint:
         return args.resume_from_checkpoint
     output_dir = Path(args.output_dir)
-    if output_dir.is_dir():
+    if recipe.run.auto_resume and output_dir.is_dir():
         last = get_last_checkpoint(str(output_dir))
         if last is not None:
             logger.info("Found %s: resuming the interrupted run from it.", last)
@@ -101,6 +101,8 @@ def run(recipe: Recipe) -> RunContext:
     args = recipe.training
     set_seed(args.seed)
     push_requested, args.push_to_hub = args.push_to_hub, False  # we push once, at the end, ourselves
+    # The token stays out of the arguments the Trainer pickles into training_args.bin and checkpoints.
+    hub_token, args.hub_token = args.hub_token, None
 
     with args.main_process_first(desc="loading and checking the data"):
         data = task.load_data(recipe.data, seed=args.seed, cache_dir=recipe.model.cache_dir)
@@ -117,6 +119,7 @@ def run(recipe: Recipe) -> RunContext:
 
     model = build_model(task, recipe.model, data)
     metric = task.metric(data, processor)
+    metric.keep_predictions = bool(recipe.run.extra_metrics)
     callbacks = []
     if recipe.run.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.run.early_stopping_patience))
@@ -158,7 +161,7 @@ def run(recipe: Recipe) -> RunContext:
     if trainer.is_world_process_zero():
         _write_outputs(context)
         if push_requested:
-            _push(context)
+            _push(context, hub_token)
         print_summary(context)
     return context
 
@@ -175,7 +178,7 @@ def _extra_metrics(metric_ids: list[str], details: dict[str, Any]) -> dict[str, 
     """Compute ``evaluate`` modules (Hub ids or local paths) on the validation predictions."""
     import evaluate
 
-    if "predictions" not in details:
+    if not details.get("references"):
         raise RecipeError("`extra_metrics` needs per-example predictions, which this task does not provide.")
     results: dict[str, float] = {}
     for metric_id in metric_ids:
@@ -204,7 +207,10 @@ def _write_outputs(context: RunContext) -> None:
         )
         if curves is not None:
             context.plots["training_curves"] = curves
-        context.plots.update(context.task.make_plots(context, output_dir))
+        if context.trainer.is_fsdp_enabled:  # prediction plots would run a sharded model on one rank only
+            logger.info("FSDP run: prediction plots skipped; make them from the saved model if needed.")
+        else:
+            context.plots.update(context.task.make_plots(context, output_dir))
     write_manifest(context)
     card = build_model_card(context)
     card.save(output_dir / "README.md")
@@ -220,7 +226,7 @@ def write_manifest(context: RunContext) -> Path:
     }
     manifest = {
         "task": context.task.name,
-        "command": [_redact_arg(a) for a in sys.argv],
+        "command": redact_command(sys.argv),
         "recipe": context.recipe.to_dict(),
         "recipe_file_keys": sorted(context.recipe.source),
         "versions": context.versions,
@@ -236,20 +242,30 @@ def write_manifest(context: RunContext) -> Path:
     return path
 
 
-def _redact_arg(arg: str) -> str:
-    token = os.environ.get("HF_TOKEN")
-    if token and token in arg:
-        return arg.replace(token, "<redacted>")
-    return "<redacted>" if arg.startswith("hf_") else arg
+SECRET_FLAGS = ("--hub_token", "--hub-token", "--token")
 
 
-def _push(context: RunContext) -> None:
+def redact_command(argv: list[str]) -> list[str]:
+    """The command line with every token value replaced (flag values, ``hf_…`` strings, ``HF_TOKEN``)."""
+    secrets = [os.environ.get("HF_TOKEN")]
+    redacted, hide_next = [], False
+    for arg in argv:
+        flag, has_value, value = arg.partition("=")
+        if hide_next or (has_value and flag in SECRET_FLAGS):
+            secrets.append(value if has_value else arg)
+            arg = f"{flag}=<redacted>" if has_value else "<redacted>"
+        hide_next = arg in SECRET_FLAGS
+        redacted.append("<redacted>" if arg.startswith("hf_") else arg)
+    for secret in filter(None, secrets):
+        redacted = [arg.replace(secret, "<redacted>") for arg in redacted]
+    return redacted
+
+
+def _push(context: RunContext, token: str | None) -> None:
     args = context.recipe.training
     repo_id = args.hub_model_id or context.output_dir.name
     try:
-        context.push_url = push_output_dir(
-            context.output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo
-        )
+        context.push_url = push_output_dir(context.output_dir, repo_id, token=token, private=args.hub_private_repo)
         logger.info("Pushed to %s", context.push_url)
     except PublishError as err:
         context.push_error = str(err)

@@ -51,6 +51,11 @@ def build_model(task: Task, model_args: ModelArguments, data: TaskData) -> torch
         "label2id": data.label2id,
     }
     overrides = {**task.model_kwargs(data), **(model_args.config_overrides or {})}
+    clashing = sorted(set(overrides) & {"num_labels", "id2label", "label2id"})
+    if clashing:
+        raise RecipeError(
+            f"`config_overrides` sets {clashing}, which come from the dataset's labels; remove them from the recipe."
+        )
     if model_args.model_name_or_path:
         common = {
             "revision": model_args.model_revision,
@@ -125,10 +130,16 @@ class RecipeTrainer(Trainer):
             return False
         if not hasattr(type(target), "from_pretrained"):
             return False
-        reloaded = type(target).from_pretrained(checkpoint, config=target.config)
-        missing, unexpected = target.load_state_dict(reloaded.state_dict(), strict=False)
+        try:
+            reloaded = type(target).from_pretrained(checkpoint, config=target.config)
+            missing, unexpected = target.load_state_dict(reloaded.state_dict(), strict=False)
+        except (RuntimeError, ValueError, OSError) as err:
+            missing, unexpected = [str(err).splitlines()[0]], []
         if missing or unexpected:
-            raise RuntimeError(f"Checkpoint {checkpoint} does not match the model: {missing or unexpected}")
+            raise RecipeError(
+                f"{checkpoint} was saved from another model or label set ({(missing or unexpected)[:3]}). "
+                "Use a new --output_dir, or --auto_resume false to start over in this one."
+            )
         return True
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:

@@ -66,7 +66,7 @@ def run_quickstart(
         started = time.perf_counter()
         recipe = parse_recipe([
             str(repo_root / task.recipe), "--train_dir", str(data_dir), "--output_dir", str(output_root / name),
-            *extra_args,
+            "--auto_resume", "false", *extra_args,
         ])
         context = run(recipe)
         rows.append({

@@ -361,7 +361,7 @@ def test_two_process_accelerate_launch(tmp_path: Path, shapes_dir: Path) -> None
 @pytest.mark.slow
 def test_push_to_hub_then_pipeline_downloads_it(tmp_path: Path, shapes_dir: Path, fake_hub) -> None:
     out = tmp_path / "out"
-    env = fake_hub.client_env(tmp_path / "hf_home")
+    env = fake_hub.client_env(tmp_path / "hf_home", token=False)  # the token comes from the command line
     result = run_cli(
         QUICKSTART,
         "--train_dir",
@@ -373,6 +373,8 @@ def test_push_to_hub_then_pipeline_downloads_it(tmp_path: Path, shapes_dir: Path
         "--push_to_hub",
         "--hub_model_id",
         "user/tiny-shapes",
+        "--hub_token",
+        fake_hub.token,
         env=env,
     )
     assert_ok(result)
@@ -390,6 +392,9 @@ def test_push_to_hub_then_pipeline_downloads_it(tmp_path: Path, shapes_dir: Path
     token = fake_hub.token
     assert all(token.encode() not in content for content in files.values())
     assert token not in result.stdout + result.stderr
+    local_files = [path for path in out.rglob("*") if path.is_file()]  # training_args.bin, checkpoints, manifest
+    assert any(path.name == "training_args.bin" for path in local_files)
+    assert not [path for path in local_files if token.encode() in path.read_bytes()]
     image = next(shapes_dir.glob("square/*.png"))
     check = fake_hub.run_python(
         "from transformers import pipeline\n"
@@ -471,3 +476,35 @@ def test_hub_style_dataset_with_split_slicing(tmp_path: Path, shapes_dir: Path) 
                     "--label_column_name", "labels")
     assert len(data.train) == 20 and len(data.validation) == 24
     assert sorted(data.id2label.values()) == ["circle", "cross", "square", "triangle"]
+
+
+def test_train_dir_that_is_a_file(tmp_path: Path) -> None:
+    file = tmp_path / "images.zip"
+    file.write_bytes(b"PK")
+    with pytest.raises(RecipeError, match="must be a folder"):
+        _load(tmp_path, "--train_dir", str(file))
+
+
+def test_listing_with_an_empty_path_names_the_line(tmp_path: Path) -> None:
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    (tmp_path / "train.csv").write_text("image,label\na.png,x\n,y\na.png,y\n")
+    with pytest.raises(RecipeError, match=r"train\.csv: empty `image` on line\(s\) \[3\]"):
+        _load(tmp_path, "--train_file", str(tmp_path / "train.csv"))
+
+
+def test_config_overrides_cannot_set_the_labels(tmp_path: Path, shapes_dir: Path) -> None:
+    from recipes.modeling import build_model
+    from recipes.tasks import get_task
+
+    recipe, data = _load(tmp_path, "--train_dir", str(shapes_dir), "--config_overrides", '{"num_labels": 3}')
+    with pytest.raises(RecipeError, match="num_labels"):
+        build_model(get_task("image-classification"), recipe.model, data)
+
+
+def test_max_eval_samples_is_a_seeded_sample_of_every_class(tmp_path: Path) -> None:
+    from recipes.sample_data.shapes import make_shapes_dataset
+
+    make_shapes_dataset(tmp_path / "d" / "train", images_per_class=4, size=16, classes=("circle", "square"))
+    make_shapes_dataset(tmp_path / "d" / "validation", images_per_class=20, size=16, classes=("circle", "square"))
+    _, data = _load(tmp_path, "--train_dir", str(tmp_path / "d"), "--max_eval_samples", "10")
+    assert len(data.validation) == 10 and len(set(data.validation["label"])) == 2

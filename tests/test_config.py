@@ -108,3 +108,20 @@ def test_resolved_recipe_hides_the_token(tmp_path: Path) -> None:
     recipe = parse_recipe(["configs/quickstart/classification.yaml", "--hub_token", "hf_secret123",
                            "--output_dir", str(tmp_path)])
     assert "hf_secret123" not in str(recipe.to_dict())
+
+
+def test_command_line_folder_replaces_the_recipes_hub_dataset(tmp_path: Path) -> None:
+    recipe = parse_recipe(["configs/food101-vit.yaml", "--use_cpu", "--train_dir", str(tmp_path),
+                           "--output_dir", str(tmp_path)])
+    assert recipe.data.dataset_name is None and recipe.data.train_dir == str(tmp_path)
+
+
+def test_command_line_hub_dataset_replaces_the_recipes_folder(tmp_path: Path) -> None:
+    recipe = parse_recipe(["configs/quickstart/classification.yaml", "--dataset_name", "ethz/food101",
+                           "--output_dir", str(tmp_path)])
+    assert recipe.data.dataset_name == "ethz/food101" and recipe.data.train_dir is None
+
+
+def test_missing_reporting_integration_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"report_to \['wandb'\] is not installed: pip install wandb"):
+        parse_recipe(["configs/quickstart/classification.yaml", "--report_to", "wandb", "--output_dir", str(tmp_path)])

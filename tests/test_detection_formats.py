@@ -11,7 +11,13 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Va
 from PIL import Image as PILImage
 
 from recipes.config import RecipeError
-from recipes.formats.detection import check_split, detect_layout, resolve_format, rows_to_dataset
+from recipes.formats.detection import (
+    check_split,
+    detect_layout,
+    read_detection_folder,
+    resolve_format,
+    rows_to_dataset,
+)
 from recipes.sample_data.plates import make_plates_dataset, voc_xml
 from recipes.tasks.detection import DetectionDataArguments, load_detection_data
 
@@ -230,3 +236,23 @@ def test_check_split_drops_unknown_classes_and_handles_exif(tmp_path: Path) -> N
     assert report.counts["unknown_class_boxes"] == 1
     assert len(report.size_mismatches) == 1
     assert np.isclose(checked[0]["objects"]["area"][0], 25.0)
+
+
+def test_class_names_matching_no_box_stop_the_run(tmp_path: Path) -> None:
+    make_plates_dataset(tmp_path, n_images=6, seed=1, size=96)
+    with pytest.raises(RecipeError, match=r"None of the training boxes belongs to `class_names` \['car'\]"):
+        _load(train_dir=str(tmp_path), class_names=["car"], train_val_split=0.3)
+
+
+def test_malformed_coco_entries_are_reported_not_fatal(tmp_path: Path) -> None:
+    _image(tmp_path / "good" / "a.png", (50, 40))
+    _coco_file(tmp_path / "good" / "instances_train.json",
+               [{"id": 1, "file_name": "a.png", "width": 50, "height": 40}],
+               [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 10, 8]},
+                {"id": 2, "image_id": 1, "category_id": 1, "bbox": ["x", 1, 10, 8]}],
+               [{"id": 1, "name": "plate"}])
+    _coco_file(tmp_path / "good" / "instances_val.json", [], [], [{"id": "not-a-number", "name": "plate"}])
+    result = read_detection_folder(tmp_path / "good", "coco")
+    assert any("instances_val.json" in bad.path and "categories" in bad.reason for bad in result.problems)
+    assert result.counts["malformed_boxes_skipped"] == 1
+    assert len(result.splits["train"]) == 1

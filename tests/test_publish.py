@@ -62,3 +62,15 @@ def test_unreachable_hub_keeps_outputs_and_gives_the_retry_command(output_dir: P
 def test_folder_without_a_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PublishError, match=r"config\.json missing"):
         push_output_dir(tmp_path, "user/x", token="t")
+
+
+def test_command_line_tokens_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recipes.lifecycle import redact_command
+
+    monkeypatch.setenv("HF_TOKEN", "plain-secret")
+    command = ["train.py", "--hub_token", "abc123", "--hub-token=xyz789", "--token", "t0k", "hf_inline", "--x",
+               "value-with-plain-secret"]
+    redacted = " ".join(redact_command(command))
+    for secret in ("abc123", "xyz789", "t0k", "hf_inline", "plain-secret"):
+        assert secret not in redacted
+    assert "--x" in redacted and "--hub-token=<redacted>" in redacted

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Iterable
@@ -196,10 +197,9 @@ def read_detection_folder(
 
 
 def _inside(root: Path, candidate: Path) -> bool:
-    try:
-        return candidate.resolve().is_relative_to(root.resolve())
-    except (OSError, RuntimeError):
-        return False
+    """``candidate`` lies under ``root`` as written (``..`` resolved, symbolic links not followed, so
+    datasets stored as links — DVC, git-annex, HF local dirs — stay usable)."""
+    return Path(os.path.normpath(os.path.abspath(candidate))).is_relative_to(os.path.normpath(os.path.abspath(root)))
 
 
 def _locate_image(
@@ -346,7 +346,11 @@ def read_coco(folder: Path) -> ReadResult:
             reason = "not a COCO detection file (needs `images` and `annotations`)"
             result.problems.append(BadFile(str(json_path), reason))
             continue
-        categories = {int(c["id"]): str(c.get("name", c["id"])) for c in content.get("categories") or []}
+        try:
+            categories = {int(c["id"]): str(c.get("name", c["id"])) for c in content.get("categories") or []}
+        except (KeyError, TypeError, ValueError) as err:
+            result.problems.append(BadFile(str(json_path), f"malformed `categories` (each needs an integer id): {err}"))
+            continue
         declared.update(categories)
         split = _coco_split(json_path, len(files))
         stem = json_path.stem.removeprefix("instances_")
@@ -373,10 +377,14 @@ def read_coco(folder: Path) -> ReadResult:
             boxes, names = [], []
             for ann in by_image.get(image["id"], []):
                 bbox = ann.get("bbox")
-                if not isinstance(bbox, list) or len(bbox) != 4:
+                try:
+                    box = [float(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4 else None
+                except (TypeError, ValueError):
+                    box = None
+                if box is None:
                     result.counts["malformed_boxes_skipped"] += 1
                     continue
-                boxes.append([float(v) for v in bbox])
+                boxes.append(box)
                 category = ann.get("category_id")
                 names.append(categories.get(category, str(category)))
             rows.append(_row(image_path, image["id"], _int_or_none(str(image.get("width"))),
@@ -414,9 +422,13 @@ def read_imagefolder(folder: Path, class_names: list[str] | None = None) -> Read
         if image_path is None:
             result.problems.append(BadFile(where, reason or "image not found"))
             continue
-        names = [_category_name(c, class_names) for c in categories]
-        image_id = entry.get("image_id", len(rows))
-        rows.append(_row(image_path, int(image_id), _int_or_none(str(entry.get("width"))),
+        try:
+            names = [_category_name(c, class_names) for c in categories]
+            image_id = int(entry.get("image_id", len(rows)))
+        except (TypeError, ValueError, IndexError) as err:
+            result.problems.append(BadFile(where, f"bad category or image_id: {err}"))
+            continue
+        rows.append(_row(image_path, image_id, _int_or_none(str(entry.get("width"))),
                          _int_or_none(str(entry.get("height"))), boxes, names, where))
     return result
 

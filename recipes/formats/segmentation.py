@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from PIL import Image
 
 from recipes.config import RecipeError
 from recipes.images import IMAGE_EXTENSIONS, BadImageError, open_image
+
+logger = logging.getLogger("recipes")
 
 Colour = tuple[int, int, int]
 
@@ -295,8 +298,9 @@ def build_label_mapping(
 ) -> LabelMapping:
     """Drop raw class 0 (``reduce_labels``) and the classes named in ``ignore_labels``; number the rest."""
     unknown = [name for name in ignore_labels if name not in source_names]
-    if unknown:
-        raise RecipeError(f"`ignore_labels` names unknown classes {unknown}; the classes are: {list(source_names)}.")
+    if unknown:  # e.g. a recipe's [Void] on data without that class: nothing to ignore
+        logger.warning("`ignore_labels` %s are not classes of this data (classes: %s); ignoring them.", unknown,
+                       list(source_names))
     targets, id2label, dropped = [], {}, []
     for raw, name in enumerate(source_names):
         if (reduce_labels and raw == 0) or name in ignore_labels:

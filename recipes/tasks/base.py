@@ -47,6 +47,9 @@ class StreamingMetric(ABC):
     true, then reset for the next evaluation. Nothing grows with the evaluation set.
     """
 
+    keep_predictions: bool = False
+    """Also keep one prediction per example (for `evaluate` modules); off unless `extra_metrics` asks."""
+
     def __call__(self, eval_pred: EvalPrediction, compute_result: bool = True) -> dict[str, float]:
         self.update(eval_pred.predictions, eval_pred.label_ids)
         if not compute_result:

@@ -64,6 +64,8 @@ def load_classification_splits(data_args: ClassificationDataArguments, cache_dir
     if data_args.train_file:
         return _load_listing_files(data_args)
     train_dir = local_path(data_args.train_dir, "train_dir")
+    if train_dir is not None and not train_dir.is_dir():
+        raise RecipeError(f"`train_dir` must be a folder of class folders, got the file {train_dir}.")
     if train_dir is None:
         raise RecipeError(
             "No data: set `dataset_name` (Hub id), `train_dir` (image folder) or `train_file` (CSV/JSONL)."
@@ -110,10 +112,20 @@ def _load_listing_files(data_args: ClassificationDataArguments) -> dict[str, Dat
     }
     splits = {}
     for split, path in files.items():
-        builder = "csv" if path.suffix.lower() == ".csv" else "json"
-        dataset = load_dataset(builder, data_files=str(path), split="train")
+        builders = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}
+        builder = builders.get(path.suffix.lower())
+        if builder is None:
+            raise RecipeError(f"{path}: listing files must be .csv, .tsv, .json or .jsonl.")
+        extra = {"delimiter": "\t"} if path.suffix.lower() == ".tsv" else {}
+        try:
+            dataset = load_dataset(builder, data_files=str(path), split="train", **extra)
+        except Exception as err:
+            raise RecipeError(f"Cannot read the listing {path}: {err}") from err
         column = data_args.image_column_name
         require_columns(dataset, {"image_column_name": column}, str(path))
+        empty = [i + 2 for i, value in enumerate(dataset[column]) if not value]
+        if empty:
+            raise RecipeError(f"{path}: empty `{column}` on line(s) {empty[:10]}; every row needs an image path.")
         dataset = dataset.map(partial(_resolve_path, column=column, base=path.parent))
         splits[split] = dataset.cast_column(column, Image(decode=False))
     return splits
@@ -230,8 +242,9 @@ class ClassificationMetric(StreamingMetric):
         labels = torch.as_tensor(labels).long()
         self.collection.update(logits.float().cpu(), labels.cpu())
         self.num_samples += int(labels.numel())
-        self.predictions.extend(logits.argmax(-1).tolist())
-        self.references.extend(labels.tolist())
+        if self.keep_predictions:
+            self.predictions.extend(logits.argmax(-1).tolist())
+            self.references.extend(labels.tolist())
 
     def compute(self) -> dict[str, float]:
         values = self.collection.compute()

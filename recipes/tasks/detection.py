@@ -225,6 +225,14 @@ def load_detection_data(data_args: DetectionDataArguments, seed: int, cache_dir:
         summary["checks"][split] = {**dict(report.counts), "size_mismatches": report.size_mismatches}
         if len(dataset) == 0:
             raise RecipeError(f"The {split} split has no usable images left after the data checks.")
+        if split == "train" and report.counts.get("unknown_class_boxes") and not any(
+            len(objects["bbox"]) for objects in dataset["objects"]
+        ):
+            raise RecipeError(
+                f"None of the training boxes belongs to `class_names` {loaded.class_names}: all "
+                f"{report.counts['unknown_class_boxes']} were dropped. Set `class_names` to the data's classes "
+                "(e.g. --class_names car person) or remove it to take them from the data."
+            )
         checked[split] = dataset
     for split, dataset in checked.items():
         summary[f"{split}_examples"] = len(dataset)

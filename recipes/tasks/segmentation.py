@@ -160,7 +160,10 @@ def load_segmentation_source(data_args: SegmentationDataArguments, cache_dir: st
         dataset = Dataset.from_dict({column: listing.images, "mask_file": listing.masks})
         splits[split] = dataset.cast_column(column, Image(decode=False))
     orphans = [path for listing in listings.values() for path in listing.orphan_masks]
-    return SegmentationSource(splits, "mask_file", class_names, palette, layout, ordered=True, orphan_masks=orphans)
+    # Colour-mask folders are video frames (CamSeq/CamVid): hold out the last frames, a random split would leak.
+    ordered = layout == formats.CAMVID
+    return SegmentationSource(splits, "mask_file", class_names, palette, layout, ordered=ordered,
+                              orphan_masks=orphans)
 
 
 def _local_palette(
