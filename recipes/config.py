@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -268,11 +269,16 @@ def parse_recipe(argv: Sequence[str] | None = None, task_defaults: bool = True) 
     defaults = {**(task.training_defaults() if task_defaults else {}), **source}
     parser = HfArgumentParser(classes)
     parser.allow_abbrev = False  # a misspelled flag must fail, not match a longer one
+
+    def fail(message: str) -> None:  # argparse would print its whole usage and exit
+        match = re.search(r"argument --([\w-]+)", message)
+        key = match.group(1).replace("-", "_") if match else None
+        where = config_path if key in source and f"--{key}" not in " ".join(rest) else "the command line"
+        raise RecipeError(f"Invalid value for `{key}` in {where}: {message}" if key else f"{message} ({where})")
+
+    parser.error = fail  # type: ignore[method-assign]
     parser.set_defaults(**defaults)
-    try:
-        parsed, unknown = parser.parse_known_args(rest)
-    except SystemExit as err:  # argparse already printed the reason
-        raise RecipeError(f"Invalid command line: {' '.join(rest)}") from err
+    parsed, unknown = parser.parse_known_args(rest)
     flags = [a for a in unknown if a.startswith("--")]
     if unknown:
         if flags:

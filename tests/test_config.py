@@ -125,3 +125,10 @@ def test_command_line_hub_dataset_replaces_the_recipes_folder(tmp_path: Path) ->
 def test_missing_reporting_integration_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match=r"report_to \['wandb'\] is not installed: pip install wandb"):
         parse_recipe(["configs/quickstart/classification.yaml", "--report_to", "wandb", "--output_dir", str(tmp_path)])
+
+
+def test_wrong_value_type_names_the_key_and_the_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: image-classification\nmodel_type: resnet\nnum_train_epochs: five\n")
+    with pytest.raises(RecipeError, match=rf"Invalid value for `num_train_epochs` in {bad}.*'five'"):
+        parse_recipe([str(bad)])
