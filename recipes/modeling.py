@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,8 +93,15 @@ class RecipeTrainer(Trainer):
         # transformers resets `gather_function` to plain `gather_for_metrics` at the end of each evaluation loop,
         # which drops `eval_use_gather_object` from the second evaluation on; set it again every time.
         if self.args.eval_use_gather_object:
-            self.gather_function = partial(self.accelerator.gather_for_metrics, use_gather_object=True)
+            self.gather_function = self._gather_objects_but_not_tensors
         return super().evaluation_loop(*args, **kwargs)
+
+    def _gather_objects_but_not_tensors(self, data: Any) -> Any:
+        """Per-image records (lists of dicts) travel as objects; plain tensors such as the per-batch losses are
+        gathered as tensors, so the evaluation loss averages every process's batches correctly."""
+        if isinstance(data, torch.Tensor):
+            return self.accelerator.gather_for_metrics(data)
+        return self.accelerator.gather_for_metrics(data, use_gather_object=True)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.backbone_learning_rate is None or self.optimizer is not None:
