@@ -247,7 +247,7 @@ def _command_line_data_source_wins(namespace: dict[str, Any], argv: Sequence[str
                 namespace[key] = None
 
 
-def parse_recipe(argv: Sequence[str] | None = None, task_defaults: bool = True) -> Recipe:
+def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
     """Parse ``[CONFIG.yaml | --config CONFIG.yaml] [--key value ...]`` into a :class:`Recipe`.
 
     Precedence: task defaults < YAML < command line. Unknown keys stop with a clear message.
@@ -266,7 +266,7 @@ def parse_recipe(argv: Sequence[str] | None = None, task_defaults: bool = True) 
         if key not in known:
             raise _unknown_key_error(key, known, str(config_path))
 
-    defaults = {**(task.training_defaults() if task_defaults else {}), **source}
+    defaults = {**task.training_defaults(), **source}
     parser = HfArgumentParser(classes)
     parser.allow_abbrev = False  # a misspelled flag must fail, not match a longer one
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from torchvision.transforms.v2 import functional as F
 
@@ -100,11 +99,6 @@ def decode_to_tensor(record: Any) -> torch.Tensor:
         except RuntimeError:
             pass  # unusual JPEG (e.g. CMYK variants): let PIL try, it reports the file if it fails too
     return F.pil_to_tensor(load_rgb(record))
-
-
-def pil_to_uint8(image: Image.Image) -> torch.Tensor:
-    """An RGB PIL image as a ``uint8`` (C, H, W) tensor."""
-    return F.pil_to_tensor(image)
 
 
 def _empty_float_like(pixels: torch.Tensor) -> torch.Tensor:
