@@ -7,6 +7,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from recipes.tasks.base import RunContext
+
 TASK_NAMES = {
     "image-classification": "Image Classification",
     "object-detection": "Object Detection",
@@ -20,7 +22,7 @@ HYPERPARAMETERS = (
 )
 
 
-def build_model_card(context: Any) -> ModelCard:
+def build_model_card(context: RunContext) -> ModelCard:
     """The README.md of the output folder: YAML metadata with a model-index of the real results,
     then description, usage, data, hyper-parameters, results, plots and framework versions."""
     recipe, task = context.recipe, context.task
@@ -61,7 +63,7 @@ def build_model_card(context: Any) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
 
 
-def _sections(context: Any, model_id: str, usage_id: str, base_model: str | None) -> list[str]:
+def _sections(context: RunContext, model_id: str, usage_id: str, base_model: str | None) -> list[str]:
     recipe, task, summary = context.recipe, context.task, context.data.summary
     if base_model:
         origin = f"a fine-tuned version of [{base_model}](https://huggingface.co/{base_model})"
@@ -114,7 +116,7 @@ def _hyperparameter_table(recipe: Any) -> str:
     return "\n".join(rows)
 
 
-def _results_table(context: Any) -> str:
+def _results_table(context: RunContext) -> str:
     rows = ["| Split | Metric | Value |", "|---|---|---|"]
     for split in ("eval", "test"):
         for key, value in sorted(context.metrics.get(split, {}).items()):

@@ -10,9 +10,9 @@ from recipes.config import RecipeError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``train CONFIG.yaml [--key value ...]``: parse the recipe and run it; clear errors, no traceback."""
-    from recipes.config import parse_recipe
     from recipes.images import BadImageError
     from recipes.lifecycle import run
+    from recipes.parse import parse_recipe
 
     try:
         recipe = parse_recipe(argv)

@@ -10,12 +10,22 @@ from typing import Any
 from datasets import ClassLabel, Dataset, DatasetDict, Image, load_dataset
 
 from recipes.config import DataArguments, RecipeError
-from recipes.images import BadFile, check_image_record
+from recipes.images import BadFile, check_image_record, record_path
 
 logger = logging.getLogger("recipes")
 
-VALIDATION_NAMES = ("validation", "valid", "val", "dev")
-TEST_NAMES = ("test", "testing")
+SPLIT_ALIASES = {
+    "train": ("train", "training", "trainval"),
+    "validation": ("validation", "valid", "val", "dev"),
+    "test": ("test", "testing"),
+}
+"""Split names as datasets and folders spell them, in order of preference, under their canonical name."""
+
+
+def canonical_split(name: str) -> str | None:
+    """``train``, ``validation`` or ``test`` for a split or folder name such as ``val`` or ``Training``."""
+    lowered = name.lower()
+    return next((split for split, aliases in SPLIT_ALIASES.items() if lowered in aliases), None)
 
 
 def load_hub_splits(data_args: DataArguments, cache_dir: str | None = None) -> dict[str, Dataset]:
@@ -65,8 +75,8 @@ def pick_splits(
             return explicit
         return next((n for n in names if n in splits and n != data_args.train_split), None)
 
-    val_name = find(data_args.validation_split, VALIDATION_NAMES)
-    test_name = find(data_args.test_split, TEST_NAMES)
+    val_name = find(data_args.validation_split, SPLIT_ALIASES["validation"])
+    test_name = find(data_args.test_split, SPLIT_ALIASES["test"])
     if val_name is None and test_name is not None and not data_args.test_split:
         val_name, test_name = test_name, None  # the dataset's test split doubles as validation
     if val_name is not None:
@@ -160,7 +170,7 @@ def drop_bad_images(
     if not bad_rows:
         return dataset, []
     paths = dataset.select(bad_rows)[column]
-    bad = [BadFile(path=_record_path(rec), reason=problems[i]) for i, rec in zip(bad_rows, paths)]
+    bad = [BadFile(path=record_path(rec), reason=problems[i]) for i, rec in zip(bad_rows, paths)]
     if strict:
         listing = "\n".join(f"  {b.path}: {b.reason}" for b in bad[:20])
         raise RecipeError(
@@ -171,12 +181,6 @@ def drop_bad_images(
         logger.warning("Skipping %s: %s", b.path, b.reason)
     keep = sorted(set(range(len(dataset))) - set(bad_rows))
     return dataset.select(keep), bad
-
-
-def _record_path(record: Any) -> str:
-    if isinstance(record, dict):
-        return str(record.get("path") or "<in-memory image>")
-    return str(record)
 
 
 def local_path(value: str | None, option: str) -> Path | None:

@@ -20,12 +20,13 @@ class BadImageError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 
-def _describe(record: Any) -> str:
+def record_path(record: Any, fallback: str = "<in-memory image>") -> str:
+    """The file behind an image record (a ``{"bytes", "path"}`` dict, a path or a PIL image), for messages."""
     if isinstance(record, dict):
-        return str(record.get("path") or "<in-memory image>")
+        return str(record.get("path") or fallback)
     if isinstance(record, (str, Path)):
         return str(record)
-    return getattr(record, "filename", None) or "<in-memory image>"
+    return getattr(record, "filename", None) or fallback
 
 
 def open_image(record: Any, draft_size: tuple[int, int] | None = None) -> Image.Image:
@@ -46,7 +47,7 @@ def open_image(record: Any, draft_size: tuple[int, int] | None = None) -> Image.
             image.draft("RGB", draft_size)
         image.load()
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, KeyError, TypeError) as err:
-        raise BadImageError(f"Cannot decode image {_describe(record)}: {err}") from err
+        raise BadImageError(f"Cannot decode image {record_path(record)}: {err}") from err
     return image
 
 

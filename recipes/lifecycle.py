@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import sys
 import time
-from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,50 +16,14 @@ import transformers
 from transformers import EarlyStoppingCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
+from recipes import plots
 from recipes.card import build_model_card
 from recipes.config import Recipe, RecipeError
 from recipes.hub import PublishError, push_output_dir
-from recipes.modeling import RecipeTrainer, build_image_processor, build_model
-from recipes.tasks import Task, TaskData, get_task
+from recipes.modeling import RecipeTrainer, build_image_processor
+from recipes.tasks import RunContext, TaskData, get_task
 
 logger = logging.getLogger("recipes")
-
-VERSIONED_PACKAGES = ("transformers", "torch", "torchvision", "datasets", "accelerate", "huggingface-hub",
-                      "torchmetrics", "evaluate")
-
-
-@dataclass
-class RunContext:
-    """Everything one run produced, handed to plots, the card and the summary."""
-
-    recipe: Recipe
-    task: Task
-    data: TaskData | None = None
-    image_processor: Any = None
-    trainer: RecipeTrainer | None = None
-    eval_dataset: Any = None
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
-    eval_details: dict[str, Any] = field(default_factory=dict)
-    plots: dict[str, Path] = field(default_factory=dict)
-    resumed_from: str | None = None
-    push_url: str | None = None
-    push_error: str | None = None
-    started: float = field(default_factory=time.time)
-
-    @property
-    def output_dir(self) -> Path:
-        return Path(self.recipe.training.output_dir)
-
-    @property
-    def versions(self) -> dict[str, str]:
-        found = {"python": platform.python_version()}
-        for name in VERSIONED_PACKAGES:
-            try:
-                found[name] = metadata.version(name)
-            except metadata.PackageNotFoundError:
-                continue
-        return found
-
 
 def setup_logging(recipe: Recipe) -> None:
     """Route ``recipes``, ``transformers`` and ``datasets`` logs to stderr at the recipe's level."""
@@ -117,7 +78,7 @@ def run(recipe: Recipe) -> RunContext:
     test_dataset = data.test.with_transform(eval_transform) if data.test is not None else None
     context.eval_dataset = eval_dataset
 
-    model = build_model(task, recipe.model, data)
+    model = task.build_model(recipe.model, data)
     metric = task.metric(data, processor)
     metric.keep_predictions = bool(recipe.run.extra_metrics)
     callbacks = []
@@ -197,8 +158,6 @@ def _extra_metrics(metric_ids: list[str], details: dict[str, Any]) -> dict[str, 
 
 
 def _write_outputs(context: RunContext) -> None:
-    from recipes import plots
-
     output_dir = context.output_dir
     output_dir.mkdir(parents=True, exist_ok=True)
     if context.recipe.run.make_plots:

@@ -12,7 +12,6 @@ from transformers import AutoConfig, AutoImageProcessor, Trainer
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 
 from recipes.config import ModelArguments, RecipeError
-from recipes.tasks.base import Task, TaskData
 
 logger = logging.getLogger("recipes")
 
@@ -42,14 +41,20 @@ def build_image_processor(model_args: ModelArguments, extra_kwargs: dict[str, An
     return getattr(transformers, class_name)(**kwargs)
 
 
-def build_model(task: Task, model_args: ModelArguments, data: TaskData) -> torch.nn.Module:
-    """``AutoModelFor<Task>`` with the dataset's labels: pretrained (head resized) or from a config."""
+def build_model(
+    auto_model_class: Any,
+    model_args: ModelArguments,
+    id2label: dict[int, str],
+    config_kwargs: dict[str, Any] | None = None,
+) -> torch.nn.Module:
+    """``auto_model_class`` (an ``AutoModelFor…``) with the dataset's labels: pretrained (head resized) or from a
+    config. ``config_kwargs`` are the task's extra config attributes; the recipe's ``config_overrides`` win."""
     label_kwargs = {
-        "num_labels": len(data.id2label),
-        "id2label": {int(k): v for k, v in data.id2label.items()},
-        "label2id": data.label2id,
+        "num_labels": len(id2label),
+        "id2label": {int(k): v for k, v in id2label.items()},
+        "label2id": {v: int(k) for k, v in id2label.items()},
     }
-    overrides = {**task.model_kwargs(data), **(model_args.config_overrides or {})}
+    overrides = {**(config_kwargs or {}), **(model_args.config_overrides or {})}
     clashing = sorted(set(overrides) & {"num_labels", "id2label", "label2id"})
     if clashing:
         raise RecipeError(
@@ -63,7 +68,7 @@ def build_model(task: Task, model_args: ModelArguments, data: TaskData) -> torch
         }
         try:
             config = AutoConfig.from_pretrained(model_args.model_name_or_path, **label_kwargs, **overrides, **common)
-            return task.auto_model_class.from_pretrained(
+            return auto_model_class.from_pretrained(
                 model_args.model_name_or_path,
                 config=config,
                 ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
@@ -79,7 +84,7 @@ def build_model(task: Task, model_args: ModelArguments, data: TaskData) -> torch
     except ValueError as err:
         raise RecipeError(f"Cannot build a `{model_args.model_type}` config: {err}") from err
     logger.info("Building a randomly initialised %s model from its config", model_args.model_type)
-    return task.auto_model_class.from_config(config)
+    return auto_model_class.from_config(config)
 
 
 class RecipeTrainer(Trainer):

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipes.config import parse_recipe
+from recipes.parse import parse_recipe
 
 
 @dataclass(frozen=True)

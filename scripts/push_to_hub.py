@@ -7,9 +7,6 @@ The token comes from --token, else HF_TOKEN, else `hf auth login`; it is never p
 
 import argparse
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from recipes.hub import PublishError, push_output_dir
 

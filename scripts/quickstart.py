@@ -10,10 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from recipes.quickstart import QUICKSTART_TASKS, format_rows, run_quickstart
 
-from recipes.quickstart import QUICKSTART_TASKS, format_rows, run_quickstart  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""Smoke test of ``scripts/benchmark_classification.py`` (a benchmark, so no speed is asserted)."""
+"""Smoke test of ``benchmarks/classification_pipeline.py`` (a benchmark, so no speed is asserted)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_quick_benchmark_prints_both_ratios_and_writes_json(tmp_path: Path) -> N
     figures = tmp_path / "benchmark.json"
     command = [
         sys.executable,
-        str(REPO / "scripts" / "benchmark_classification.py"),
+        "-m", "benchmarks.classification_pipeline",
         "--quick",
         "--data-dir",
         str(data_dir),

@@ -20,9 +20,10 @@ from sklearn.metrics import (
 )
 from transformers import EvalPrediction
 
-from recipes.config import RecipeError, parse_recipe
-from recipes.tasks.classification import (
-    ClassificationMetric,
+from recipes.config import RecipeError
+from recipes.parse import parse_recipe
+from recipes.tasks.classification.metric import ClassificationMetric
+from recipes.tasks.classification.transforms import (
     build_train_augmentation,
     collate_classification,
     transform_classification_batch,
@@ -493,12 +494,11 @@ def test_listing_with_an_empty_path_names_the_line(tmp_path: Path) -> None:
 
 
 def test_config_overrides_cannot_set_the_labels(tmp_path: Path, shapes_dir: Path) -> None:
-    from recipes.modeling import build_model
     from recipes.tasks import get_task
 
     recipe, data = _load(tmp_path, "--train_dir", str(shapes_dir), "--config_overrides", '{"num_labels": 3}')
     with pytest.raises(RecipeError, match="num_labels"):
-        build_model(get_task("image-classification"), recipe.model, data)
+        get_task("image-classification").build_model(recipe.model, data)
 
 
 def test_max_eval_samples_is_a_seeded_sample_of_every_class(tmp_path: Path) -> None:

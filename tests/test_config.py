@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from recipes.config import RecipeError, parse_recipe
+from recipes.config import RecipeError
+from recipes.parse import parse_recipe
 from recipes.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recipes.config import parse_recipe
 from recipes.demo import build_app, make_predictor
-from recipes.modeling import build_image_processor, build_model
-from recipes.tasks import TaskData, get_task
+from recipes.modeling import build_image_processor
+from recipes.parse import parse_recipe
+from recipes.tasks import get_task
+from recipes.tasks.segmentation.data import SegmentationData
 
 RECIPES = {
     "image-classification": "configs/quickstart/classification.yaml",
@@ -23,9 +24,9 @@ RECIPES = {
 def _save_tiny_model(recipe_path: str, folder: Path) -> Path:
     recipe = parse_recipe([recipe_path, "--output_dir", str(folder)])
     task = get_task(recipe.run.task)
-    data = TaskData(train=None, validation=None, id2label={0: "alpha", 1: "beta", 2: "gamma"},  # type: ignore[arg-type]
-                    extras={"ignore_index": 255})
-    build_model(task, recipe.model, data).save_pretrained(folder)
+    # SegmentationData is TaskData plus the ignore_index that segmentation configs need.
+    data = SegmentationData(train=None, validation=None, id2label={0: "alpha", 1: "beta", 2: "gamma"})  # type: ignore[arg-type]
+    task.build_model(recipe.model, data).save_pretrained(folder)
     build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data)).save_pretrained(folder)
     return folder
 

@@ -16,20 +16,14 @@ from torchvision.transforms import v2
 from transformers import AutoConfig, AutoModelForObjectDetection, EvalPrediction
 
 from recipes.cli import main as cli_main
-from recipes.config import RecipeError, parse_recipe
+from recipes.config import RecipeError
+from recipes.metrics.coco import METRIC_NAMES, coco_inputs
+from recipes.parse import parse_recipe
 from recipes.sample_data.plates import draw_plates_image, make_plates_dataset
 from recipes.tasks import get_task
-from recipes.tasks.detection import (
-    METRIC_NAMES,
-    DetectionDataArguments,
-    DetectionMetric,
-    augment_sample,
-    build_detection_augmentation,
-    coco_inputs,
-    collate_detection,
-    detections_at_original_size,
-    load_detection_data,
-)
+from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
+from recipes.tasks.detection.metric import DetectionMetric, detections_at_original_size
+from recipes.tasks.detection.transforms import augment_sample, build_detection_augmentation, collate_detection
 
 QUICKSTART = str(REPO / "configs" / "quickstart" / "detection.yaml")
 TINY_RESNET = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 32, 32], "depths": [1, 1, 1, 1],

@@ -11,15 +11,15 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, List, Va
 from PIL import Image as PILImage
 
 from recipes.config import RecipeError
-from recipes.formats.detection import (
-    check_split,
+from recipes.sample_data.plates import make_plates_dataset, voc_xml
+from recipes.tasks.detection.checks import check_split
+from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
+from recipes.tasks.detection.formats import (
     detect_layout,
     read_detection_folder,
     resolve_format,
     rows_to_dataset,
 )
-from recipes.sample_data.plates import make_plates_dataset, voc_xml
-from recipes.tasks.detection import DetectionDataArguments, load_detection_data
 
 
 def _image(path: Path, size: tuple[int, int] = (64, 48), mode: str = "RGB") -> Path:

@@ -14,16 +14,16 @@ from PIL import Image
 from torchvision.transforms import v2
 from transformers import EvalPrediction
 
-from recipes.config import RecipeError, parse_recipe
-from recipes.formats import segmentation as formats
+from recipes.config import RecipeError
+from recipes.parse import parse_recipe
 from recipes.sample_data.streets import CLASSES, make_streets_dataset
 from recipes.tasks import get_task
-from recipes.tasks.segmentation import (
-    SegmentationMetric,
+from recipes.tasks.segmentation import formats, masks
+from recipes.tasks.segmentation.metric import SegmentationMetric, confusion_counts
+from recipes.tasks.segmentation.transforms import (
     build_eval_transform,
     build_train_augmentation,
     collate_segmentation,
-    confusion_counts,
     logits_to_class_ids,
     transform_segmentation_batch,
 )
@@ -114,7 +114,7 @@ def test_unknown_colours_are_counted_and_named_in_hex() -> None:
     mapping = formats.build_label_mapping(["a", "b"], reduce_labels=False, ignore_labels=[], ignore_index=255,
                                           raw_ignore_value=None)
     rgb = np.array([[[10, 20, 30], [40, 50, 60], [255, 0, 255], [255, 0, 255]]], dtype=np.uint8)
-    converted = formats.convert_mask(Image.fromarray(rgb), mapping, palette)
+    converted = masks.convert_mask(Image.fromarray(rgb), mapping, palette)
     assert converted.class_ids.tolist() == [[0, 1, 255, 255]]
     assert converted.invalid_pixels == 2 and converted.invalid_examples == ["#ff00ff"]
 
@@ -170,7 +170,7 @@ def test_camseq_layout_is_detected_and_split_by_time(tmp_path: Path, streets: Pa
     assert (len(data.train), len(data.validation)) == (7, 3)
     share = data.summary["train_pixel_share"]
     assert share["Sky"] > 0.05 and share["Road"] > 0.05 and sum(share.values()) == pytest.approx(1.0, abs=1e-4)
-    assert data.extras["palette"][STREET_NAMES.index("Road")] == (128, 64, 128)
+    assert data.palette[STREET_NAMES.index("Road")] == (128, 64, 128)
 
 
 def test_kaggle_camvid_layout_with_labels_folder_and_class_dict(tmp_path: Path, streets: Path) -> None:
@@ -312,7 +312,7 @@ def test_reduce_labels_and_ignore_index_are_explicit(tmp_path: Path) -> None:
                     "--ignore_index", "-100")
     assert reduced.id2label == {0: "road", 1: "car", 2: "sky"} and reduced.summary["reduce_labels"] is True
     transform = partial(transform_segmentation_batch, image_column="image", augment=lambda i, m: (i, m),
-                        stored_ignore=reduced.extras["stored_ignore"], ignore_index=-100)
+                        stored_ignore=reduced.stored_ignore, ignore_index=-100)
     labels = transform(reduced.train[:1])["labels"][0]
     assert labels.dtype == torch.int64
     assert labels[0, :6].tolist() == [-100, 0, 1, 2, -100, -100]  # 0 → ignore, v → v-1, 255 → ignore
@@ -340,7 +340,7 @@ def _striped_pair(height: int = 40, width: int = 60) -> tuple[Image.Image, dict]
     classes = (np.arange(width) // 10) % 2
     mask = np.broadcast_to(classes, (height, width)).astype(np.uint8)
     grey = np.array([[40, 40, 40], [210, 210, 210]], dtype=np.uint8)[mask]
-    return Image.fromarray(grey), {"bytes": formats.encode_class_ids(mask), "path": None}
+    return Image.fromarray(grey), {"bytes": masks.encode_class_ids(mask), "path": None}
 
 
 @pytest.mark.parametrize("preset", ["basic", "strong"])
@@ -371,7 +371,7 @@ def test_horizontal_flip_moves_image_and_mask_together() -> None:
     flip = v2.Compose([v2.RandomHorizontalFlip(p=1.0)])
     out = transform_segmentation_batch({"image": [image], "mask": [mask]}, image_column="image", augment=flip,
                                        stored_ignore=255, ignore_index=255)
-    original = formats.decode_class_ids(mask)
+    original = masks.decode_class_ids(mask)
     assert np.array_equal(out["labels"][0].numpy(), original[:, ::-1])
     assert np.array_equal(out["pixel_values"][0].permute(1, 2, 0).numpy(), np.asarray(image)[:, ::-1])
 
@@ -467,7 +467,7 @@ def test_logits_are_upsampled_to_the_label_size_then_reduced() -> None:
 
 
 def test_second_architecture_upernet_with_the_ignore_index(tmp_path: Path, streets: Path) -> None:
-    from recipes.modeling import build_image_processor, build_model
+    from recipes.modeling import build_image_processor
 
     backbone = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 16, 16], "depths": [1, 1, 1, 1],
                 "out_features": ["stage1", "stage2", "stage3", "stage4"]}
@@ -479,7 +479,7 @@ def test_second_architecture_upernet_with_the_ignore_index(tmp_path: Path, stree
     task = get_task("semantic-segmentation")
     data = task.load_data(recipe.data, seed=0)
     processor = build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data))
-    model = build_model(task, recipe.model, data)
+    model = task.build_model(recipe.model, data)
     assert type(model).__name__ == "UperNetForSemanticSegmentation" and model.config.loss_ignore_index == -100
     _, eval_transform = task.transforms(processor, recipe.data, data)
     batch = task.collator(processor, data)([data.validation.with_transform(eval_transform)[i] for i in range(2)])

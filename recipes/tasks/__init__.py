@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 
 from recipes.config import RecipeError
-from recipes.tasks.base import StreamingMetric, Task, TaskData
+from recipes.tasks.base import RunContext, StreamingMetric, Task, TaskData
 
 TASK_MODULES = {
-    "image-classification": "recipes.tasks.classification:ImageClassification",
-    "object-detection": "recipes.tasks.detection:ObjectDetection",
-    "semantic-segmentation": "recipes.tasks.segmentation:SemanticSegmentation",
+    "image-classification": "recipes.tasks.classification.task:ImageClassification",
+    "object-detection": "recipes.tasks.detection.task:ObjectDetection",
+    "semantic-segmentation": "recipes.tasks.segmentation.task:SemanticSegmentation",
 }
 ALIASES = {"classification": "image-classification", "detection": "object-detection",
            "segmentation": "semantic-segmentation", "image-segmentation": "semantic-segmentation"}
@@ -25,4 +25,4 @@ def get_task(name: str) -> Task:
     return getattr(importlib.import_module(module_name), class_name)()
 
 
-__all__ = ["TASK_MODULES", "StreamingMetric", "Task", "TaskData", "get_task"]
+__all__ = ["TASK_MODULES", "RunContext", "StreamingMetric", "Task", "TaskData", "get_task"]

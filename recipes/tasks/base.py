@@ -7,16 +7,21 @@ the pieces below. A new task is one new module that subclasses :class:`Task`.
 
 from __future__ import annotations
 
+import platform
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 from typing import Any, ClassVar
 
+import torch
 from datasets import Dataset
 from transformers import EvalPrediction
 
-from recipes.config import DataArguments
+from recipes.config import DataArguments, ModelArguments, Recipe
+from recipes.modeling import RecipeTrainer, build_model
 
 
 @dataclass
@@ -31,8 +36,6 @@ class TaskData:
     """Hub dataset id, written into the model card (``datasets:``)."""
     summary: dict[str, Any] = field(default_factory=dict)
     """Data-check report: counts, skipped files, class statistics (saved in the run manifest)."""
-    extras: dict[str, Any] = field(default_factory=dict)
-    """Task-specific facts, e.g. the segmentation palette."""
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -132,6 +135,10 @@ class Task(ABC):
         """Shrink model outputs per batch before they are gathered (e.g. logits → class indices)."""
         return None
 
+    def build_model(self, model_args: ModelArguments, data: TaskData) -> torch.nn.Module:
+        """The task's ``AutoModelFor…`` with the data's labels and :meth:`model_kwargs`."""
+        return build_model(self.auto_model_class, model_args, data.id2label, self.model_kwargs(data))
+
     def model_kwargs(self, data: TaskData) -> dict[str, Any]:
         """Extra config keyword arguments for the model (beyond labels)."""
         return {}
@@ -140,11 +147,11 @@ class Task(ABC):
         """Extra keyword arguments for the image processor (e.g. ``do_reduce_labels``)."""
         return {}
 
-    def make_plots(self, context: Any, output_dir: Path) -> dict[str, Path]:
-        """Task-specific plots (name → PNG path). ``context`` is the lifecycle's :class:`RunContext`."""
+    def make_plots(self, context: RunContext, output_dir: Path) -> dict[str, Path]:
+        """Task-specific plots (name → PNG path)."""
         return {}
 
-    def card_sections(self, context: Any) -> list[tuple[str, str]]:
+    def card_sections(self, context: RunContext) -> list[tuple[str, str]]:
         """Extra model-card sections as ``(title, markdown)`` pairs."""
         return []
 
@@ -156,3 +163,55 @@ class Task(ABC):
             'result = pipe("path/to/image.jpg")\n'
             "print(result)"
         )
+
+
+VERSIONED_PACKAGES = ("transformers", "torch", "torchvision", "datasets", "accelerate", "huggingface-hub",
+                      "torchmetrics", "evaluate")
+
+
+@dataclass
+class RunContext:
+    """Everything one run produced, handed to the task's plots and card sections, the card and the summary."""
+
+    recipe: Recipe
+    task: Task
+    data: TaskData | None = None
+    image_processor: Any = None
+    trainer: RecipeTrainer | None = None
+    eval_dataset: Dataset | None = None
+    """The validation split with the evaluation transform attached."""
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    eval_details: dict[str, Any] = field(default_factory=dict)
+    plots: dict[str, Path] = field(default_factory=dict)
+    resumed_from: str | None = None
+    push_url: str | None = None
+    push_error: str | None = None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.recipe.training.output_dir)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        found = {"python": platform.python_version()}
+        for name in VERSIONED_PACKAGES:
+            try:
+                found[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return found
+
+    def validation_outputs(
+        self, indices: Sequence[int], batch_size: int = 32
+    ) -> Iterator[tuple[list[dict[str, Any]], dict[str, Any], Any]]:
+        """Run the trained model on the validation examples at ``indices``, a batch at a time:
+        yields ``(examples, collated batch, model outputs)`` (for the prediction plots)."""
+        model = self.trainer.model.eval()
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            for start in range(0, len(indices), batch_size):
+                examples = [self.eval_dataset[int(i)] for i in indices[start : start + batch_size]]
+                batch = self.trainer.data_collator(examples)
+                inputs = {k: v.to(device) for k, v in batch.items() if isinstance(v, torch.Tensor) and k != "labels"}
+                yield examples, batch, model(**inputs)

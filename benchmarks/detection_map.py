@@ -1,6 +1,6 @@
 """Time the detection task's COCO mAP (faster-coco-eval) against pycocotools' COCOeval on the same detections.
 
-    python scripts/benchmark_detection_map.py [--images 500] [--detections 100] [--classes 5] [--repeats 3]
+    python -m benchmarks.detection_map [--images 500] [--detections 100] [--classes 5] [--repeats 3]
 
 Both evaluators get identical inputs (built by ``recipes.tasks.detection.coco_inputs``); the script asserts
 that the 12 COCO statistics and the precision arrays are identical and prints the speed ratio (best of
@@ -15,13 +15,10 @@ import copy
 import io
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from recipes.tasks.detection import METRIC_NAMES, coco_inputs, run_coco_eval
+from recipes.metrics.coco import METRIC_NAMES, coco_inputs, run_coco_eval
 
 
 def synthetic_detections(images: int, detections: int, classes: int, seed: int = 0):

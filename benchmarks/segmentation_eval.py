@@ -19,8 +19,8 @@ peak cannot be reset, the lifetime peak (``ru_maxrss``) is reported instead, and
 for streaming, the time spent in ``preprocess_logits_for_metrics`` + the metric calls; for the baseline,
 the time of its ``compute_metrics`` (upsampling + arg-max + mIoU). Both methods must give the same mIoU.
 
-    python scripts/benchmark_segmentation_eval.py                 # N=64 and 4N=256 images at 128x128
-    python scripts/benchmark_segmentation_eval.py --images 32 --size 96 --json results.json
+    python -m benchmarks.segmentation_eval                 # N=64 and 4N=256 images at 128x128
+    python -m benchmarks.segmentation_eval --images 32 --size 96 --json results.json
 """
 
 from __future__ import annotations
@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
 METHODS = ("streaming", "baseline")
 
 
@@ -111,8 +109,9 @@ def run_child(
     from transformers.utils import logging as hf_logging
 
     from recipes.config import ModelArguments
-    from recipes.modeling import build_model
-    from recipes.tasks.segmentation import SegmentationDataArguments, SemanticSegmentation, logits_to_class_ids
+    from recipes.tasks.segmentation.data import SegmentationDataArguments
+    from recipes.tasks.segmentation.task import SemanticSegmentation
+    from recipes.tasks.segmentation.transforms import logits_to_class_ids
 
     hf_logging.set_verbosity_error()
     set_seed(0)
@@ -128,7 +127,7 @@ def run_child(
         if model.config.id2label != data.id2label:
             raise SystemExit(f"{model_path} was trained on other classes than the streets: {model.config.id2label}")
     else:
-        model = build_model(task, model_args, data).eval()
+        model = task.build_model(model_args, data).eval()
     processor = SegformerImageProcessor(size={"height": size, "width": size})
     _, eval_transform = task.transforms(processor, data_args, data)
     num_classes = len(data.id2label)

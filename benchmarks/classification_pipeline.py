@@ -25,7 +25,7 @@ Augmentation is equivalent in every variant: RandomResizedCrop(224, scale (0.08,
 (3/4, 4/3), bilinear with antialiasing) + horizontal flip (p=0.5) + normalisation with the image
 processor's mean/std, giving float32 (B, 3, 224, 224) batches.
 
-    python scripts/benchmark_classification.py [--quick] [--json results.json] [--data-dir DIR]
+    python -m benchmarks.classification_pipeline [--quick] [--json results.json] [--data-dir DIR]
 
 Figures are medians over the rounds; ratios are medians of the per-round ratios (each round runs
 every variant back to back, so slow drifts of the machine's load cancel out).
@@ -49,19 +49,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-import datasets  # noqa: E402
-import PIL  # noqa: E402
-import torch  # noqa: E402
-import torchvision  # noqa: E402
-import transformers  # noqa: E402
-from datasets import Dataset, concatenate_datasets, load_dataset  # noqa: E402
-from datasets import Image as ImageFeature  # noqa: E402
-from torch.utils.data import DataLoader, default_collate  # noqa: E402
-from torchvision import transforms as v1  # noqa: E402
-from transformers import (  # noqa: E402
+import datasets
+import PIL
+import torch
+import torchvision
+import transformers
+from datasets import Dataset, concatenate_datasets, load_dataset
+from datasets import Image as ImageFeature
+from torch.utils.data import DataLoader, default_collate
+from torchvision import transforms as v1
+from transformers import (
     PrinterCallback,
     TrainingArguments,
     ViTConfig,
@@ -69,15 +66,17 @@ from transformers import (  # noqa: E402
     ViTImageProcessor,
 )
 
-from recipes.data import undecoded  # noqa: E402
-from recipes.modeling import RecipeTrainer  # noqa: E402
-from recipes.tasks.classification import (  # noqa: E402
+from recipes.data import undecoded
+from recipes.modeling import RecipeTrainer
+from recipes.tasks.classification.transforms import (
     build_train_augmentation,
     collate_classification,
     decode_into_cache,
     transform_classification_batch,
 )
-from recipes.transforms import ProcessorGeometry, decode_to_tensor, normalize_batch  # noqa: E402
+from recipes.transforms import ProcessorGeometry, decode_to_tensor, normalize_batch
+
+REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "datasets" / "food101-mini"
 IMAGE_COLUMN, LABEL_COLUMN = "image", "label"

@@ -1,0 +1,1 @@
+"""Metrics shared across tasks (one module per family)."""

@@ -1,0 +1,119 @@
+"""Image classification: ViT on Food-101, or any ``AutoModelForImageClassification``."""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from transformers import AutoModelForImageClassification
+
+from recipes.data import (
+    drop_bad_images,
+    pick_splits,
+    require_columns,
+    undecoded,
+)
+from recipes.tasks.base import RunContext, StreamingMetric, Task, TaskData
+from recipes.tasks.classification import report
+from recipes.tasks.classification.data import (
+    ClassificationDataArguments,
+    ensure_class_labels,
+    load_classification_splits,
+)
+from recipes.tasks.classification.metric import ClassificationMetric
+from recipes.tasks.classification.transforms import (
+    build_eval_transform,
+    build_train_augmentation,
+    collate_classification,
+    decode_into_cache,
+    transform_classification_batch,
+)
+from recipes.transforms import ProcessorGeometry
+
+# --------------------------------------------------------------------------- task
+
+
+class ImageClassification(Task):
+    """Fine-tune any ``AutoModelForImageClassification`` on an image-classification dataset."""
+
+    name = "image-classification"
+    pipeline_tag = "image-classification"
+    data_arguments_class = ClassificationDataArguments
+    auto_model_class = AutoModelForImageClassification
+    main_metric = "accuracy"
+    card_metrics = {"accuracy": "Accuracy", "top5_accuracy": "Top-5 accuracy", "f1_macro": "Macro F1"}
+
+    def load_data(self, data_args: ClassificationDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
+        splits = load_classification_splits(data_args, cache_dir)
+        image_column, label_column = data_args.image_column_name, data_args.label_column_name
+        for split, dataset in splits.items():
+            require_columns(
+                dataset,
+                {"image_column_name": image_column, "label_column_name": label_column},
+                f"the {split} split",
+            )
+        splits = ensure_class_labels(splits, label_column)
+        train, validation, test = pick_splits(splits, data_args, seed, stratify_by=label_column)
+        names = train.features[label_column].names
+        id2label = dict(enumerate(names))
+        summary: dict[str, Any] = {"skipped_files": []}
+        checked = {}
+        for split, dataset in (("train", train), ("validation", validation), ("test", test)):
+            if dataset is None:
+                continue
+            dataset = undecoded(dataset, image_column)
+            if data_args.check_images:
+                dataset, bad = drop_bad_images(
+                    dataset, image_column, split, data_args.strict, data_args.preprocessing_num_workers
+                )
+                summary["skipped_files"] += [{"split": split, "path": b.path, "reason": b.reason} for b in bad]
+            checked[split] = dataset
+        for split, dataset in checked.items():
+            counts = np.bincount(np.asarray(dataset[label_column], dtype=np.int64), minlength=len(names))
+            summary[f"{split}_examples"] = len(dataset)
+            summary[f"{split}_per_class"] = {names[i]: int(c) for i, c in enumerate(counts)}
+        if data_args.cache_decoded_images:
+            checked["train"] = checked["train"].map(
+                partial(decode_into_cache, image_column=image_column),
+                batched=True,
+                batch_size=32,
+                num_proc=data_args.preprocessing_num_workers,
+                desc="Decoding training images into the cache",
+            )
+        return TaskData(
+            train=checked["train"],
+            validation=checked["validation"],
+            test=checked.get("test"),
+            id2label=id2label,
+            dataset_id=data_args.dataset_name,
+            summary=summary,
+        )
+
+    def transforms(self, image_processor: Any, data_args: ClassificationDataArguments, data: TaskData):
+        geometry = ProcessorGeometry.from_processor(image_processor)
+        common = {"image_column": data_args.image_column_name, "label_column": data_args.label_column_name}
+        train_augment = build_train_augmentation(data_args.augmentation, geometry.height, geometry.width)
+        eval_augment = build_eval_transform(geometry.height, geometry.width)
+        return (
+            partial(transform_classification_batch, augment=train_augment, **common),
+            partial(transform_classification_batch, augment=eval_augment, **common),
+        )
+
+    def collator(self, image_processor: Any, data: TaskData):
+        return partial(collate_classification, geometry=ProcessorGeometry.from_processor(image_processor))
+
+    def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
+        return ClassificationMetric(data.id2label)
+
+    def make_plots(self, context: RunContext, output_dir: Path) -> dict[str, Path]:
+        written = {
+            "confusion_matrix": report.confusion_matrix_plot(context, output_dir / "confusion_matrix.png"),
+            "top_losses": report.top_losses_plot(context, output_dir / "top_losses.png"),
+        }
+        return {name: path for name, path in written.items() if path is not None}
+
+    def card_sections(self, context: RunContext) -> list[tuple[str, str]]:
+        per_class = context.eval_details.get("per_class")
+        return [("Per-class results (validation)", report.per_class_markdown(per_class))] if per_class else []

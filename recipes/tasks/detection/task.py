@@ -1,0 +1,103 @@
+"""Object detection: DETR on licence plates, or any ``AutoModelForObjectDetection``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoModelForObjectDetection
+
+from recipes.tasks.base import RunContext, StreamingMetric, Task, TaskData
+from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
+from recipes.tasks.detection.metric import DetectionMetric, detections_at_original_size
+from recipes.tasks.detection.report import data_checks_markdown, precision_recall_plot, prediction_grid
+from recipes.tasks.detection.transforms import (
+    DetectionBatch,
+    build_detection_augmentation,
+    collate_detection,
+    training_resize,
+    transform_detection_batch,
+)
+
+# --------------------------------------------------------------------------- task
+
+
+class ObjectDetection(Task):
+    """Fine-tune any ``AutoModelForObjectDetection`` (DETR, Conditional/Deformable DETR, YOLOS, RT-DETR…)."""
+
+    name = "object-detection"
+    pipeline_tag = "object-detection"
+    data_arguments_class = DetectionDataArguments
+    auto_model_class = AutoModelForObjectDetection
+    main_metric = "map"
+    card_metrics = {
+        "map": "mAP@[.5:.95]",
+        "map_50": "mAP@.50",
+        "map_75": "mAP@.75",
+        "map_small": "mAP (small)",
+        "map_medium": "mAP (medium)",
+        "map_large": "mAP (large)",
+        "mar_1": "mAR@1",
+        "mar_10": "mAR@10",
+        "mar_100": "mAR@100",
+    }
+
+    def forced_training_arguments(self) -> dict[str, Any]:
+        # Labels are lists of per-image dicts and predictions one dict per image: gather them as objects.
+        return {**super().forced_training_arguments(), "eval_use_gather_object": True}
+
+    def load_data(self, data_args: DetectionDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
+        return load_detection_data(data_args, seed, cache_dir)
+
+    def transforms(self, image_processor: Any, data_args: DetectionDataArguments, data: TaskData):
+        augment = build_detection_augmentation(data_args.augmentation, image_processor)
+        train_resizes_itself = augment is not None and training_resize(image_processor) is not None
+        return (
+            partial(transform_detection_batch, image_processor=image_processor, augment=augment,
+                    processor_resizes=not train_resizes_itself),
+            partial(transform_detection_batch, image_processor=image_processor, augment=None, processor_resizes=True),
+        )
+
+    def collator(self, image_processor: Any, data: TaskData) -> Callable[[list[dict[str, Any]]], DetectionBatch]:
+        return partial(collate_detection,
+                       return_pixel_mask="pixel_mask" in getattr(image_processor, "model_input_names", ()))
+
+    def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
+        return DetectionMetric(data.id2label)
+
+    def preprocess_logits_for_metrics(self, image_processor: Any) -> Callable:
+        return partial(detections_at_original_size, image_processor=image_processor)
+
+    def make_plots(self, context: RunContext, output_dir: Path) -> dict[str, Path]:
+        written = {}
+        grid = prediction_grid(context, output_dir / "validation_predictions.png",
+                               limit=max(1, min(8, context.recipe.run.max_plot_images)))
+        if grid is not None:
+            written["validation_predictions"] = grid
+        curve = precision_recall_plot(context.eval_details, output_dir / "precision_recall.png")
+        if curve is not None:
+            written["precision_recall"] = curve
+        return written
+
+    def card_sections(self, context: RunContext) -> list[tuple[str, str]]:
+        sections = []
+        per_class = context.eval_details.get("per_class")
+        if per_class:
+            rows = ["| Class | AP@[.5:.95] | AP@.50 | AP@.75 | Ground-truth boxes |", "|---|---|---|---|---|"]
+            for name, values in per_class.items():
+                cells = ["-" if values.get(k) is None else f"{values[k]:.4f}" for k in ("ap", "ap50", "ap75")]
+                rows.append(f"| {name} | {' | '.join(cells)} | {values.get('gt_boxes', 0)} |")
+            sections.append(("Per-class AP (validation)", "\n".join(rows)))
+        if context.data is not None and context.data.summary.get("train_statistics"):
+            sections.append(("Data checks", data_checks_markdown(context.data.summary)))
+        return sections
+
+    def usage_snippet(self, model_id: str) -> str:
+        return (
+            "from transformers import pipeline\n\n"
+            f'detector = pipeline("object-detection", model="{model_id}")\n'
+            'for found in detector("path/to/image.jpg", threshold=0.5):\n'
+            '    print(found["label"], round(found["score"], 3), found["box"])  # box: xmin, ymin, xmax, ymax'
+        )

@@ -1,0 +1,145 @@
+"""Object-detection transforms: augmentation presets that move boxes with the image, the
+image processor's inputs, and the padding collate."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from recipes.config import RecipeError
+from recipes.transforms import decode_to_tensor
+
+SCALE_JITTER = (0.75, 0.8125, 0.875, 0.9375, 1.0)
+"""Training shortest-edge scales, as fractions of the image processor's ``shortest_edge``."""
+PLOT_SCORE_THRESHOLD = 0.5
+# --------------------------------------------------------------------------- transforms
+
+
+def training_resize(image_processor: Any) -> v2.Transform | None:
+    """The processor's resize as a v2 transform with scale jitter (``None`` when it cannot be mirrored)."""
+    size = getattr(image_processor, "size", None)
+    size = size if isinstance(size, dict) else (dict(size.__dict__) if hasattr(size, "__dict__") else {})
+    if size.get("shortest_edge") and size.get("longest_edge"):
+        shortest, longest = int(size["shortest_edge"]), int(size["longest_edge"])
+        return v2.RandomShortestSize([round(shortest * f) for f in SCALE_JITTER], max_size=longest, antialias=True)
+    if size.get("height") and size.get("width"):
+        return v2.Resize((int(size["height"]), int(size["width"])), antialias=True)
+    return None
+
+
+def build_detection_augmentation(preset: str, image_processor: Any) -> v2.Compose | None:
+    """Named presets on ``uint8`` images with ``tv_tensors.BoundingBoxes`` (``None`` for ``none``).
+
+    ``basic``: photometric distortion, zoom-out, horizontal flip and multi-scale resizing (scale jitter);
+    ``strong``: ``basic`` plus a random IoU crop. Degenerate boxes are removed at the end.
+    """
+    if preset == "none":
+        return None
+    if preset not in ("basic", "strong"):
+        raise RecipeError(f"Unknown augmentation preset `{preset}` for object-detection: use none, basic or strong.")
+    mean = tuple(round(255 * m) for m in (getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)))
+    steps: list[v2.Transform] = [
+        v2.RandomPhotometricDistort(p=0.5),
+        v2.RandomZoomOut(fill={tv_tensors.Image: mean, "others": 0}, side_range=(1.0, 2.0), p=0.3),
+    ]
+    if preset == "strong":
+        steps.append(v2.RandomIoUCrop())
+    steps.append(v2.RandomHorizontalFlip(p=0.5))
+    resize = training_resize(image_processor)
+    if resize is not None:
+        steps.append(resize)
+    steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0)]
+    return v2.Compose(steps)
+
+
+def augment_sample(
+    augment: v2.Transform, image: torch.Tensor, boxes_xywh: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Apply ``augment`` to one image and its boxes together; boxes come back as ``xywh``."""
+    height, width = image.shape[-2:]
+    boxes = tv_tensors.BoundingBoxes(boxes_xywh, format="XYWH", canvas_size=(height, width))
+    out = augment({"image": tv_tensors.Image(image), "boxes": boxes, "labels": labels})
+    moved = v2.functional.convert_bounding_box_format(out["boxes"], new_format=tv_tensors.BoundingBoxFormat.XYWH)
+    return out["image"].as_subclass(torch.Tensor), moved.as_subclass(torch.Tensor), out["labels"]
+
+
+def coco_annotation(image_id: int, boxes_xywh: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """One image's boxes as the COCO-detection annotation image processors take."""
+    return {
+        "image_id": int(image_id),
+        "annotations": [
+            {"bbox": [float(v) for v in box], "category_id": int(label), "area": float(box[2] * box[3]), "iscrowd": 0}
+            for box, label in zip(boxes_xywh.tolist(), labels.tolist())
+        ],
+    }
+
+
+def transform_detection_batch(
+    batch: dict[str, list], *, image_processor: Any, augment: v2.Transform | None, processor_resizes: bool
+) -> dict[str, list]:
+    """``with_transform`` function: decode, augment image + boxes, then let the image processor make inputs.
+
+    Each image is processed on its own (no padding here): the collate function pads the batch.
+    """
+    pixel_values, targets = [], []
+    for record, image_id, objects in zip(batch["image"], batch["image_id"], batch["objects"]):
+        image = decode_to_tensor(record)
+        boxes = torch.tensor(objects["bbox"], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor(objects["category"], dtype=torch.int64)
+        if augment is not None:
+            image, boxes, labels = augment_sample(augment, image, boxes, labels)
+        encoded = image_processor(
+            images=image,
+            annotations=coco_annotation(image_id, boxes, labels),
+            return_tensors="pt",
+            do_resize=processor_resizes,
+            do_pad=False,
+        )
+        pixel_values.append(encoded["pixel_values"][0])
+        targets.append(dict(encoded["labels"][0]))
+    return {"pixel_values": pixel_values, "labels": targets}
+
+
+class DetectionTarget(TypedDict, total=False):
+    """One image's target as DETR-like models take it (boxes: normalised ``cxcywh``)."""
+
+    class_labels: torch.Tensor
+    boxes: torch.Tensor
+    image_id: torch.Tensor
+    area: torch.Tensor
+    iscrowd: torch.Tensor
+    orig_size: torch.Tensor
+    size: torch.Tensor
+
+
+class DetectionBatch(TypedDict, total=False):
+    """Model inputs of one batch."""
+
+    pixel_values: torch.Tensor
+    pixel_mask: torch.Tensor
+    labels: list[DetectionTarget]
+
+
+def collate_detection(examples: list[dict[str, Any]], *, return_pixel_mask: bool) -> DetectionBatch:
+    """Pad the images of a batch to a common size (bottom/right) and mark the real pixels in ``pixel_mask``.
+
+    Target boxes stay normalised to each image (not to the padded canvas), as in DETR, so detections
+    scale back to the original image with its own size.
+    """
+    heights = [e["pixel_values"].shape[-2] for e in examples]
+    widths = [e["pixel_values"].shape[-1] for e in examples]
+    channels = examples[0]["pixel_values"].shape[0]
+    pixels = torch.zeros((len(examples), channels, max(heights), max(widths)), dtype=examples[0]["pixel_values"].dtype)
+    mask = torch.zeros((len(examples), max(heights), max(widths)), dtype=torch.int64)
+    for i, (example, height, width) in enumerate(zip(examples, heights, widths)):
+        pixels[i, :, :height, :width] = example["pixel_values"]
+        mask[i, :height, :width] = 1
+    batch: DetectionBatch = {"pixel_values": pixels, "labels": [e["labels"] for e in examples]}
+    if return_pixel_mask:
+        batch["pixel_mask"] = mask
+    return batch
+
+

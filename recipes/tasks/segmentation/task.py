@@ -1,0 +1,207 @@
+"""Semantic segmentation: SegFormer on CamSeq/CamVid, or any ``AutoModelForSemanticSegmentation``.
+
+Labels. Masks are converted once, before training, into class-id PNGs (see
+:mod:`recipes.formats.segmentation`). Two recipe options decide which pixels are learned from:
+
+* ``reduce_labels`` (default ``false``): raw class 0 is a "background/unlabelled" value, mapped to
+  ``ignore_index``; every other value ``v`` becomes class ``v - 1``. With index masks, ``id2label`` then
+  names the classes *after* the reduction (the Hugging Face convention, e.g. ADE20k); with a palette file,
+  its first class is dropped (and named in the logs and the run manifest). Class 0 is never dropped
+  unless you ask for it.
+* ``ignore_index`` (default 255): the label of pixels that count neither in the loss nor in the metrics:
+  padding added by the augmentations, ``reduce_labels``' class 0, the classes named in ``ignore_labels``
+  (e.g. CamVid's ``Void``), unknown colours and out-of-range indices. It is also written to the model
+  config (``semantic_loss_ignore_index`` / ``loss_ignore_index``) so the model's loss ignores them too.
+
+Evaluation. Images *and* masks are resized to the model's input size (masks with nearest neighbour),
+so metrics are measured at that resolution. Per batch, the logits (e.g. 1/4 of the input size for
+SegFormer) are upsampled bilinearly to the mask size and reduced to class ids before being gathered;
+a confusion matrix accumulates them, so memory does not grow with the validation set. The
+``image-segmentation`` pipeline likewise upsamples the logits to each input image's own size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from datasets import Dataset
+from transformers import AutoModelForSemanticSegmentation
+
+from recipes import plots
+from recipes.data import pick_splits
+from recipes.tasks.base import RunContext, StreamingMetric, Task, TaskData
+from recipes.tasks.segmentation import formats
+from recipes.tasks.segmentation.data import (
+    SegmentationData,
+    SegmentationDataArguments,
+    check_and_convert_split,
+    load_segmentation_source,
+    log_pixel_share,
+)
+from recipes.tasks.segmentation.metric import SegmentationMetric
+from recipes.tasks.segmentation.report import fmt, labels_note, prediction_grid, training_palette
+from recipes.tasks.segmentation.transforms import (
+    build_eval_transform,
+    build_train_augmentation,
+    collate_segmentation,
+    logits_to_class_ids,
+    transform_segmentation_batch,
+)
+from recipes.transforms import ProcessorGeometry
+
+logger = logging.getLogger("recipes")
+
+# --------------------------------------------------------------------------- task
+
+
+class SemanticSegmentation(Task):
+    """Fine-tune any ``AutoModelForSemanticSegmentation`` (SegFormer, UperNet, DPT, ...) on masks."""
+
+    name = "semantic-segmentation"
+    pipeline_tag = "image-segmentation"
+    data_arguments_class = SegmentationDataArguments
+    auto_model_class = AutoModelForSemanticSegmentation
+    main_metric = "mean_iou"
+    card_metrics = {"mean_iou": "Mean IoU", "mean_accuracy": "Mean accuracy", "overall_accuracy": "Pixel accuracy"}
+
+    def load_data(self, data_args: SegmentationDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
+        source = load_segmentation_source(data_args, cache_dir)
+        mapping = formats.build_label_mapping(
+            source.class_names,
+            reduce_labels=data_args.reduce_labels,
+            ignore_labels=data_args.ignore_labels,
+            ignore_index=data_args.ignore_index,
+            raw_ignore_value=data_args.ignore_index if source.palette is None and data_args.ignore_index >= 0 else None,
+        )
+        if mapping.dropped:
+            logger.info("Mapped to ignore_index %d (reduce_labels / ignore_labels): %s", data_args.ignore_index,
+                        ", ".join(mapping.dropped))
+        train, validation, test = pick_splits(source.splits, data_args, seed, ordered_holdout=source.ordered)
+        summary: dict[str, Any] = {
+            "layout": source.layout,
+            "mask_encoding": "colour" if source.palette is not None else "index",
+            "palette_file": source.palette.source if source.palette is not None else None,
+            "reduce_labels": data_args.reduce_labels,
+            "ignore_index": data_args.ignore_index,
+            "ignored_classes": list(mapping.dropped),
+            "skipped_files": [],
+            "invalid_label_files": [],
+            "orphan_masks": source.orphan_masks,
+        }
+        if source.orphan_masks:
+            logger.warning("%d mask(s) have no image and are not used, e.g. %s", len(source.orphan_masks),
+                           source.orphan_masks[0])
+        checked: dict[str, Dataset] = {}
+        for split, dataset in (("train", train), ("validation", validation), ("test", test)):
+            if dataset is None:
+                continue
+            checked[split], report = check_and_convert_split(
+                dataset, split, image_column=data_args.image_column_name, mask_column=source.mask_column,
+                mapping=mapping, palette=source.palette, data_args=data_args,
+            )
+            for key in ("skipped_files", "invalid_label_files"):
+                summary[key] += report.pop(key)
+            summary.update(report)
+        log_pixel_share(summary["train_pixel_share"])
+        return SegmentationData(
+            train=checked["train"],
+            validation=checked["validation"],
+            test=checked.get("test"),
+            id2label=mapping.id2label,
+            dataset_id=data_args.dataset_name,
+            summary=summary,
+            palette=training_palette(source.palette, mapping),
+            ignore_index=data_args.ignore_index,
+            stored_ignore=mapping.stored_ignore,
+        )
+
+    def transforms(self, image_processor: Any, data_args: SegmentationDataArguments, data: TaskData):
+        geometry = ProcessorGeometry.from_processor(image_processor)
+        common = {
+            "image_column": data_args.image_column_name,
+            "stored_ignore": data.stored_ignore,
+            "ignore_index": data.ignore_index,
+        }
+        train_augment = build_train_augmentation(
+            data_args.augmentation, geometry.height, geometry.width, mask_fill=data.stored_ignore
+        )
+        eval_augment = build_eval_transform(geometry.height, geometry.width)
+        return (
+            partial(transform_segmentation_batch, augment=train_augment, **common),
+            partial(transform_segmentation_batch, augment=eval_augment, **common),
+        )
+
+    def collator(self, image_processor: Any, data: TaskData):
+        return partial(collate_segmentation, geometry=ProcessorGeometry.from_processor(image_processor))
+
+    def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
+        return SegmentationMetric(data.id2label)
+
+    def preprocess_logits_for_metrics(self, image_processor: Any) -> Callable | None:
+        return logits_to_class_ids
+
+    def model_kwargs(self, data: TaskData) -> dict[str, Any]:
+        # Segmentation configs name their loss's ignore label either way (SegFormer, DPT, BEiT,
+        # MobileViT: semantic_loss_ignore_index; UperNet: loss_ignore_index); the other one is inert.
+        ignore_index = data.ignore_index
+        return {"semantic_loss_ignore_index": ignore_index, "loss_ignore_index": ignore_index}
+
+    def image_processor_kwargs(self, data_args: SegmentationDataArguments) -> dict[str, Any]:
+        # Recorded in preprocessor_config.json so the saved processor treats masks as training did.
+        return {"do_reduce_labels": data_args.reduce_labels}
+
+    def make_plots(self, context: RunContext, output_dir: Path) -> dict[str, Path]:
+        written = {}
+        per_class = context.eval_details.get("per_class") or {}
+        ious = {name: values["iou"] for name, values in per_class.items() if values["iou"] is not None}
+        if ious:
+            written["per_class_iou"] = plots.bar_chart(
+                ious, output_dir / "per_class_iou.png", title="Validation IoU per class", xlabel="IoU"
+            )
+        grid = prediction_grid(context, output_dir / "predictions.png")
+        if grid is not None:
+            written["predictions"] = grid
+        # The class colours travel with the model (the demo app and users colour predictions with them).
+        palette = {str(index): list(colour) for index, colour in context.data.palette.items()}
+        (output_dir / "palette.json").write_text(json.dumps(palette, indent=1))
+        return written
+
+    def card_sections(self, context: RunContext) -> list[tuple[str, str]]:
+        sections = []
+        per_class = context.eval_details.get("per_class")
+        share = context.data.summary.get("train_pixel_share", {})
+        if per_class:
+            rows = ["| Class | IoU | Accuracy | Validation pixels | Train pixel share |", "|---|---|---|---|---|"]
+            for name, values in per_class.items():
+                rows.append(
+                    f"| {name} | {fmt(values['iou'])} | {fmt(values['accuracy'])} | {values['pixels']} "
+                    f"| {share.get(name, 0.0):.2%} |"
+                )
+            note = ("\n\n— : class absent from both the predictions and the validation masks (left out of the "
+                    "mean IoU).")
+            sections.append(("Per-class results (validation)", "\n".join(rows) + note))
+        palette = context.data.palette
+        if palette:
+            rows = ["| Id | Class | Colour | RGB | Hex |", "|---|---|---|---|---|"]
+            for index, name in context.data.id2label.items():
+                colour = palette[index]
+                code = formats.hex_colour(colour)
+                rows.append(f'| {index} | {name} | <span style="color:{code}">███</span> | '
+                            f"{tuple(colour)} | `{code}` |")
+            sections.append(("Palette", "\n".join(rows)))
+        sections.append(("Labels and evaluation", labels_note(context)))
+        return sections
+
+    def usage_snippet(self, model_id: str) -> str:
+        return (
+            "from transformers import pipeline\n\n"
+            f'segmenter = pipeline("image-segmentation", model="{model_id}")\n'
+            'for segment in segmenter("path/to/street.png"):  # one entry per class found in the image\n'
+            '    print(segment["label"], segment["mask"].size)  # mask: PIL image at the input\'s size'
+        )
+
