@@ -127,7 +127,7 @@ def run_child(
         if model.config.id2label != data.id2label:
             raise SystemExit(f"{model_path} was trained on other classes than the streets: {model.config.id2label}")
     else:
-        model = task.build_model(model_args, data).eval()
+        model = task.build_model(model_args, data).model.eval()
     processor = SegformerImageProcessor(size={"height": size, "width": size})
     _, eval_transform = task.transforms(processor, data_args, data)
     num_classes = len(data.id2label)

@@ -45,6 +45,10 @@ class RunArguments:
     evaluate_only: bool = field(
         default=False, metadata={"help": "Skip training: evaluate `model_name_or_path` and write the outputs."}
     )
+    find_lr: bool = field(
+        default=False,
+        metadata={"help": "LR range test instead of training: a short sweep, lr_find.png and a suggested rate."},
+    )
     make_plots: bool = field(default=True, metadata={"help": "Write PNG plots next to the model."})
     max_plot_images: int = field(default=16, metadata={"help": "Images shown in prediction grids."})
 
@@ -108,6 +112,27 @@ class ModelArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models are cached."})
     backbone_learning_rate: float | None = field(
         default=None, metadata={"help": "Learning rate for parameters whose name contains 'backbone'."}
+    )
+    head_warmup_epochs: float = field(
+        default=0.0,
+        metadata={"help": "Train only the new head (parameters not in the checkpoint) for this many epochs first."},
+    )
+    layer_decay: float | None = field(
+        default=None,
+        metadata={"help": "Layer-wise learning-rate decay: block k of L gets lr * layer_decay**(L - k); head: lr."},
+    )
+    batchnorm_momentum: float | None = field(
+        default=None,
+        metadata={"help": "Momentum of every BatchNorm layer; default: PyTorch's 0.1 for layers that came with a "
+                  "TensorFlow decay (MobileNet, EfficientNet), the others unchanged."},
+    )
+    freeze_batchnorm: bool = field(
+        default=False,
+        metadata={"help": "Keep the pretrained BatchNorm running statistics (BatchNorm in eval mode); small batches."},
+    )
+    channels_last: bool | None = field(
+        default=None,
+        metadata={"help": "channels_last memory format; default: on for convolutional models (faster convolutions)."},
     )
 
     def __post_init__(self) -> None:

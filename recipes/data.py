@@ -189,5 +189,8 @@ def local_path(value: str | None, option: str) -> Path | None:
         return None
     path = Path(value).expanduser()
     if not path.exists():
-        raise RecipeError(f"`{option}` points to {path}, which does not exist.")
+        raise RecipeError(
+            f"`{option}` points to {path}, which does not exist. Put the data there (a recipe's header says where to "
+            f"download it) or pass --{option} with the folder that holds it."
+        )
     return path

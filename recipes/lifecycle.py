@@ -3,6 +3,7 @@ plots → card → push."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -12,16 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import torch
 import transformers
-from transformers import EarlyStoppingCallback, set_seed
+from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from recipes import plots
+from recipes.batchnorm import batchnorm_layers
 from recipes.card import build_model_card
-from recipes.config import Recipe, RecipeError
+from recipes.config import ModelArguments, Recipe, RecipeError
 from recipes.hub import PublishError, push_output_dir
-from recipes.modeling import RecipeTrainer, build_image_processor
-from recipes.tasks import RunContext, TaskData, get_task
+from recipes.labels import named_labels, plan_labels
+from recipes.modeling import RecipeTrainer, build_image_processor, load_checkpoint_config
+from recipes.schedule import HeadWarmup, LearningRates, RangeTest, range_test
+from recipes.tasks import RunContext, Task, TaskData, get_task
 
 logger = logging.getLogger("recipes")
 
@@ -67,10 +72,13 @@ def run(recipe: Recipe) -> RunContext:
 
     with args.main_process_first(desc="loading and checking the data"):
         data = task.load_data(recipe.data, seed=args.seed, cache_dir=recipe.model.cache_dir)
+    if recipe.run.evaluate_only:
+        data = labels_as_the_checkpoint_has_them(task, recipe, data)
     context.data = data
     _log_data_summary(data)
 
     processor = build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data))
+    task.check_image_processor(processor)
     context.image_processor = processor
     train_transform, eval_transform = task.transforms(processor, recipe.data, data)
     train_dataset = data.train.with_transform(train_transform)
@@ -78,12 +86,22 @@ def run(recipe: Recipe) -> RunContext:
     test_dataset = data.test.with_transform(eval_transform) if data.test is not None else None
     context.eval_dataset = eval_dataset
 
-    model = task.build_model(recipe.model, data)
+    loaded = task.build_model(recipe.model, data)
+    model = loaded.model
+    if use_channels_last(recipe.model, model):
+        model = model.to(memory_format=torch.channels_last)
     metric = task.metric(data, processor)
     metric.keep_predictions = bool(recipe.run.extra_metrics)
-    callbacks = []
+    callbacks: list[TrainerCallback] = []
     if recipe.run.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.run.early_stopping_patience))
+    warm_up_head = recipe.model.head_warmup_epochs > 0 and not recipe.run.evaluate_only
+    if warm_up_head and not loaded.new_parameters:
+        logger.warning("head_warmup_epochs: every parameter came from the checkpoint (no new head); training all.")
+        warm_up_head = False
+    if warm_up_head:
+        callbacks.append(HeadWarmup(recipe.model.head_warmup_epochs))
+    has_batchnorm = bool(batchnorm_layers(model)) and not recipe.model.freeze_batchnorm
     trainer = RecipeTrainer(
         model=model,
         args=args,
@@ -94,9 +112,20 @@ def run(recipe: Recipe) -> RunContext:
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(processor),
         processing_class=processor,
         callbacks=callbacks,
-        backbone_learning_rate=recipe.model.backbone_learning_rate,
+        learning_rates=LearningRates(
+            base=args.learning_rate,
+            backbone=recipe.model.backbone_learning_rate,
+            layer_decay=recipe.model.layer_decay,
+            head=set(loaded.new_parameters) if warm_up_head else set(),
+        ),
+        drop_incomplete_batch=has_batchnorm and len(train_dataset) > args.train_batch_size * args.world_size,
     )
     context.trainer = trainer
+
+    if recipe.run.find_lr:
+        if trainer.is_world_process_zero():
+            context.plots["lr_find"] = write_range_test(range_test(trainer), context.output_dir)
+        return context
 
     if not recipe.run.evaluate_only:
         context.resumed_from = resume_checkpoint(recipe)
@@ -125,6 +154,51 @@ def run(recipe: Recipe) -> RunContext:
             _push(context, hub_token)
         print_summary(context)
     return context
+
+
+def labels_as_the_checkpoint_has_them(task: Task, recipe: Recipe, data: TaskData) -> TaskData:
+    """For ``evaluate_only``: the data's label ids translated to the checkpoint's, by class name (the model is
+    evaluated with its own head rows; a class it does not know stops the run)."""
+    config = load_checkpoint_config(recipe.model)
+    if config is None:
+        return data
+    checkpoint = named_labels(config)
+    if checkpoint is None:
+        if config.num_labels != len(data.id2label):
+            raise RecipeError(
+                f"The checkpoint has {config.num_labels} unnamed labels and the data {len(data.id2label)} classes "
+                f"{list(data.id2label.values())}: they cannot be matched. Evaluate a checkpoint whose config.json "
+                "names its labels (id2label)."
+            )
+        logger.warning("The checkpoint's labels have no names: its outputs are read in the data's order.")
+        return data
+    plan = plan_labels(checkpoint, data.id2label, evaluate_only=True)
+    if plan.id2label == data.id2label:
+        return data
+    logger.info("Evaluating with the checkpoint's %d labels; data classes map to them by name: %s",
+                len(plan.id2label), {data.id2label[i]: j for i, j in plan.data_to_model.items()})
+    return task.relabel(data, recipe.data, plan.data_to_model, plan.id2label)
+
+
+def use_channels_last(model_args: ModelArguments, model: torch.nn.Module) -> bool:
+    """``channels_last`` if asked, else for models with 2-D convolutions (much faster depthwise and dilated
+    convolutions on CPU; the layout tensor cores use on GPU)."""
+    if model_args.channels_last is not None:
+        return model_args.channels_last
+    return any(isinstance(module, torch.nn.Conv2d) for module in model.modules())
+
+
+def write_range_test(result: RangeTest, output_dir: Path) -> Path:
+    """``lr_find.json`` and ``lr_find.png`` (loss against learning rate, suggestion marked); logs the suggestion."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "lr_find.json").write_text(json.dumps(dataclasses.asdict(result), indent=1))
+    path = plots.range_test(result.learning_rates, result.losses, result.suggested, output_dir / "lr_find.png")
+    if result.suggested is None:
+        logger.warning("LR range test: too few steps before the loss diverged; no suggestion (see %s).", path)
+    else:
+        print(f"LR range test: suggested learning_rate {result.suggested:.2e} (steepest descent; loss minimum at "
+              f"{result.minimum:.2e}). Plot: {path}", flush=True)
+    return path
 
 
 def _log_data_summary(data: TaskData) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,10 @@ import transformers
 from transformers import AutoConfig, AutoImageProcessor, Trainer
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 
+from recipes.batchnorm import fix_tensorflow_dropout, fix_tensorflow_momentum, freeze_statistics
 from recipes.config import ModelArguments, RecipeError
+from recipes.labels import label_parameter_rows, move_head_rows, named_labels, plan_labels
+from recipes.schedule import LearningRates, parameter_groups
 
 logger = logging.getLogger("recipes")
 
@@ -31,7 +35,17 @@ def build_image_processor(model_args: ModelArguments, extra_kwargs: dict[str, An
                 **kwargs,
             )
         except OSError as err:
+            local = Path(name).expanduser()
+            if local.is_dir() and not (local / "preprocessor_config.json").is_file():
+                raise RecipeError(
+                    f"{local} has no preprocessor_config.json, so how its model expects images is unknown. Copy the "
+                    "file from the checkpoint it was fine-tuned from (or save its image processor there with "
+                    "`AutoImageProcessor.from_pretrained(BASE).save_pretrained(FOLDER)`), or set "
+                    "`image_processor_name` to that checkpoint."
+                ) from err
             raise RecipeError(f"Could not load the image processor of `{name}`: {err}") from err
+        except ValueError as err:
+            raise RecipeError(f"`{name}` has no image processor this task can use: {err}") from err
     mapping = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_args.model_type or "")
     class_name = (mapping or {}).get("torchvision") or (mapping or {}).get("pil")
     if class_name is None:
@@ -41,14 +55,51 @@ def build_image_processor(model_args: ModelArguments, extra_kwargs: dict[str, An
     return getattr(transformers, class_name)(**kwargs)
 
 
+@dataclass
+class LoadedModel:
+    """A model ready for the Trainer, with what loading it did."""
+
+    model: torch.nn.Module
+    new_parameters: list[str] = field(default_factory=list)
+    """Parameters that did not come from the checkpoint (a new or resized head): what head warm-up trains."""
+    kept_label_rows: dict[str, int] = field(default_factory=dict)
+    """Class name → the checkpoint row it kept (labels matched by name)."""
+
+
+def _hub_kwargs(model_args: ModelArguments) -> dict[str, Any]:
+    return {
+        "revision": model_args.model_revision,
+        "cache_dir": model_args.cache_dir,
+        "trust_remote_code": model_args.trust_remote_code,
+    }
+
+
+def load_checkpoint_config(model_args: ModelArguments) -> Any | None:
+    """The checkpoint's own config (``None`` when the model is built from ``model_type``)."""
+    if not model_args.model_name_or_path:
+        return None
+    try:
+        return AutoConfig.from_pretrained(model_args.model_name_or_path, **_hub_kwargs(model_args))
+    except (OSError, ValueError) as err:
+        raise RecipeError(
+            f"Could not load the config of `{model_args.model_name_or_path}`: {err}. Check the id or path (a "
+            "local checkpoint folder needs config.json), your network and HF_TOKEN; or set `model_type` to build "
+            "a model from a config offline."
+        ) from err
+
+
 def build_model(
     auto_model_class: Any,
     model_args: ModelArguments,
     id2label: dict[int, str],
     config_kwargs: dict[str, Any] | None = None,
-) -> torch.nn.Module:
-    """``auto_model_class`` (an ``AutoModelFor…``) with the dataset's labels: pretrained (head resized) or from a
-    config. ``config_kwargs`` are the task's extra config attributes; the recipe's ``config_overrides`` win."""
+) -> LoadedModel:
+    """``auto_model_class`` (an ``AutoModelFor…``) with the dataset's labels, pretrained or from a config.
+
+    A pretrained head keeps the rows of the classes it already knows, by name (:mod:`recipes.labels`); other rows
+    are new. ``config_kwargs`` are the task's extra config attributes; the recipe's ``config_overrides`` win.
+    TensorFlow-convention BatchNorm momentum is corrected (:mod:`recipes.batchnorm`).
+    """
     label_kwargs = {
         "num_labels": len(id2label),
         "id2label": {int(k): v for k, v in id2label.items()},
@@ -61,38 +112,84 @@ def build_model(
             f"`config_overrides` sets {clashing}, which come from the dataset's labels; remove them from the recipe."
         )
     if model_args.model_name_or_path:
-        common = {
-            "revision": model_args.model_revision,
-            "cache_dir": model_args.cache_dir,
-            "trust_remote_code": model_args.trust_remote_code,
-        }
+        loaded = _load_pretrained(auto_model_class, model_args, label_kwargs, overrides)
+    else:
         try:
-            config = AutoConfig.from_pretrained(model_args.model_name_or_path, **label_kwargs, **overrides, **common)
-            return auto_model_class.from_pretrained(
-                model_args.model_name_or_path,
-                config=config,
-                ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
-                **common,
-            )
-        except OSError as err:
-            raise RecipeError(
-                f"Could not load model `{model_args.model_name_or_path}`: {err}. Check the id or path, your "
-                "network and HF_TOKEN; or set `model_type` to build a model from a config offline."
-            ) from err
+            config = AutoConfig.for_model(model_args.model_type, **label_kwargs, **overrides)
+            if "classifier_dropout_prob" not in overrides:
+                fix_tensorflow_dropout(config)
+        except ValueError as err:
+            raise RecipeError(f"Cannot build a `{model_args.model_type}` config: {err}") from err
+        logger.info("Building a randomly initialised %s model from its config", model_args.model_type)
+        model = auto_model_class.from_config(config)
+        loaded = LoadedModel(model, [name for name, _ in model.named_parameters()])
+    fix_tensorflow_momentum(loaded.model, model_args.batchnorm_momentum)
+    if model_args.freeze_batchnorm:
+        logger.info("freeze_batchnorm: %d BatchNorm layers keep their running statistics.",
+                    freeze_statistics(loaded.model))
+    return loaded
+
+
+def _load_pretrained(
+    auto_model_class: Any, model_args: ModelArguments, label_kwargs: dict[str, Any], overrides: dict[str, Any]
+) -> LoadedModel:
+    path, common = model_args.model_name_or_path, _hub_kwargs(model_args)
+    original = load_checkpoint_config(model_args)
+    checkpoint_labels = named_labels(original)
+    plan = plan_labels(checkpoint_labels, label_kwargs["id2label"], evaluate_only=False)
     try:
-        config = AutoConfig.for_model(model_args.model_type, **label_kwargs, **overrides)
-    except ValueError as err:
-        raise RecipeError(f"Cannot build a `{model_args.model_type}` config: {err}") from err
-    logger.info("Building a randomly initialised %s model from its config", model_args.model_type)
-    return auto_model_class.from_config(config)
+        config = AutoConfig.from_pretrained(path, **label_kwargs, **overrides, **common)
+        if "classifier_dropout_prob" not in overrides:
+            fix_tensorflow_dropout(config)
+        model, info = auto_model_class.from_pretrained(
+            path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+            output_loading_info=True, **common,
+        )
+    except ImportError as err:  # e.g. a timm backbone without timm
+        raise RecipeError(f"Cannot build `{path}`: {err}") from err
+    except (OSError, ValueError) as err:
+        raise RecipeError(
+            f"Could not load model `{path}`: {err}. Check the id or path, your network and HF_TOKEN; or set "
+            "`model_type` to build a model from a config offline."
+        ) from err
+    new = sorted({*info.get("missing_keys", []), *(key for key, *_ in info.get("mismatched_keys", []))})
+    loaded = LoadedModel(model, new)
+    same_size = original.num_labels == len(plan.rows)
+    if checkpoint_labels and not plan.is_identity and (plan.keeps_rows or same_size):
+        rows = label_parameter_rows(auto_model_class, config)
+        checkpoint_model = auto_model_class.from_pretrained(path, **common)
+        move_head_rows(model, checkpoint_model, rows, plan)
+        loaded.new_parameters = sorted({*new, *rows})
+        loaded.kept_label_rows = {plan.id2label[i]: row for i, row in enumerate(plan.rows) if row is not None}
+        logger.info("Kept the checkpoint's head rows for %d of %d classes (matched by name): %s",
+                    len(loaded.kept_label_rows), len(plan.rows), loaded.kept_label_rows)
+    elif new:
+        logger.info("New parameters (not in the checkpoint): %s", ", ".join(new[:8]) + (" …" if len(new) > 8 else ""))
+    return loaded
 
 
 class RecipeTrainer(Trainer):
-    """``Trainer`` with an optional separate learning rate for backbone parameters (DETR-style)."""
+    """``Trainer`` with per-parameter learning rates (:class:`recipes.schedule.LearningRates`: backbone rate,
+    layer-wise decay, head groups for head warm-up), a train loader that drops an incomplete last batch when the
+    model has BatchNorm, and checkpoint reloading through ``from_pretrained``."""
 
-    def __init__(self, *args: Any, backbone_learning_rate: float | None = None, **kwargs: Any) -> None:
-        self.backbone_learning_rate = backbone_learning_rate
+    def __init__(
+        self, *args: Any, learning_rates: LearningRates | None = None, drop_incomplete_batch: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self.learning_rates = learning_rates
+        self.drop_incomplete_batch = drop_incomplete_batch
         super().__init__(*args, **kwargs)
+
+    def get_train_dataloader(self) -> Any:
+        # A last batch of 1 image gives BatchNorm the statistics of that image: drop it (training only).
+        if not self.drop_incomplete_batch or self.args.dataloader_drop_last:
+            return super().get_train_dataloader()
+        self.args.dataloader_drop_last = True
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.args.dataloader_drop_last = False
 
     def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
         # transformers resets `gather_function` to plain `gather_for_metrics` at the end of each evaluation loop,
@@ -109,25 +206,14 @@ class RecipeTrainer(Trainer):
         return self.accelerator.gather_for_metrics(data, use_gather_object=True)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
-        if self.backbone_learning_rate is None or self.optimizer is not None:
+        if self.learning_rates is None or self.optimizer is not None:
             return super().create_optimizer() if model is None else super().create_optimizer(model)
         model = model if model is not None else self.model
-        decay = set(self.get_decay_parameter_names(model))
-        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-        for name, param in model.named_parameters():
-            if param.requires_grad:
-                groups.setdefault(("backbone" in name, name in decay), []).append(param)
+        groups = parameter_groups(model, self.learning_rates, self.args.weight_decay,
+                                  set(self.get_decay_parameter_names(model)))
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-        param_groups = [
-            {
-                "params": params,
-                "lr": self.backbone_learning_rate if is_backbone else self.args.learning_rate,
-                "weight_decay": self.args.weight_decay if has_decay else 0.0,
-            }
-            for (is_backbone, has_decay), params in groups.items()
-        ]
         optimizer_kwargs.pop("lr", None)
-        self.optimizer = optimizer_cls(param_groups, lr=self.args.learning_rate, **optimizer_kwargs)
+        self.optimizer = optimizer_cls(groups, lr=self.args.learning_rate, **optimizer_kwargs)
         return self.optimizer
 
     # transformers 5 saves some architectures (ViT, ...) under their legacy parameter names and

@@ -88,6 +88,20 @@ def _command_line_data_source_wins(namespace: dict[str, Any], argv: Sequence[str
                 namespace[key] = None
 
 
+def _without_evaluation(namespace: dict[str, Any]) -> None:
+    """``eval_strategy: no`` leaves nothing to stop early on or to pick a best checkpoint by: turn both off, saying
+    so (instead of transformers' bare assertion or value error)."""
+    if str(namespace.get("eval_strategy")).lower() not in ("no", "intervalstrategy.no"):
+        return
+    log = logging.getLogger("recipes")
+    if namespace.get("early_stopping_patience"):
+        log.warning("early_stopping_patience needs evaluations; eval_strategy is `no`, so early stopping is off.")
+        namespace["early_stopping_patience"] = None
+    if namespace.get("load_best_model_at_end"):
+        log.warning("load_best_model_at_end needs evaluations; eval_strategy is `no`, so the last model is kept.")
+        namespace["load_best_model_at_end"] = False
+
+
 def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
     """Parse ``[CONFIG.yaml | --config CONFIG.yaml] [--key value ...]`` into a :class:`Recipe`.
 
@@ -134,6 +148,7 @@ def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
         if isinstance(value, dict) and isinstance(current, dict):
             value = {**current, **value}
         namespace[key] = value
+    _without_evaluation(namespace)
     built = []
     for cls in classes:
         names = {f.name for f in dataclasses.fields(cls) if f.init}

@@ -88,3 +88,15 @@ def bar_chart(values: dict[str, float], path: Path, title: str, xlabel: str) -> 
     ax.invert_yaxis()
     ax.set(xlabel=xlabel, title=title, xlim=(0, 1))
     return save_figure(fig, path)
+
+
+def range_test(rates: Sequence[float], losses: Sequence[float], suggested: float | None, path: Path) -> Path:
+    """Smoothed training loss against the learning rate (log scale), the suggested rate marked."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    ax.plot(rates, losses, color="tab:blue")
+    if suggested is not None:
+        ax.axvline(suggested, color="tab:red", linestyle="--", label=f"suggested {suggested:.1e}")
+        ax.legend()
+    ax.set(xscale="log", xlabel="learning rate", ylabel="smoothed training loss", title="Learning-rate range test")
+    return save_figure(fig, path)

@@ -18,17 +18,16 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
     top_k_accuracy_score,
 )
-from transformers import EvalPrediction
+from transformers import EvalPrediction, ViTImageProcessor
 
 from recipes.config import RecipeError
 from recipes.parse import parse_recipe
 from recipes.tasks.classification.metric import ClassificationMetric
 from recipes.tasks.classification.transforms import (
     build_train_augmentation,
-    collate_classification,
     transform_classification_batch,
 )
-from recipes.transforms import ProcessorGeometry
+from recipes.transforms import collate_images_and_labels
 
 QUICKSTART = "configs/quickstart/classification.yaml"
 TINY_VIT = [  # the quickstart recipe runs a tiny ResNet; this switches it to a tiny ViT
@@ -184,14 +183,15 @@ def test_unreadable_images_stop_a_strict_run(tmp_path: Path) -> None:
 def test_presets_produce_model_sized_uint8(preset: str) -> None:
     augment = build_train_augmentation(preset, 24, 32)
     image = Image.new("RGB", (50, 40), (10, 200, 30))
+    processor = ViTImageProcessor(size={"height": 24, "width": 32})
     batch = transform_classification_batch(
-        {"image": [image, image], "label": [0, 1]}, image_column="image", label_column="label", augment=augment
+        {"image": [image, image], "label": [0, 1]}, image_column="image", label_column="label", augment=augment,
+        processor=processor,
     )
     assert all(p.shape == (3, 24, 32) and p.dtype == torch.uint8 for p in batch["pixel_values"])
-    geometry = ProcessorGeometry(24, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    collated = collate_classification(
+    collated = collate_images_and_labels(
         [{"pixel_values": p, "labels": label} for p, label in zip(batch["pixel_values"], batch["labels"])],
-        geometry=geometry,
+        processor=processor,
     )
     assert collated["pixel_values"].shape == (2, 3, 24, 32) and collated["pixel_values"].dtype == torch.float32
     assert collated["labels"].tolist() == [0, 1]
@@ -203,15 +203,14 @@ def test_unknown_preset_is_a_clear_error() -> None:
 
 
 def test_eval_normalisation_matches_the_image_processor() -> None:
-    from transformers import ViTImageProcessor
-
     processor = ViTImageProcessor(size={"height": 16, "width": 16})
     image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
     expected = processor(image, return_tensors="pt")["pixel_values"]
-    eval_fn = partial(transform_classification_batch, image_column="image", label_column="label", augment=lambda x: x)
-    ours = collate_classification(
+    eval_fn = partial(transform_classification_batch, image_column="image", label_column="label", augment=None,
+                      processor=processor)
+    ours = collate_images_and_labels(
         [{"pixel_values": eval_fn({"image": [image], "label": [0]})["pixel_values"][0], "labels": 0}],
-        geometry=ProcessorGeometry.from_processor(processor),
+        processor=processor,
     )["pixel_values"]
     assert torch.allclose(ours, expected, atol=1e-5)
 

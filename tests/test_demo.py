@@ -26,7 +26,7 @@ def _save_tiny_model(recipe_path: str, folder: Path) -> Path:
     task = get_task(recipe.run.task)
     # SegmentationData is TaskData plus the ignore_index that segmentation configs need.
     data = SegmentationData(train=None, validation=None, id2label={0: "alpha", 1: "beta", 2: "gamma"})  # type: ignore[arg-type]
-    task.build_model(recipe.model, data).save_pretrained(folder)
+    task.build_model(recipe.model, data).model.save_pretrained(folder)
     build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data)).save_pretrained(folder)
     return folder
 

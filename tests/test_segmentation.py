@@ -21,13 +21,12 @@ from recipes.tasks import get_task
 from recipes.tasks.segmentation import formats, masks
 from recipes.tasks.segmentation.metric import SegmentationMetric, confusion_counts
 from recipes.tasks.segmentation.transforms import (
-    build_eval_transform,
     build_train_augmentation,
-    collate_segmentation,
     logits_to_class_ids,
+    processor_resizes_masks_exactly,
     transform_segmentation_batch,
 )
-from recipes.transforms import ProcessorGeometry
+from recipes.transforms import collate_images_and_labels
 
 STREET_NAMES = list(CLASSES)
 
@@ -370,7 +369,8 @@ def test_horizontal_flip_moves_image_and_mask_together() -> None:
     image, mask = _striped_pair(8, 30)
     flip = v2.Compose([v2.RandomHorizontalFlip(p=1.0)])
     out = transform_segmentation_batch({"image": [image], "mask": [mask]}, image_column="image", augment=flip,
-                                       stored_ignore=255, ignore_index=255)
+                                       processor=None, masks_through_processor=False, stored_ignore=255,
+                                       ignore_index=255)
     original = masks.decode_class_ids(mask)
     assert np.array_equal(out["labels"][0].numpy(), original[:, ::-1])
     assert np.array_equal(out["pixel_values"][0].permute(1, 2, 0).numpy(), np.asarray(image)[:, ::-1])
@@ -380,14 +380,13 @@ def test_eval_transform_and_collate_match_the_image_processor() -> None:
     from transformers import SegformerImageProcessor
 
     processor = SegformerImageProcessor(size={"height": 32, "width": 48})
-    geometry = ProcessorGeometry.from_processor(processor)
     image, mask = _striped_pair(32, 48)
-    transform = partial(transform_segmentation_batch, image_column="image",
-                        augment=build_eval_transform(geometry.height, geometry.width), stored_ignore=255,
+    transform = partial(transform_segmentation_batch, image_column="image", augment=None, processor=processor,
+                        masks_through_processor=processor_resizes_masks_exactly(processor), stored_ignore=255,
                         ignore_index=255)
     out = transform({"image": [image], "mask": [mask]})
-    batch = collate_segmentation([{"pixel_values": out["pixel_values"][0], "labels": out["labels"][0]}],
-                                 geometry=geometry)
+    batch = collate_images_and_labels([{"pixel_values": out["pixel_values"][0], "labels": out["labels"][0]}],
+                                      processor=processor)
     expected = processor(image, return_tensors="pt")["pixel_values"]
     assert batch["pixel_values"].shape == (1, 3, 32, 48) and batch["labels"].shape == (1, 32, 48)
     assert torch.allclose(batch["pixel_values"], expected, atol=1e-5)
@@ -479,7 +478,7 @@ def test_second_architecture_upernet_with_the_ignore_index(tmp_path: Path, stree
     task = get_task("semantic-segmentation")
     data = task.load_data(recipe.data, seed=0)
     processor = build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data))
-    model = task.build_model(recipe.model, data)
+    model = task.build_model(recipe.model, data).model
     assert type(model).__name__ == "UperNetForSemanticSegmentation" and model.config.loss_ignore_index == -100
     _, eval_transform = task.transforms(processor, recipe.data, data)
     batch = task.collator(processor, data)([data.validation.with_transform(eval_transform)[i] for i in range(2)])

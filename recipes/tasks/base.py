@@ -20,8 +20,9 @@ import torch
 from datasets import Dataset
 from transformers import EvalPrediction
 
-from recipes.config import DataArguments, ModelArguments, Recipe
-from recipes.modeling import RecipeTrainer, build_model
+from recipes.config import DataArguments, ModelArguments, Recipe, RecipeError
+from recipes.modeling import LoadedModel, RecipeTrainer, build_model
+from recipes.transforms import ProcessorGeometry
 
 
 @dataclass
@@ -135,9 +136,20 @@ class Task(ABC):
         """Shrink model outputs per batch before they are gathered (e.g. logits → class indices)."""
         return None
 
-    def build_model(self, model_args: ModelArguments, data: TaskData) -> torch.nn.Module:
-        """The task's ``AutoModelFor…`` with the data's labels and :meth:`model_kwargs`."""
+    def build_model(self, model_args: ModelArguments, data: TaskData) -> LoadedModel:
+        """The task's ``AutoModelFor…`` with the data's labels (matched by name) and :meth:`model_kwargs`."""
         return build_model(self.auto_model_class, model_args, data.id2label, self.model_kwargs(data))
+
+    def check_image_processor(self, image_processor: Any) -> None:
+        """Stop before training when the processor cannot make this task's inputs (default: a fixed input size)."""
+        ProcessorGeometry.from_processor(image_processor)
+
+    def relabel(
+        self, data: TaskData, data_args: DataArguments, data_to_model: dict[int, int], id2label: dict[int, str]
+    ) -> TaskData:
+        """The same data with label ids translated (``data_to_model``) into ``id2label``'s (evaluation of a
+        checkpoint whose labels are in another order or a superset)."""
+        raise RecipeError(f"{self.name} cannot translate label ids to a checkpoint's; evaluate with the same labels.")
 
     def model_kwargs(self, data: TaskData) -> dict[str, Any]:
         """Extra config keyword arguments for the model (beyond labels)."""

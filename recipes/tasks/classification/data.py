@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from datasets import ClassLabel, Dataset, Image, load_dataset
+from datasets import ClassLabel, Dataset, Features, Image, load_dataset
 
 from recipes.config import DataArguments, RecipeError
 from recipes.data import (
@@ -18,6 +18,7 @@ from recipes.data import (
     local_path,
     require_columns,
 )
+from recipes.images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger("recipes")
 
@@ -54,33 +55,46 @@ def load_classification_splits(data_args: ClassificationDataArguments, cache_dir
             "No data: set `dataset_name` (Hub id), `train_dir` (image folder) or `train_file` (CSV/JSONL)."
         )
     subdirs = {p.name for p in train_dir.iterdir() if p.is_dir()}
-    if "train" in subdirs and all(canonical_split(name) for name in subdirs):
-        splits = _imagefolder(data_dir=str(train_dir))
+    if "train" in subdirs and all(canonical_split(name) for name in subdirs):  # root/{train,val,test}/<class>/
+        folders = {canonical_split(name): train_dir / name for name in sorted(subdirs)}
     else:
-        data_files = {"train": str(train_dir / "**")}
-        for split, value in (("validation", data_args.validation_dir), ("test", data_args.test_dir)):
-            folder = local_path(value, f"{split}_dir")
-            if folder is not None:
-                data_files[split] = str(folder / "**")
-        splits = _imagefolder(data_files=data_files)
-    return splits
+        folders = {"train": train_dir}
+    for split, value in (("validation", data_args.validation_dir), ("test", data_args.test_dir)):
+        folder = local_path(value, f"{split}_dir")
+        if folder is not None:
+            folders[split] = folder
+    return class_folder_splits(folders, data_args.image_column_name, data_args.label_column_name)
 
 
-def _imagefolder(**kwargs: Any) -> dict[str, Dataset]:
-    where = kwargs.get("data_dir") or kwargs.get("data_files")
-    try:
-        loaded = load_dataset("imagefolder", **kwargs)
-    except Exception as err:
+def list_class_folder(root: Path) -> list[tuple[str, str]]:
+    """``(image path, class name)`` for every image in ``root/<class>/`` (sub-folders of a class included)."""
+    if not root.is_dir():
+        raise RecipeError(f"{root} is not a folder of class folders (root/<class>/img.jpg).")
+    found = []
+    for class_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        images = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        found += [(str(path), class_dir.name) for path in images]
+    if not found:
         raise RecipeError(
-            f"Could not read an image folder from {where}: {err}. Expected root/<class_name>/<image>.jpg "
-            "(optionally inside train/, validation/ and test/ folders)."
-        ) from err
-    splits = dict(loaded)
-    if "label" not in splits["train"].column_names:
-        raise RecipeError(
-            f"No class folders found in {where}: put each class's images in its own folder (root/<class>/img.jpg)."
+            f"No class folders found in {root}: put each class's images in its own folder (root/<class>/img.jpg)."
         )
-    return splits
+    return found
+
+
+def class_folder_splits(folders: dict[str, Path], image_column: str, label_column: str) -> dict[str, Dataset]:
+    """One dataset per split folder, with the class names of all splits in one ``ClassLabel`` (sorted), so the
+    folders can live anywhere (no shared root or depth needed)."""
+    listed = {split: list_class_folder(folder) for split, folder in folders.items()}
+    names = sorted({name for rows in listed.values() for _, name in rows})
+    features = Features({image_column: Image(decode=False), label_column: ClassLabel(names=names)})
+    index = {name: i for i, name in enumerate(names)}
+    return {
+        split: Dataset.from_dict(
+            {image_column: [path for path, _ in rows], label_column: [index[name] for _, name in rows]},
+            features=features,
+        )
+        for split, rows in listed.items()
+    }
 
 
 def _load_listing_files(data_args: ClassificationDataArguments) -> dict[str, Dataset]:
@@ -140,3 +154,8 @@ def ensure_class_labels(splits: dict[str, Dataset], column: str) -> dict[str, Da
     return encoded
 
 
+
+
+def translate_labels(batch: dict[str, list], *, column: str, mapping: dict[int, int]) -> dict[str, list]:
+    """``Dataset.map`` function (batched): label ids through ``mapping``."""
+    return {column: [mapping[int(label)] for label in batch[column]]}

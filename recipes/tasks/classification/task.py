@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from datasets import ClassLabel, Dataset
 from transformers import AutoModelForImageClassification
 
 from recipes.data import (
@@ -21,16 +24,15 @@ from recipes.tasks.classification.data import (
     ClassificationDataArguments,
     ensure_class_labels,
     load_classification_splits,
+    translate_labels,
 )
 from recipes.tasks.classification.metric import ClassificationMetric
 from recipes.tasks.classification.transforms import (
-    build_eval_transform,
     build_train_augmentation,
-    collate_classification,
     decode_into_cache,
     transform_classification_batch,
 )
-from recipes.transforms import ProcessorGeometry
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels
 
 # --------------------------------------------------------------------------- task
 
@@ -95,14 +97,32 @@ class ImageClassification(Task):
         geometry = ProcessorGeometry.from_processor(image_processor)
         common = {"image_column": data_args.image_column_name, "label_column": data_args.label_column_name}
         train_augment = build_train_augmentation(data_args.augmentation, geometry.height, geometry.width)
-        eval_augment = build_eval_transform(geometry.height, geometry.width)
         return (
-            partial(transform_classification_batch, augment=train_augment, **common),
-            partial(transform_classification_batch, augment=eval_augment, **common),
+            partial(transform_classification_batch, augment=train_augment, processor=image_processor, **common),
+            partial(transform_classification_batch, augment=None, processor=image_processor, **common),
         )
 
-    def collator(self, image_processor: Any, data: TaskData):
-        return partial(collate_classification, geometry=ProcessorGeometry.from_processor(image_processor))
+    def relabel(
+        self, data: TaskData, data_args: ClassificationDataArguments, data_to_model: dict[int, int],
+        id2label: dict[int, str],
+    ) -> TaskData:
+        feature = ClassLabel(names=[id2label[i] for i in range(len(id2label))])
+        translate = partial(translate_labels, column=data_args.label_column_name, mapping=data_to_model)
+
+        def convert(dataset: Dataset | None) -> Dataset | None:
+            if dataset is None:
+                return None
+            features = dataset.features.copy()
+            features[data_args.label_column_name] = feature
+            return dataset.map(translate, batched=True, features=features, desc="Label ids → the checkpoint's")
+
+        return dataclasses.replace(
+            data, train=convert(data.train), validation=convert(data.validation), test=convert(data.test),
+            id2label=dict(id2label),
+        )
+
+    def collator(self, image_processor: Any, data: TaskData) -> Callable:
+        return partial(collate_images_and_labels, processor=image_processor)
 
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
         return ClassificationMetric(data.id2label)

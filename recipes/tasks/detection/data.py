@@ -221,3 +221,9 @@ def load_detection_data(data_args: DetectionDataArguments, seed: int, cache_dir:
     )
 
 
+
+
+def translate_categories(batch: dict[str, list], *, mapping: dict[int, int]) -> dict[str, list]:
+    """``Dataset.map`` function (batched): every box's category id through ``mapping``."""
+    return {"objects": [{**objects, "category": [mapping[int(c)] for c in objects["category"]]}
+                        for objects in batch["objects"]]}

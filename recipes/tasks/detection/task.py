@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+from datasets import ClassLabel, Dataset, List
 from transformers import AutoModelForObjectDetection
 
+from recipes.config import RecipeError
 from recipes.tasks.base import RunContext, StreamingMetric, Task, TaskData
-from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
+from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data, translate_categories
 from recipes.tasks.detection.metric import DetectionMetric, detections_at_original_size
 from recipes.tasks.detection.report import data_checks_markdown, precision_recall_plot, prediction_grid
 from recipes.tasks.detection.transforms import (
@@ -59,6 +62,31 @@ class ObjectDetection(Task):
                     processor_resizes=not train_resizes_itself),
             partial(transform_detection_batch, image_processor=image_processor, augment=None, processor_resizes=True),
         )
+
+    def check_image_processor(self, image_processor: Any) -> None:
+        if not hasattr(image_processor, "post_process_object_detection"):
+            raise RecipeError(
+                f"The image processor {type(image_processor).__name__} has no `post_process_object_detection`, so "
+                "object-detection outputs cannot be turned into boxes. Use the checkpoint of a detection model, or "
+                "set `image_processor_name` to a detection processor (e.g. the DETR one)."
+            )
+
+    def relabel(
+        self, data: TaskData, data_args: DetectionDataArguments, data_to_model: dict[int, int],
+        id2label: dict[int, str],
+    ) -> TaskData:
+        names = [id2label[i] for i in range(len(id2label))]
+
+        def convert(dataset: Dataset | None) -> Dataset | None:
+            if dataset is None:
+                return None
+            features = dataset.features.copy()
+            features["objects"]["category"] = List(ClassLabel(names=names))
+            return dataset.map(partial(translate_categories, mapping=data_to_model), batched=True, features=features,
+                               desc="Label ids → the checkpoint's")
+
+        return dataclasses.replace(data, train=convert(data.train), validation=convert(data.validation),
+                                   test=convert(data.test), id2label=dict(id2label))
 
     def collator(self, image_processor: Any, data: TaskData) -> Callable[[list[dict[str, Any]]], DetectionBatch]:
         return partial(collate_detection,

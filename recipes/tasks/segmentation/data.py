@@ -36,6 +36,8 @@ class SegmentationData(TaskData):
     """Label of ignored pixels in the model inputs, the loss and the metrics."""
     stored_ignore: int = 255
     """Value of ignored pixels in the converted class-id PNGs."""
+    label_lookup: tuple[int, ...] | None = None
+    """Stored class id → model class id, when evaluation translates the data's ids to a checkpoint's."""
 
 
 @dataclass

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from recipes import plots
 from recipes.tasks.base import RunContext
@@ -12,8 +14,6 @@ from recipes.tasks.segmentation import formats
 from recipes.tasks.segmentation.data import IGNORED_COLOUR
 from recipes.tasks.segmentation.transforms import logits_to_class_ids
 from recipes.transforms import ProcessorGeometry
-
-"""Colour of ignored pixels in the prediction plots."""
 
 
 def fmt(value: float | None) -> str:
@@ -28,9 +28,10 @@ def labels_note(context: RunContext) -> str:
         f"- Masks: {summary.get('mask_encoding', '?')} masks ({summary.get('layout', '?')} layout).\n"
         f"- `reduce_labels`: {summary.get('reduce_labels')}; classes mapped to `ignore_index` "
         f"({context.data.ignore_index}): {ignored}. Ignored pixels count neither in the loss nor in the metrics.\n"
-        f"- Evaluation: images and masks resized to {geometry.height}x{geometry.width} (masks with nearest "
-        "neighbour); logits upsampled bilinearly to that size; mIoU averages the classes present in the "
-        "predictions or the masks. The pipeline returns masks at each input image's own size."
+        f"- Evaluation: the checkpoint's image processor makes the inputs (as `pipeline()` does) and brings the "
+        f"masks to the same {geometry.height}x{geometry.width} geometry (nearest neighbour); logits are upsampled "
+        "bilinearly to that size; mIoU averages the classes present in the predictions or the masks. The pipeline "
+        "returns masks at each input image's own size."
     )
 
 
@@ -50,6 +51,16 @@ def colourise(class_ids: np.ndarray, palette: dict[int, tuple[int, ...]]) -> np.
     return table[ids]
 
 
+def displayable(pixel_values: torch.Tensor, geometry: ProcessorGeometry, processor: Any) -> np.ndarray:
+    """Undo the processor's normalisation (and BGR order) of one input: ``(H, W, 3)`` ``uint8`` for plots."""
+    mean = torch.tensor(geometry.mean).view(-1, 1, 1)
+    std = torch.tensor(geometry.std).view(-1, 1, 1)
+    pixels = (pixel_values.float() * std + mean) / geometry.rescale_factor
+    if getattr(processor, "do_flip_channel_order", False):
+        pixels = pixels.flip(0)
+    return pixels.clamp(0, 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
 def prediction_grid(context: RunContext, path: Path) -> Path | None:
     """Validation image | prediction | ground truth rows, coloured with the dataset's palette."""
     dataset = context.eval_dataset
@@ -60,9 +71,10 @@ def prediction_grid(context: RunContext, path: Path) -> Path | None:
     predicted = logits_to_class_ids(outputs.logits.float().cpu(), batch["labels"]).long().numpy()
     palette = context.data.palette
     images, titles = [], []
+    geometry = ProcessorGeometry.from_processor(context.image_processor)
     for example, prediction in zip(examples, predicted):
         images += [
-            example["pixel_values"].permute(1, 2, 0).numpy(),
+            displayable(example["pixel_values"], geometry, context.image_processor),
             colourise(prediction, palette),
             colourise(example["labels"].numpy(), palette),
         ]

@@ -22,6 +22,7 @@ a confusion matrix accumulates them, so memory does not grow with the validation
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from datasets import Dataset
 from transformers import AutoModelForSemanticSegmentation
 
 from recipes import plots
+from recipes.config import RecipeError
 from recipes.data import pick_splits
 from recipes.tasks.base import RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.segmentation import formats
@@ -46,13 +48,12 @@ from recipes.tasks.segmentation.data import (
 from recipes.tasks.segmentation.metric import SegmentationMetric
 from recipes.tasks.segmentation.report import fmt, labels_note, prediction_grid, training_palette
 from recipes.tasks.segmentation.transforms import (
-    build_eval_transform,
     build_train_augmentation,
-    collate_segmentation,
     logits_to_class_ids,
+    processor_resizes_masks_exactly,
     transform_segmentation_batch,
 )
-from recipes.transforms import ProcessorGeometry
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels
 
 logger = logging.getLogger("recipes")
 
@@ -120,24 +121,39 @@ class SemanticSegmentation(Task):
             stored_ignore=mapping.stored_ignore,
         )
 
-    def transforms(self, image_processor: Any, data_args: SegmentationDataArguments, data: TaskData):
+    def transforms(self, image_processor: Any, data_args: SegmentationDataArguments, data: SegmentationData):
         geometry = ProcessorGeometry.from_processor(image_processor)
         common = {
             "image_column": data_args.image_column_name,
+            "processor": image_processor,
+            "masks_through_processor": processor_resizes_masks_exactly(image_processor),
             "stored_ignore": data.stored_ignore,
             "ignore_index": data.ignore_index,
+            "label_lookup": data.label_lookup,
         }
         train_augment = build_train_augmentation(
             data_args.augmentation, geometry.height, geometry.width, mask_fill=data.stored_ignore
         )
-        eval_augment = build_eval_transform(geometry.height, geometry.width)
         return (
             partial(transform_segmentation_batch, augment=train_augment, **common),
-            partial(transform_segmentation_batch, augment=eval_augment, **common),
+            partial(transform_segmentation_batch, augment=None, **common),
         )
 
-    def collator(self, image_processor: Any, data: TaskData):
-        return partial(collate_segmentation, geometry=ProcessorGeometry.from_processor(image_processor))
+    def relabel(
+        self, data: SegmentationData, data_args: SegmentationDataArguments, data_to_model: dict[int, int],
+        id2label: dict[int, str],
+    ) -> SegmentationData:
+        if len(id2label) > data.stored_ignore:
+            raise RecipeError(f"The checkpoint has {len(id2label)} classes, more than these converted masks can hold.")
+        lookup = list(range(data.stored_ignore + 1))
+        for data_id, model_id in data_to_model.items():
+            lookup[data_id] = model_id
+        by_name = {name: data.palette[i] for i, name in data.id2label.items()}
+        palette = {i: by_name.get(name, (128, 128, 128)) for i, name in id2label.items()}
+        return dataclasses.replace(data, id2label=dict(id2label), palette=palette, label_lookup=tuple(lookup))
+
+    def collator(self, image_processor: Any, data: TaskData) -> Callable:
+        return partial(collate_images_and_labels, processor=image_processor)
 
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
         return SegmentationMetric(data.id2label)

@@ -3,9 +3,11 @@ logits reduced to class ids before gathering."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
@@ -13,7 +15,7 @@ from torchvision.transforms import v2
 from recipes.config import RecipeError
 from recipes.tasks.segmentation import masks
 from recipes.tasks.segmentation.data import MASK_COLUMN
-from recipes.transforms import ProcessorGeometry, decode_to_tensor, normalize_batch
+from recipes.transforms import decode_to_tensor, processor_pixel_values
 
 # --------------------------------------------------------------------------- transforms
 
@@ -24,7 +26,7 @@ def build_train_augmentation(preset: str, height: int, width: int, mask_fill: in
     jitter), ``strong`` (basic + rotation, stronger jitter with hue, grey and blur)."""
     size = (height, width)
     if preset == "none":
-        return build_eval_transform(height, width)
+        return v2.Compose([v2.Resize(size, antialias=True)])
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: mask_fill}
     short_side = min(height, width)
     scale = v2.RandomResize(max(1, short_side // 2), short_side * 2, antialias=True)
@@ -45,36 +47,71 @@ def build_train_augmentation(preset: str, height: int, width: int, mask_fill: in
     raise RecipeError(f"Unknown augmentation preset `{preset}` for semantic-segmentation: use none, basic or strong.")
 
 
-def build_eval_transform(height: int, width: int) -> v2.Compose:
-    """Resize image (bilinear) and mask (nearest) to the model's input size, as the image processor does."""
-    return v2.Compose([v2.Resize((height, width), antialias=True)])
+def processor_resizes_masks_exactly(processor: Any) -> bool:
+    """Whether the processor takes ``segmentation_maps`` and resizes them without inventing class ids.
+
+    SegFormer, UperNet, MobileNetV2 (DeepLabV3) and MobileViT use nearest-neighbour for masks; BEiT and DPT
+    resize them with the image filter (bilinear/bicubic), which creates ids that are in no mask. Probed on a
+    striped two-value mask rather than trusted by class name.
+    """
+    if "segmentation_maps" not in inspect.signature(processor.preprocess).parameters:
+        return False
+    stripes = torch.zeros((37, 53), dtype=torch.uint8)
+    stripes[:, ::3] = 7
+    blank = torch.zeros((3, 37, 53), dtype=torch.uint8)
+    out = processor(images=[blank], segmentation_maps=[stripes], do_reduce_labels=False, return_tensors="pt")
+    return set(out["labels"].unique().tolist()) <= {0, 7}
+
+
+def evaluation_inputs(
+    image: torch.Tensor, class_ids: torch.Tensor, *, processor: Any, masks_through_processor: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One image (``uint8``) and its class-id mask as evaluation sees them: ``pixel_values`` exactly as the
+    processor (and ``pipeline()``) makes them, the mask resized and cropped by the processor too (or, for
+    processors that would interpolate it, resized with exact nearest neighbour to the same size)."""
+    if masks_through_processor:
+        out = processor(images=[image], segmentation_maps=[class_ids], do_reduce_labels=False, return_tensors="pt")
+        return out["pixel_values"][0], out["labels"][0].long()
+    pixel_values = processor_pixel_values(processor, [image], sized=False)[0]
+    labels = v2.functional.resize(
+        class_ids[None], list(pixel_values.shape[-2:]), interpolation=v2.InterpolationMode.NEAREST_EXACT
+    )[0]
+    return pixel_values, labels.long()
 
 
 def transform_segmentation_batch(
-    batch: dict[str, list], *, image_column: str, augment: Callable, stored_ignore: int, ignore_index: int
+    batch: dict[str, list],
+    *,
+    image_column: str,
+    augment: Callable | None,
+    stored_ignore: int,
+    ignore_index: int,
+    processor: Any = None,
+    masks_through_processor: bool = False,
+    label_lookup: tuple[int, ...] | None = None,
 ) -> dict[str, list]:
-    """``with_transform`` function: decode image and class-id mask, augment them together, and
-    return ``uint8`` images with ``int64`` labels (``ignore_index`` where ignored)."""
+    """``with_transform`` function: decode image and class-id mask; training augments them together to the
+    processor's output size (``uint8`` image, normalised per batch in the collate), evaluation runs the image
+    processor (:func:`evaluation_inputs`). Labels are ``int64`` with ``ignore_index`` where ignored."""
     pixel_values, labels = [], []
     for image_record, mask_record in zip(batch[image_column], batch[MASK_COLUMN]):
-        image = tv_tensors.Image(decode_to_tensor(image_record))
-        mask = tv_tensors.Mask(torch.from_numpy(masks.decode_class_ids(mask_record)))
-        image, mask = augment(image, mask)
-        label = mask.as_subclass(torch.Tensor).long()
+        image = decode_to_tensor(image_record)
+        ids = masks.decode_class_ids(mask_record)
+        if label_lookup is not None:
+            ids = np.asarray(label_lookup, dtype=ids.dtype)[ids]
+        class_ids = torch.from_numpy(ids if ids.dtype == np.uint8 else ids.astype(np.int32))
+        if augment is not None:
+            augmented_image, mask = augment(tv_tensors.Image(image), tv_tensors.Mask(class_ids))
+            pixels, label = augmented_image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor).long()
+        else:
+            pixels, label = evaluation_inputs(
+                image, class_ids, processor=processor, masks_through_processor=masks_through_processor
+            )
         if stored_ignore != ignore_index:
             label[label == stored_ignore] = ignore_index
-        pixel_values.append(image.as_subclass(torch.Tensor))
+        pixel_values.append(pixels)
         labels.append(label)
     return {"pixel_values": pixel_values, "labels": labels}
-
-
-def collate_segmentation(examples: list[dict[str, Any]], *, geometry: ProcessorGeometry) -> dict[str, torch.Tensor]:
-    """Stack ``uint8`` images, normalise the batch at once, and stack the label masks."""
-    pixels = torch.stack([example["pixel_values"] for example in examples])
-    return {
-        "pixel_values": normalize_batch(pixels, geometry),
-        "labels": torch.stack([example["labels"] for example in examples]),
-    }
 
 
 UPSAMPLE_BUDGET = 2**26
