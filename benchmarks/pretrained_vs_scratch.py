@@ -30,39 +30,34 @@ CONFIG_KEYS_NOT_OVERRIDDEN = ("architectures", "id2label", "label2id", "num_labe
 class Setup:
     recipe: str
     checkpoint: str
-    data: list[str]
     metric: str
+    data: list[str]
     overrides: list[str] = field(default_factory=list)
     quick: list[str] = field(default_factory=list)
 
 
+SMALL_DEEPLAB = '{"size": {"shortest_edge": 256}, "crop_size": {"height": 256, "width": 256}}'
+SMALL_DETR = '{"size": {"shortest_edge": 320, "longest_edge": 512}}'
 SETUPS = {
     "classification": Setup(
-        recipe="configs/food101-mobilenet.yaml",
-        checkpoint="mobilenet_v1_0.25_224-keras-imagenet",
+        "configs/food101-mobilenet.yaml", "mobilenet_v1_0.25_224-keras-imagenet", "eval_accuracy",
         data=["--train_dir", "datasets/food101-mini/train", "--validation_dir", "datasets/food101-mini/test"],
-        metric="eval_accuracy",
-        overrides=["--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64"],
+        overrides=["--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
+                   "--num_train_epochs", "8"],
         quick=["--num_train_epochs", "3"],
     ),
     "segmentation": Setup(
-        recipe="configs/camseq-segformer.yaml",
-        checkpoint="deeplabv3_mobilenet_v2_0.35-keras-imagenet-backbone",
-        data=["--train_dir", "datasets/camseq"],
-        metric="eval_mean_iou",
-        overrides=["--image_processor_overrides", '{"size": {"shortest_edge": 256}, "crop_size": {"height": 256, '
-                   '"width": 256}}', "--learning_rate", "1e-3", "--num_train_epochs", "15",
-                   "--per_device_train_batch_size", "8"],
-        quick=["--num_train_epochs", "3"],
+        "configs/camseq-segformer.yaml", "deeplabv3_mobilenet_v2_0.35-keras-imagenet-backbone", "eval_mean_iou",
+        data=["--train_dir", "datasets/camseq"], quick=["--num_train_epochs", "3"],
+        overrides=["--image_processor_overrides", SMALL_DEEPLAB, "--learning_rate", "1e-3",
+                   "--num_train_epochs", "8", "--per_device_train_batch_size", "8"],
     ),
     "detection": Setup(
-        recipe="configs/plates-detr.yaml",
-        checkpoint="conditional_detr-mobilenet_v2_0.35-keras-imagenet-backbone",
+        "configs/plates-detr.yaml", "conditional_detr-mobilenet_v2_0.35-keras-imagenet-backbone", "eval_map_50",
         data=["--train_dir", "datasets/car-plates"],
-        metric="eval_map_50",
-        overrides=["--image_processor_overrides", '{"size": {"shortest_edge": 320, "longest_edge": 512}}',
-                   "--num_train_epochs", "12", "--per_device_train_batch_size", "8", "--learning_rate", "2e-4",
-                   "--backbone_learning_rate", "2e-5", "--early_stopping_patience", "100"],
+        overrides=["--image_processor_overrides", SMALL_DETR, "--num_train_epochs", "8",
+                   "--per_device_train_batch_size", "8", "--learning_rate", "2e-4", "--backbone_learning_rate", "2e-5",
+                   "--early_stopping_patience", "100"],
         quick=["--num_train_epochs", "2", "--max_train_samples", "32", "--max_eval_samples", "16"],
     ),
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +45,42 @@ def build_model_card(context: RunContext) -> ModelCard:
         for key, display in task.card_metrics.items()
         if f"eval_{key}" in metrics
     ]
-    base_model = recipe.model.model_name_or_path
+    base_model = hub_id(recipe.model.model_name_or_path)
     data = ModelCardData(
         language=None,
         license=recipe.run.license,
         library_name="transformers",
         pipeline_tag=task.pipeline_tag,
         tags=["vision", task.pipeline_tag, "vision-recipes", *recipe.run.card_tags],
-        base_model=base_model if base_model and not Path(base_model).exists() else None,
+        base_model=base_model,
         datasets=[recipe.data.dataset_name] if recipe.data.dataset_name else None,
         metrics=list(task.card_metrics) or None,
         model_name=model_id,
         eval_results=eval_results or None,
     )
     # Without a Hub id the snippet loads the output folder itself.
-    usage_id = recipe.training.hub_model_id or str(recipe.training.output_dir)
+    output_dir = Path(recipe.training.output_dir)
+    usage_id = recipe.training.hub_model_id or (output_dir.name if output_dir.is_absolute() else str(output_dir))
     body = "\n\n".join(_sections(context, model_id, usage_id, base_model))
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}\n")
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def hub_id(name: str | None) -> str | None:
+    """``name`` when it is a Hub repository id, ``None`` for a local folder (never written into a card)."""
+    if not name or Path(name).expanduser().exists() or not HUB_ID.match(name) or name.startswith("."):
+        return None
+    return name
 
 
 def _sections(context: RunContext, model_id: str, usage_id: str, base_model: str | None) -> list[str]:
     recipe, task, summary = context.recipe, context.task, context.data.summary
     if base_model:
         origin = f"a fine-tuned version of [{base_model}](https://huggingface.co/{base_model})"
+    elif recipe.model.model_name_or_path:
+        origin = f"a fine-tuned version of a local checkpoint (`{Path(recipe.model.model_name_or_path).name}`)"
     else:
         origin = f"a `{recipe.model.model_type}` model trained from scratch (random initialisation from a config)"
     dataset = (
@@ -78,7 +92,7 @@ def _sections(context: RunContext, model_id: str, usage_id: str, base_model: str
     out = [
         f"# {model_id}",
         f"This model is {origin}, trained for **{task.pipeline_tag}** on {dataset} with "
-        f"[Vision Recipes](https://github.com/vision-recipes/vision-recipes) (`transformers.Trainer`).\n\n"
+        "Vision Recipes (`transformers.Trainer`).\n\n"
         f"Labels ({len(context.data.id2label)}): {labels}",
         "## How to use\n\n```python\n" + task.usage_snippet(usage_id) + "\n```",
         "## Training data\n\n" + _data_table(summary),
@@ -111,8 +125,11 @@ def _hyperparameter_table(recipe: Any) -> str:
     for name in HYPERPARAMETERS:
         rows.append(f"| {name} | {getattr(args, name, None)} |")
     rows.append(f"| augmentation | {recipe.data.augmentation} |")
-    if recipe.model.backbone_learning_rate is not None:
-        rows.append(f"| backbone_learning_rate | {recipe.model.backbone_learning_rate} |")
+    for name in ("backbone_learning_rate", "layer_decay", "head_warmup_epochs", "batchnorm_momentum",
+                 "freeze_batchnorm"):
+        value = getattr(recipe.model, name)
+        if value not in (None, False, 0, 0.0):
+            rows.append(f"| {name} | {value} |")
     return "\n".join(rows)
 
 

@@ -47,7 +47,8 @@ class RunArguments:
     )
     find_lr: bool = field(
         default=False,
-        metadata={"help": "LR range test instead of training: a short sweep, lr_find.png and a suggested rate."},
+        metadata={"help": "LR range test instead of training: a sweep of 100 steps (or max_steps), lr_find.png and "
+                  "a suggested rate."},
     )
     make_plots: bool = field(default=True, metadata={"help": "Write PNG plots next to the model."})
     max_plot_images: int = field(default=16, metadata={"help": "Images shown in prediction grids."})
@@ -132,7 +133,7 @@ class ModelArguments:
     )
     channels_last: bool | None = field(
         default=None,
-        metadata={"help": "channels_last memory format; default: on for convolutional models (faster convolutions)."},
+        metadata={"help": "channels_last memory format; default: on for convolutional models on CUDA, off on CPU."},
     )
 
     def __post_init__(self) -> None:

@@ -11,17 +11,27 @@ import pytest
 from hub_server import fake_hub  # noqa: F401  (fixture re-exported for every test module)
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+SHARED = REPO.parent / "shared"
+
+
+def _shared(kind: str, name: str) -> Path:
+    """``../shared/<kind>/<name>``; skipped outside CI when absent, an error in CI."""
+    path = SHARED / kind / name
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing: CI must provide ../shared/{kind}/{name}.")
+        pytest.skip(f"{path} not available (it is in CI: ../shared/{kind}/{name})")
+    return path
 
 
 def shared_dataset(name: str) -> Path:
-    """Path of a real dataset in ../shared/datasets; skipped outside CI when absent, an error in CI."""
-    path = SHARED_DATASETS / name
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing: CI must provide ../shared/datasets/{name}.")
-        pytest.skip(f"real dataset {path} not available (it is in CI: ../shared/datasets/{name})")
-    return path
+    """A real dataset in ../shared/datasets."""
+    return _shared("datasets", name)
+
+
+def shared_checkpoint(name: str) -> Path:
+    """A real pretrained checkpoint in ../shared/pretrained."""
+    return _shared("pretrained", name)
 
 
 # `accelerate launch --cpu` starts ONE process; the torchrun launcher plus the script's `--use_cpu true` starts two.

@@ -507,3 +507,16 @@ def test_max_eval_samples_is_a_seeded_sample_of_every_class(tmp_path: Path) -> N
     make_shapes_dataset(tmp_path / "d" / "validation", images_per_class=20, size=16, classes=("circle", "square"))
     _, data = _load(tmp_path, "--train_dir", str(tmp_path / "d"), "--max_eval_samples", "10")
     assert len(data.validation) == 10 and len(set(data.validation["label"])) == 2
+
+
+def test_train_and_validation_folders_can_live_anywhere(tmp_path: Path) -> None:
+    """Validation images at another depth than the training images (datasets' imagefolder drops the labels)."""
+    for folder, classes in ((tmp_path / "a" / "train", ("cat", "dog")), (tmp_path / "b" / "c" / "d" / "val", ("dog",))):
+        for name in classes:
+            (folder / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (20, 16), (40 * i, 90, 200)).save(folder / name / f"{i}.png")
+    _, data = _load(tmp_path, "--train_dir", str(tmp_path / "a" / "train"),
+                    "--validation_dir", str(tmp_path / "b" / "c" / "d" / "val"))
+    assert data.id2label == {0: "cat", 1: "dog"}
+    assert sorted(data.train["label"]) == [0, 0, 0, 1, 1, 1] and data.validation["label"] == [1, 1, 1]

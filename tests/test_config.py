@@ -133,3 +133,10 @@ def test_wrong_value_type_names_the_key_and_the_file(tmp_path: Path) -> None:
     bad.write_text("task: image-classification\nmodel_type: resnet\nnum_train_epochs: five\n")
     with pytest.raises(RecipeError, match=rf"Invalid value for `num_train_epochs` in {bad}.*'five'"):
         parse_recipe([str(bad)])
+
+
+def test_early_stopping_without_evaluation_is_turned_off_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="recipes"):
+        recipe = parse_recipe(["configs/plates-detr.yaml", "--eval_strategy", "no", "--use_cpu"])
+    assert recipe.run.early_stopping_patience is None and not recipe.training.load_best_model_at_end
+    assert "early stopping is off" in caplog.text

@@ -3,12 +3,11 @@ schedules. Runs in CI; skipped elsewhere when the checkpoints are absent."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, assert_ok, run_cli, shared_dataset
+from conftest import REPO, assert_ok, run_cli, shared_checkpoint, shared_dataset
 from transformers import AutoModelForImageClassification
 
 from recipes.batchnorm import batchnorm_layers, fix_tensorflow_momentum
@@ -17,19 +16,9 @@ from recipes.labels import plan_labels
 from recipes.modeling import build_model
 from recipes.schedule import layer_ranks, suggest
 
-SHARED_PRETRAINED = REPO.parent / "shared" / "pretrained"
 MOBILENET_V1 = "mobilenet_v1_0.25_224-keras-imagenet"
 FOOD_ROWS = {"sushi": 10, "pizza": 963, "steak": 500}
 """A 3-class checkpoint made from ImageNet rows (which rows does not matter: the test follows them by name)."""
-
-
-def shared_checkpoint(name: str) -> Path:
-    path = SHARED_PRETRAINED / name
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing: CI must provide ../shared/pretrained/{name}.")
-        pytest.skip(f"real checkpoint {path} not available (it is in CI: ../shared/pretrained/{name})")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +184,112 @@ def test_range_test_suggestion_is_the_steepest_descent_before_the_minimum() -> N
     losses = [2.0, 2.0, 1.99, 1.95, 1.7, 1.2, 0.9, 0.8, 0.75, 0.9, 2.0, 5.0]
     steepest, minimum = suggest(rates, losses)
     assert steepest == rates[5] and minimum == rates[8]
+
+
+# ----------------------------------------------------------------------------- end to end (CI evidence)
+
+CPU_SIZE = ["--bf16", "false", "--report_to", "none", "--dataloader_num_workers", "1", "--preprocessing_num_workers",
+            "1", "--save_total_limit", "1"]
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_mobilenet_recipe_fine_tunes_food101_mini_and_matches_the_pipeline(tmp_path: Path) -> None:
+    """configs/food101-mobilenet.yaml on the real MobileNetV1 (ImageNet) reaches >= 0.85 on food101-mini/test, and
+    the accuracy the CLI reports is the one pipeline() gets on the same photos."""
+    import json
+
+    from transformers import pipeline
+
+    food, out = shared_dataset("food101-mini"), tmp_path / "out"
+    assert_ok(run_cli("configs/food101-mobilenet.yaml", "--model_name_or_path", str(shared_checkpoint(MOBILENET_V1)),
+                      "--train_dir", str(food / "train"), "--validation_dir", str(food / "test"),
+                      "--per_device_train_batch_size", "32", "--per_device_eval_batch_size", "64",
+                      "--num_train_epochs", "8", "--output_dir", str(out), *CPU_SIZE, timeout=900))
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["eval_accuracy"] >= 0.85, metrics
+    pipe = pipeline("image-classification", model=str(out))
+    photos = sorted((food / "test").rglob("*.jpg"))
+    correct = sum(pipe(str(photo), top_k=1)[0]["label"] == photo.parent.name for photo in photos)
+    assert metrics["eval_samples"] == len(photos)
+    assert metrics["eval_accuracy"] == pytest.approx(correct / len(photos))
+    card = (out / "README.md").read_text()
+    assert "base_model:" not in card and str(REPO.parent) not in card and "github.com" not in card
+    assert "a local checkpoint (`mobilenet_v1_0.25_224-keras-imagenet`)" in card
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_deeplabv3_pretrained_backbone_beats_random_init_on_camseq(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    figures = tmp_path / "segmentation.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.pretrained_vs_scratch", "segmentation", "--quick",
+                             "--json", str(figures)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert_ok(result)
+    report = json.loads(figures.read_text())
+    pretrained, scratch = (report[k]["metrics"]["eval_mean_iou"] for k in ("pretrained", "random init"))
+    assert pretrained > scratch + 0.05, report
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_conditional_detr_with_a_pretrained_timm_backbone_trains_and_the_pipeline_returns_boxes(tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    plates, out = shared_dataset("car-plates"), tmp_path / "out"
+    checkpoint = shared_checkpoint("conditional_detr-mobilenet_v2_0.35-keras-imagenet-backbone")
+    assert_ok(run_cli("configs/plates-detr.yaml", "--model_name_or_path", str(checkpoint), "--train_dir", str(plates),
+                      "--image_processor_overrides", '{"size": {"shortest_edge": 256, "longest_edge": 384}}',
+                      "--num_train_epochs", "1", "--max_train_samples", "16", "--max_eval_samples", "8",
+                      "--per_device_train_batch_size", "4", "--output_dir", str(out), *CPU_SIZE, timeout=900))
+    detector = pipeline("object-detection", model=str(out))
+    image = sorted((plates / "images").glob("*.png"))[0]
+    found = detector(str(image), threshold=0.0)
+    assert found and {"score", "label", "box"} <= set(found[0])
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_find_lr_writes_the_curve_and_suggests_a_rate(tmp_path: Path) -> None:
+    """README's --find_lr command, on the real checkpoint (30 sweep steps instead of 100)."""
+    import json
+
+    out = tmp_path / "lr-find"
+    result = run_cli("configs/food101-mobilenet.yaml", "--model_name_or_path", str(shared_checkpoint(MOBILENET_V1)),
+                     "--train_dir", str(shared_dataset("food101-mini") / "train"), "--find_lr", "--max_steps", "30",
+                     "--output_dir", str(out), *CPU_SIZE)
+    assert_ok(result)
+    curve = json.loads((out / "lr_find.json").read_text())
+    assert len(curve["learning_rates"]) >= 10 and curve["suggested"] is not None
+    assert curve["learning_rates"] == sorted(curve["learning_rates"])
+    assert (out / "lr_find.png").is_file() and "suggested learning_rate" in result.stdout
+    assert not (out / "model.safetensors").exists()  # a range test trains nothing it keeps
+
+
+@pytest.mark.real_data
+def test_a_checkpoint_folder_without_a_processor_names_the_fix(tmp_path: Path) -> None:
+    import shutil
+
+    folder = tmp_path / "no-processor"
+    shutil.copytree(shared_checkpoint(MOBILENET_V1), folder)
+    (folder / "preprocessor_config.json").unlink()
+    with pytest.raises(RecipeError, match=r"no preprocessor_config\.json.*image_processor_name"):
+        from recipes.modeling import build_image_processor
+
+        build_image_processor(ModelArguments(model_name_or_path=str(folder)))
+
+
+def test_a_processor_without_a_fixed_size_cannot_feed_classification() -> None:
+    from transformers import ConditionalDetrImageProcessor
+
+    from recipes.tasks import get_task
+
+    with pytest.raises(RecipeError, match="outputs a size that depends on the input"):
+        get_task("image-classification").check_image_processor(ConditionalDetrImageProcessor())
+    with pytest.raises(RecipeError, match="post_process_object_detection"):
+        from transformers import ViTImageProcessor
+
+        get_task("object-detection").check_image_processor(ViTImageProcessor())

@@ -68,7 +68,11 @@ class SemanticSegmentation(Task):
     data_arguments_class = SegmentationDataArguments
     auto_model_class = AutoModelForSemanticSegmentation
     main_metric = "mean_iou"
-    card_metrics = {"mean_iou": "Mean IoU", "mean_accuracy": "Mean accuracy", "overall_accuracy": "Pixel accuracy"}
+    card_metrics = {
+        "mean_iou": "Mean IoU",
+        "mean_accuracy": "Mean accuracy",
+        "overall_accuracy": "Pixel accuracy",
+    }
 
     def load_data(self, data_args: SegmentationDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
         source = load_segmentation_source(data_args, cache_dir)
