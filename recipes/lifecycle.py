@@ -24,9 +24,9 @@ from recipes.card import build_model_card
 from recipes.config import ModelArguments, Recipe, RecipeError
 from recipes.hub import PublishError, push_output_dir
 from recipes.labels import named_labels, plan_labels
-from recipes.modeling import RecipeTrainer, build_image_processor, load_checkpoint_config
+from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
 from recipes.schedule import HeadWarmup, LearningRates, RangeTest, range_test
-from recipes.tasks import RunContext, Task, TaskData, get_task
+from recipes.tasks import RunContext, StreamingMetric, Task, TaskData, get_task
 
 logger = logging.getLogger("recipes")
 
@@ -87,39 +87,9 @@ def run(recipe: Recipe) -> RunContext:
     context.eval_dataset = eval_dataset
 
     loaded = task.build_model(recipe.model, data)
-    model = loaded.model
-    if use_channels_last(recipe.model, model):
-        model = model.to(memory_format=torch.channels_last)
     metric = task.metric(data, processor)
     metric.keep_predictions = bool(recipe.run.extra_metrics)
-    callbacks: list[TrainerCallback] = []
-    if recipe.run.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.run.early_stopping_patience))
-    warm_up_head = recipe.model.head_warmup_epochs > 0 and not recipe.run.evaluate_only
-    if warm_up_head and not loaded.new_parameters:
-        logger.warning("head_warmup_epochs: every parameter came from the checkpoint (no new head); training all.")
-        warm_up_head = False
-    if warm_up_head:
-        callbacks.append(HeadWarmup(recipe.model.head_warmup_epochs))
-    has_batchnorm = bool(batchnorm_layers(model)) and not recipe.model.freeze_batchnorm
-    trainer = RecipeTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        data_collator=task.collator(processor, data),
-        compute_metrics=metric,
-        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(processor),
-        processing_class=processor,
-        callbacks=callbacks,
-        learning_rates=LearningRates(
-            base=args.learning_rate,
-            backbone=recipe.model.backbone_learning_rate,
-            layer_decay=recipe.model.layer_decay,
-            head=set(loaded.new_parameters) if warm_up_head else set(),
-        ),
-        drop_incomplete_batch=has_batchnorm and len(train_dataset) > args.train_batch_size * args.world_size,
-    )
+    trainer = build_trainer(context, loaded, train_dataset, eval_dataset, metric)
     context.trainer = trainer
 
     if recipe.run.find_lr:
@@ -155,6 +125,45 @@ def run(recipe: Recipe) -> RunContext:
             _push(context, hub_token)
         print_summary(context)
     return context
+
+
+def build_trainer(
+    context: RunContext, loaded: LoadedModel, train_dataset: Any, eval_dataset: Any, metric: StreamingMetric
+) -> RecipeTrainer:
+    """The Trainer with the run's model (memory format), callbacks (early stopping, head warm-up), learning
+    rates per parameter, and the BatchNorm-aware train loader."""
+    recipe, task, processor, args = context.recipe, context.task, context.image_processor, context.recipe.training
+    model = loaded.model
+    if use_channels_last(recipe.model, model):
+        model = model.to(memory_format=torch.channels_last)
+    callbacks: list[TrainerCallback] = []
+    if recipe.run.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=recipe.run.early_stopping_patience))
+    warm_up_head = recipe.model.head_warmup_epochs > 0 and not recipe.run.evaluate_only
+    if warm_up_head and not loaded.new_parameters:
+        logger.warning("head_warmup_epochs: every parameter came from the checkpoint (no new head); training all.")
+        warm_up_head = False
+    if warm_up_head:
+        callbacks.append(HeadWarmup(recipe.model.head_warmup_epochs))
+    has_batchnorm = bool(batchnorm_layers(model)) and not recipe.model.freeze_batchnorm
+    return RecipeTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        data_collator=task.collator(processor, context.data),
+        compute_metrics=metric,
+        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(processor),
+        processing_class=processor,
+        callbacks=callbacks,
+        learning_rates=LearningRates(
+            base=args.learning_rate,
+            backbone=recipe.model.backbone_learning_rate,
+            layer_decay=recipe.model.layer_decay,
+            head=set(loaded.new_parameters) if warm_up_head else set(),
+        ),
+        drop_incomplete_batch=has_batchnorm and len(train_dataset) > args.train_batch_size * args.world_size,
+    )
 
 
 def labels_as_the_checkpoint_has_them(task: Task, recipe: Recipe, data: TaskData) -> TaskData:

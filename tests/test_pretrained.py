@@ -236,6 +236,24 @@ def test_deeplabv3_pretrained_backbone_beats_random_init_on_camseq(tmp_path: Pat
 
 @pytest.mark.real_data
 @pytest.mark.slow
+def test_deeplabv3_through_the_cli_and_the_pipeline(tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    camseq, out = shared_dataset("camseq"), tmp_path / "out"
+    checkpoint = shared_checkpoint("deeplabv3_mobilenet_v2_0.35-keras-imagenet-backbone")
+    assert_ok(run_cli("configs/camseq-segformer.yaml", "--model_name_or_path", str(checkpoint), "--train_dir",
+                      str(camseq), "--image_processor_overrides",
+                      '{"size": {"shortest_edge": 128}, "crop_size": {"height": 128, "width": 128}}',
+                      "--num_train_epochs", "1", "--max_train_samples", "8", "--max_eval_samples", "4",
+                      "--per_device_train_batch_size", "4", "--output_dir", str(out), *CPU_SIZE, timeout=900))
+    segmenter = pipeline("image-segmentation", model=str(out))
+    frame = sorted(p for p in camseq.glob("*.png") if not p.stem.endswith("_L"))[0]
+    segments = segmenter(str(frame))
+    assert segments and segments[0]["mask"].size == (960, 720)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
 def test_conditional_detr_with_a_pretrained_timm_backbone_trains_and_the_pipeline_returns_boxes(tmp_path: Path) -> None:
     from transformers import pipeline
 
@@ -293,3 +311,15 @@ def test_a_processor_without_a_fixed_size_cannot_feed_classification() -> None:
         from transformers import ViTImageProcessor
 
         get_task("object-detection").check_image_processor(ViTImageProcessor())
+
+
+@pytest.mark.real_data
+def test_a_timm_backbone_without_timm_says_pip_install_timm(monkeypatch: pytest.MonkeyPatch) -> None:
+    import transformers.utils.import_utils as import_utils
+    from transformers import AutoModelForObjectDetection
+
+    _, message = import_utils.BACKENDS_MAPPING["timm"]
+    monkeypatch.setitem(import_utils.BACKENDS_MAPPING, "timm", (lambda: False, message))  # as if not installed
+    checkpoint = shared_checkpoint("conditional_detr-mobilenet_v2_0.35-keras-imagenet-backbone")
+    with pytest.raises(RecipeError, match=r"(?s)Cannot build .*pip install timm"):
+        build_model(AutoModelForObjectDetection, ModelArguments(model_name_or_path=str(checkpoint)), {0: "licence"})
