@@ -104,9 +104,11 @@ def main() -> None:
             results[name] = {"metrics": metrics, "seconds": round(seconds, 1)}
     pretrained, scratch = (results[k]["metrics"][setup.metric] for k in ("pretrained", "random init"))
     print(f"\n{options.task}: {setup.checkpoint}, same recipe and steps ({' '.join(setup.overrides)})")
-    print(f"  {'run':<12} {setup.metric:>16} {'time':>8}")
+    print(f"  {'run':<12} {setup.metric:>16} {'eval_loss':>10} {'time':>8}")
     for name, result in results.items():
-        print(f"  {name:<12} {result['metrics'][setup.metric]:>16.4f} {result['seconds']:>7.0f}s")
+        metrics = result["metrics"]
+        print(f"  {name:<12} {metrics[setup.metric]:>16.4f} {metrics.get('eval_loss', float('nan')):>10.4f} "
+              f"{result['seconds']:>7.0f}s")
     print(f"  pretrained - random init: {pretrained - scratch:+.4f}")
     if options.json:
         options.json.write_text(json.dumps({"task": options.task, "metric": setup.metric, **results}, indent=2))

@@ -82,6 +82,10 @@ def _command_line_data_source_wins(namespace: dict[str, Any], argv: Sequence[str
     if given & set(LOCAL_SOURCES) and "dataset_name" not in given and namespace.get("dataset_name"):
         log.info("Using the local data from the command line instead of the recipe's `%s`.", namespace["dataset_name"])
         namespace["dataset_name"] = namespace["dataset_config_name"] = None
+        # The recipe's split names belong to its Hub dataset; a local folder uses its own (or a hold-out).
+        for key, default in (("train_split", "train"), ("validation_split", None), ("test_split", None)):
+            if key not in given:
+                namespace[key] = default
     if "dataset_name" in given and not given & set(LOCAL_SOURCES):
         for key in (*LOCAL_SOURCES, "validation_dir", "test_dir", "validation_file", "test_file"):
             if key in namespace:

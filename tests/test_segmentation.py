@@ -492,5 +492,5 @@ def test_camseq_segformer_recipe_follows_the_segformer_recipe() -> None:
     assert recipe.model.model_name_or_path == "nvidia/mit-b0" and recipe.run.task == "semantic-segmentation"
     assert args.learning_rate == 6e-5 and args.lr_scheduler_type.value == "polynomial"
     assert args.optim.value == "adamw_torch" and args.batch_eval_metrics and args.metric_for_best_model == "mean_iou"
-    assert recipe.data.train_dir == "../shared/datasets/camseq" and recipe.data.ignore_labels == ["Void"]
+    assert recipe.data.train_dir == "data/camseq01" and recipe.data.ignore_labels == ["Void"]  # documented download
     assert recipe.data.reduce_labels is False and recipe.data.ignore_index == 255

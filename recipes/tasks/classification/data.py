@@ -63,7 +63,7 @@ def load_classification_splits(data_args: ClassificationDataArguments, cache_dir
         folder = local_path(value, f"{split}_dir")
         if folder is not None:
             folders[split] = folder
-    return class_folder_splits(folders, data_args.image_column_name, data_args.label_column_name)
+    return class_folder_splits(folders)
 
 
 def list_class_folder(root: Path) -> list[tuple[str, str]]:
@@ -81,9 +81,12 @@ def list_class_folder(root: Path) -> list[tuple[str, str]]:
     return found
 
 
-def class_folder_splits(folders: dict[str, Path], image_column: str, label_column: str) -> dict[str, Dataset]:
-    """One dataset per split folder, with the class names of all splits in one ``ClassLabel`` (sorted), so the
-    folders can live anywhere (no shared root or depth needed)."""
+def class_folder_splits(
+    folders: dict[str, Path], image_column: str = "image", label_column: str = "label"
+) -> dict[str, Dataset]:
+    """One dataset per split folder (columns ``image`` and ``label``, as ``datasets``' image folders), with the
+    class names of all splits in one ``ClassLabel`` (sorted), so the folders can live anywhere (no shared root or
+    depth needed)."""
     listed = {split: list_class_folder(folder) for split, folder in folders.items()}
     names = sorted({name for rows in listed.values() for _, name in rows})
     features = Features({image_column: Image(decode=False), label_column: ClassLabel(names=names)})
