@@ -11,7 +11,7 @@ variant alike:
      default collate;
    - ``ours``: undecoded records -> ``decode_to_tensor`` (libjpeg-turbo) -> torchvision v2
      ``basic`` preset on ``uint8`` tensors (``transform_classification_batch`` via
-     ``with_transform``) -> ``collate_images_and_labels`` (the image processor's pixel steps once per batch);
+     ``with_transform``) -> ``collate_images_and_labels`` (processor pixel steps per batch);
    - ``ours+cache``: the same on the decode cache (``cache_decoded_images``: raw RGB records
      built once by ``decode_into_cache``; its one-time build cost is reported on its own);
 2. where the time goes: milliseconds per image and per stage (read, decode, crop+resize, flip,
@@ -89,7 +89,9 @@ from recipes.tasks.classification.transforms import (
 from recipes.transforms import (
     ProcessorGeometry,
     decode_to_tensor,
+    normalize_batch,
     processor_pixel_values,
+    verified_fast_normalisation,
 )
 
 
@@ -179,6 +181,7 @@ def stage_pass(
     ours = build_train_augmentation("basic", geometry.height, geometry.width)
     our_crop, our_flip = ours.transforms
     processor = benchmark_processor()
+    fast = verified_fast_normalisation(processor)
     decode_pil = ImageFeature().decode_example  # what datasets does for the HF-docs pipeline
     for begin in range(0, len(source), batch_size):
         rows = clock("read records", records_of.__getitem__, slice(begin, begin + batch_size))
@@ -197,7 +200,8 @@ def stage_pass(
         else:
             stacked = clock("collate", lambda e: torch.stack([x["pixel_values"] for x in e]), examples)
             clock("collate", lambda e: torch.tensor([x["labels"] for x in e], dtype=torch.long), examples)
-            clock("normalize", lambda s: processor_pixel_values(processor, list(s), sized=True), stacked)
+            clock("normalize", lambda s: normalize_batch(s, fast) if fast is not None
+                  else processor_pixel_values(processor, list(s), sized=True), stacked)
     return {stage: 1000 * seconds / len(source) for stage, seconds in clock.seconds.items()}
 
 

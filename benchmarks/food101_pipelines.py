@@ -37,6 +37,7 @@ from recipes.tasks.classification.transforms import (
 from recipes.transforms import (
     ProcessorGeometry,
     collate_images_and_labels,
+    verified_fast_normalisation,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -213,7 +214,9 @@ def build_variants(
     ours_transform = partial(
         transform_classification_batch, image_column=IMAGE_COLUMN, label_column=LABEL_COLUMN, augment=ours
     )
-    ours_collate = partial(collate_images_and_labels, processor=benchmark_processor())
+    processor = benchmark_processor()
+    ours_collate = partial(collate_images_and_labels, processor=processor,
+                           fast=verified_fast_normalisation(processor))
     variants = {
         NAIVE: Variant(
             NAIVE, dataset.with_transform(partial(naive_transform, augment=naive)), default_collate

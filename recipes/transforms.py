@@ -88,20 +88,44 @@ def processor_pixel_values(processor: Any, images: list[torch.Tensor], *, sized:
         kwargs["do_resize"] = False
         if hasattr(processor, "do_center_crop"):
             kwargs["do_center_crop"] = False
+        # Same-size images as one (B, C, H, W) tensor: the processor's torchvision backend then runs each step
+        # once for the batch (same values as a list, about half the time).
+        return processor(images=torch.stack(images), **kwargs)["pixel_values"]
     return processor(images=images, **kwargs)["pixel_values"]
 
 
-def collate_images_and_labels(examples: list[dict[str, Any]], *, processor: Any) -> dict[str, torch.Tensor]:
+def verified_fast_normalisation(processor: Any) -> ProcessorGeometry | None:
+    """The processor's constants when its pixel steps on sized ``uint8`` images are exactly rescale + normalise
+    (checked here against the processor itself on a random batch, to 1e-6), so the collate can run the cheaper
+    single-allocation :func:`normalize_batch`; ``None`` (use the processor) when they are anything more, such as
+    MobileViT's BGR flip or EfficientNet's second normalisation."""
+    geometry = ProcessorGeometry.from_processor(processor)
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, geometry.height, geometry.width), dtype=torch.uint8, generator=generator)
+              for _ in range(2)]
+    expected = processor_pixel_values(processor, images, sized=True)
+    fast = normalize_batch(torch.stack(images), geometry)
+    same = expected.shape == fast.shape and torch.allclose(fast, expected.float(), atol=1e-6, rtol=0)
+    return geometry if same else None
+
+
+def collate_images_and_labels(
+    examples: list[dict[str, Any]], *, processor: Any, fast: ProcessorGeometry | None = None
+) -> dict[str, torch.Tensor]:
     """Stack examples into model inputs. ``uint8`` images come from a training augmentation at the processor's
-    output size and get the processor's pixel steps here, once per batch; float images were fully processed by
-    the evaluation transform. Labels (class ids or masks) are stacked."""
+    output size and get the processor's pixel steps here, once per batch (``fast``: the verified equivalent
+    from :func:`verified_fast_normalisation`); float images were fully processed by the evaluation transform.
+    Labels (class ids or masks) are stacked."""
     pixels = [example["pixel_values"] for example in examples]
     labels = [example["labels"] for example in examples]
+    if pixels[0].dtype != torch.uint8:
+        pixel_values = torch.stack(pixels)
+    elif fast is not None:
+        pixel_values = normalize_batch(torch.stack(pixels), fast)
+    else:
+        pixel_values = processor_pixel_values(processor, pixels, sized=True)
     return {
-        "pixel_values": (
-            processor_pixel_values(processor, pixels, sized=True) if pixels[0].dtype == torch.uint8
-            else torch.stack(pixels)
-        ),
+        "pixel_values": pixel_values,
         "labels": torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels),
     }
 
@@ -138,3 +162,32 @@ def decode_to_tensor(record: Any) -> torch.Tensor:
         except RuntimeError:
             pass  # unusual JPEG (e.g. CMYK variants): let PIL try, it reports the file if it fails too
     return F.pil_to_tensor(load_rgb(record))
+
+
+def _empty_float_like(pixels: torch.Tensor) -> torch.Tensor:
+    """An uninitialised float32 tensor shaped like ``pixels``; inside a ``DataLoader`` worker it is
+    allocated in shared memory (as ``default_collate`` does), so handing it to the main process
+    copies nothing."""
+    if torch.utils.data.get_worker_info() is not None and pixels.device.type == "cpu":
+        try:
+            storage = torch.empty(0, dtype=torch.float32)._typed_storage()._new_shared(pixels.numel())
+            return torch.empty(0, dtype=torch.float32).new(storage).view(pixels.shape)
+        except (AttributeError, RuntimeError):  # private API of torch's default_collate: fall back
+            pass
+    return torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device)
+
+
+def normalize_batch(pixels: torch.Tensor, geometry: ProcessorGeometry) -> torch.Tensor:
+    """Rescale and normalise a ``uint8`` batch (B, C, H, W) into one float32 tensor.
+
+    Computed as ``pixels * (rescale / std) - mean / std`` image by image into a single output
+    allocation, so the second pass hits the CPU cache: ~2.4x less CPU time than four batch-sized
+    temporaries (``(x * rescale - mean) / std``), which cost ~0.6-1 ms per 224x224 image.
+    """
+    mean = torch.tensor(geometry.mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(geometry.std, dtype=torch.float32).view(-1, 1, 1)
+    scale, shift = geometry.rescale_factor / std, mean / std
+    out = _empty_float_like(pixels)
+    for image, normalized in zip(pixels, out):
+        torch.mul(image, scale, out=normalized).sub_(shift)
+    return out

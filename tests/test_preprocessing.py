@@ -23,7 +23,12 @@ from recipes.config import ModelArguments
 from recipes.modeling import build_image_processor
 from recipes.tasks.classification.transforms import build_train_augmentation, transform_classification_batch
 from recipes.tasks.segmentation.transforms import evaluation_inputs, processor_resizes_masks_exactly
-from recipes.transforms import ProcessorGeometry, collate_images_and_labels, decode_to_tensor
+from recipes.transforms import (
+    ProcessorGeometry,
+    collate_images_and_labels,
+    decode_to_tensor,
+    verified_fast_normalisation,
+)
 
 SEGMENTATION = ("nvidia/segformer-b0-finetuned-ade-512-512", "nvidia/mit-b0", "google/deeplabv3_mobilenet_v2_1.0_513")
 CLASSIFICATION = tuple(name for name in PROCESSOR_CONFIGS if name not in SEGMENTATION)
@@ -109,3 +114,21 @@ def test_training_inputs_share_the_processor_pixel_steps(name: str, tmp_path: Pa
     assert example["pixel_values"][0].dtype == torch.uint8
     ours = collate_images_and_labels([{"pixel_values": example["pixel_values"][0], "labels": 1}], processor=processor)
     assert torch.equal(ours["pixel_values"], expected), float((ours["pixel_values"] - expected).abs().max())
+    fast = verified_fast_normalisation(processor)  # the collate's cheaper path, only where it is equivalent
+    assert (fast is None) == (name in ("apple/mobilevit-small", "google/efficientnet-b0"))
+    if fast is not None:
+        quick = collate_images_and_labels([{"pixel_values": example["pixel_values"][0], "labels": 1}],
+                                          processor=processor, fast=fast)
+        assert torch.allclose(quick["pixel_values"], expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["apple/mobilevit-small", "google/efficientnet-b0", "facebook/convnext-tiny-224"])
+def test_batched_pixel_steps_equal_one_image_at_a_time(name: str, tmp_path: Path) -> None:
+    from recipes.transforms import processor_pixel_values
+
+    processor = _processor(name, tmp_path)
+    geometry = ProcessorGeometry.from_processor(processor)
+    images = [torch.randint(0, 256, (3, geometry.height, geometry.width), dtype=torch.uint8) for _ in range(3)]
+    batched = processor_pixel_values(processor, images, sized=True)
+    for image, row in zip(images, batched):
+        assert torch.equal(row, processor_pixel_values(processor, [image], sized=True)[0])

@@ -32,7 +32,7 @@ from recipes.tasks.classification.transforms import (
     decode_into_cache,
     transform_classification_batch,
 )
-from recipes.transforms import ProcessorGeometry, collate_images_and_labels
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels, verified_fast_normalisation
 
 # --------------------------------------------------------------------------- task
 
@@ -122,7 +122,8 @@ class ImageClassification(Task):
         )
 
     def collator(self, image_processor: Any, data: TaskData) -> Callable:
-        return partial(collate_images_and_labels, processor=image_processor)
+        return partial(collate_images_and_labels, processor=image_processor,
+                       fast=verified_fast_normalisation(image_processor))
 
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
         return ClassificationMetric(data.id2label)

@@ -53,7 +53,7 @@ from recipes.tasks.segmentation.transforms import (
     processor_resizes_masks_exactly,
     transform_segmentation_batch,
 )
-from recipes.transforms import ProcessorGeometry, collate_images_and_labels
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels, verified_fast_normalisation
 
 logger = logging.getLogger("recipes")
 
@@ -157,7 +157,8 @@ class SemanticSegmentation(Task):
         return dataclasses.replace(data, id2label=dict(id2label), palette=palette, label_lookup=tuple(lookup))
 
     def collator(self, image_processor: Any, data: TaskData) -> Callable:
-        return partial(collate_images_and_labels, processor=image_processor)
+        return partial(collate_images_and_labels, processor=image_processor,
+                       fast=verified_fast_normalisation(image_processor))
 
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
         return SegmentationMetric(data.id2label)
