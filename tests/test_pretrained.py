@@ -323,3 +323,33 @@ def test_a_timm_backbone_without_timm_says_pip_install_timm(monkeypatch: pytest.
     checkpoint = shared_checkpoint("conditional_detr-mobilenet_v2_0.35-keras-imagenet-backbone")
     with pytest.raises(RecipeError, match=r"(?s)Cannot build .*pip install timm"):
         build_model(AutoModelForObjectDetection, ModelArguments(model_name_or_path=str(checkpoint)), {0: "licence"})
+
+
+def test_layer_decay_and_backbone_rates_per_parameter() -> None:
+    from recipes.schedule import LearningRates
+
+    names = ["m.stem.w", "m.layer.0.w", "m.layer.1.w", "backbone.x.w", "classifier.w"]
+    rates = LearningRates(base=1.0, layer_decay=0.5, head={"classifier.w"}).per_parameter(names)
+    assert rates == {"m.stem.w": 0.125, "m.layer.0.w": 0.25, "m.layer.1.w": 0.5, "backbone.x.w": 1.0,
+                     "classifier.w": 1.0}
+    assert LearningRates(base=1.0, backbone=0.1).per_parameter(names)["backbone.x.w"] == 0.1
+
+
+def test_head_warmup_zeroes_the_body_rate_then_restores_it() -> None:
+    from types import SimpleNamespace
+
+    from recipes.schedule import HeadWarmup
+
+    body, head = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.AdamW([{"params": [body], "lr": 0.1, "is_head": False},
+                                   {"params": [head], "lr": 0.1, "is_head": True}], lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    warmup = HeadWarmup(epochs=1)
+    warmup.on_train_begin(None, SimpleNamespace(epoch=0.0), None, optimizer=optimizer, lr_scheduler=scheduler)
+    optimizer.step()
+    scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == [0.0, 0.1]
+    warmup.on_step_begin(None, SimpleNamespace(epoch=1.0), None, optimizer=optimizer, lr_scheduler=scheduler)
+    optimizer.step()
+    scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == [0.1, 0.1]
