@@ -1,26 +1,39 @@
-"""Command-line entry points (``vision-recipes`` console script and ``scripts/*.py``)."""
+"""The ``vision-recipes`` console script: one command, one mode per use of a model.
+
+    vision-recipes train    CONFIG.yaml [--key value ...]     fine-tune (also: vision-recipes CONFIG.yaml ...)
+    vision-recipes predict  MODEL INPUTS... --output PATH      labels / boxes / masks for images
+    vision-recipes evaluate MODEL --validation_dir DIR         metrics, plots and a report on new data
+    vision-recipes export   MODEL --output DIR                 ONNX + parity check + throughput table
+    vision-recipes demo     MODEL                              Gradio app in the browser
+    vision-recipes push     OUTPUT_DIR --repo-id USER/NAME     publish an output folder to the Hub
+
+Each mode is a module of :mod:`recipes.modes` with ``main(argv) -> exit code``; ``scripts/<mode>.py`` call the same.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 
-from recipes.config import RecipeError
+MODES = {
+    "train": "recipes.modes.train",
+    "predict": "recipes.modes.predict",
+    "evaluate": "recipes.modes.evaluate",
+    "export": "recipes.modes.export",
+    "demo": "recipes.modes.demo",
+    "push": "recipes.modes.push",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``train CONFIG.yaml [--key value ...]``: parse the recipe and run it; clear errors, no traceback."""
-    from recipes.images import BadImageError
-    from recipes.lifecycle import run
-    from recipes.parse import parse_recipe
-
-    try:
-        recipe = parse_recipe(argv)
-        context = run(recipe)
-    except (RecipeError, BadImageError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 1 if context.push_error else 0
+    """Dispatch ``MODE [args...]`` to its module; a first argument that is no mode is a recipe (``train``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    mode, rest = (argv[0], argv[1:]) if argv[0] in MODES else ("train", argv)
+    return importlib.import_module(MODES[mode]).main(rest)
 
 
 if __name__ == "__main__":

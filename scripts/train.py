@@ -6,7 +6,7 @@
 
 import sys
 
-from recipes.cli import main
+from recipes.modes.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

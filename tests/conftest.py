@@ -86,3 +86,49 @@ def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("shapes")
     make_shapes_dataset(root, images_per_class=24, size=32, seed=0)
     return root
+
+
+REAL_CHECKPOINTS = {
+    "classification": "mobilenet_v1_0.25_224-keras-imagenet",
+    "detection": "conditional_detr-mobilenet_v2_0.35-keras-imagenet-backbone",
+    "segmentation": "deeplabv3_mobilenet_v2_0.35-keras-imagenet-backbone",
+}
+"""The real pretrained checkpoint (../shared/pretrained) each task's reuse tests fine-tune."""
+
+
+def _fine_tune_args(task: str) -> list[str]:
+    """A short but real fine-tuning run of the task's real checkpoint on its real shared dataset."""
+    checkpoint = str(shared_checkpoint(REAL_CHECKPOINTS[task]))
+    small = ["--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
+             "--dataloader_num_workers", "0", "--use_cpu", "true", "--report_to", "none"]
+    if task == "classification":
+        food = shared_dataset("food101-mini")
+        return ["configs/food101-mobilenet.yaml", "--model_name_or_path", checkpoint, "--train_dir",
+                str(food / "train"), "--validation_dir", str(food / "test"), "--max_train_samples", "48",
+                "--max_eval_samples", "24", *small]
+    if task == "detection":
+        return ["configs/plates-detr.yaml", "--model_name_or_path", checkpoint, "--train_dir",
+                str(shared_dataset("car-plates")), "--image_processor_overrides",
+                '{"size": {"shortest_edge": 256, "longest_edge": 384}}', "--max_train_samples", "16",
+                "--max_eval_samples", "8", *small]
+    return ["configs/camseq-segformer.yaml", "--model_name_or_path", checkpoint, "--train_dir",
+            str(shared_dataset("camseq")), "--image_processor_overrides",
+            '{"size": {"shortest_edge": 128}, "crop_size": {"height": 128, "width": 128}}',
+            "--max_train_samples", "8", "--max_eval_samples", "4", *small]
+
+
+@pytest.fixture(scope="session")
+def fine_tuned(tmp_path_factory: pytest.TempPathFactory):
+    """``fine_tuned("classification" | "detection" | "segmentation") -> output folder``: the task's real
+    checkpoint fine-tuned briefly on its real dataset through the CLI, once per test session (reuse tests share
+    it; treat the folder as read-only, copy it to change it)."""
+    made: dict[str, Path] = {}
+
+    def make(task: str) -> Path:
+        if task not in made:
+            out = tmp_path_factory.mktemp(f"fine-tuned-{task}") / "model"
+            assert_ok(run_cli(*_fine_tune_args(task), "--output_dir", str(out), timeout=900))
+            made[task] = out
+        return made[task]
+
+    return make

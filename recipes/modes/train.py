@@ -1,0 +1,23 @@
+"""``vision-recipes train CONFIG.yaml [--key value ...]``: parse the recipe and run it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from recipes.config import RecipeError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Train (or evaluate_only / find_lr) from a recipe; clear errors (exit 2), no traceback."""
+    from recipes.images import BadImageError
+    from recipes.lifecycle import run
+    from recipes.parse import parse_recipe
+
+    try:
+        recipe = parse_recipe(argv)
+        context = run(recipe)
+    except (RecipeError, BadImageError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 1 if context.push_error else 0
