@@ -81,6 +81,51 @@ class StreamingMetric(ABC):
         return getattr(self, "_details", {})
 
 
+@dataclass
+class PredictOptions:
+    """What ``vision-recipes predict`` asked for; each task reads the keys it has a use for."""
+
+    output: Path
+    """A file (JSONL / JSON) or, for masks, a folder."""
+    format: str | None = None
+    """``--format``; ``None``: the task's default."""
+    top_k: int = 5
+    threshold: float = 0.5
+    palette: Any = None
+    """``(num_labels, 3)`` ``uint8`` class colours (segmentation ``--format color``)."""
+
+
+class PredictionSink(ABC):
+    """One task's predict output: model outputs → one JSON-friendly prediction per image → files.
+
+    Predictions are dicts (classification: ``label``, ``score``, ``top_k``; detection: ``boxes`` ``xyxy`` pixels,
+    ``labels``, ``scores``; segmentation: ``mask`` (H, W) class ids and ``shares``); :mod:`recipes.render` draws
+    the same dicts."""
+
+    formats: ClassVar[tuple[str, ...]] = ("jsonl",)
+    """``--format`` values, the default first."""
+
+    def chosen_format(self, requested: str | None) -> str:
+        """``requested`` if this task writes it (default: the first of :attr:`formats`), else a clear error."""
+        if not requested:
+            return self.formats[0]
+        if requested not in self.formats:
+            raise RecipeError(f"--format {requested}: this task writes {' or '.join(self.formats)}.")
+        return requested
+
+    @abstractmethod
+    def decode(self, outputs: Any, sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
+        """One prediction per image of a batch (``sizes``: each original ``(height, width)``)."""
+
+    @abstractmethod
+    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any]) -> None:
+        """Write (or keep) one image's prediction."""
+
+    def close(self) -> list[Path]:
+        """Finish the files; return what was written."""
+        return []
+
+
 class Task(ABC):
     """One vision task: how to load its data, transform it, build its model and score it."""
 
@@ -166,6 +211,10 @@ class Task(ABC):
     def card_sections(self, context: RunContext) -> list[tuple[str, str]]:
         """Extra model-card sections as ``(title, markdown)`` pairs."""
         return []
+
+    def prediction_sink(self, model: Any, image_processor: Any, options: PredictOptions) -> PredictionSink:
+        """How ``vision-recipes predict`` turns this task's model outputs into per-image predictions and files."""
+        raise RecipeError(f"{self.name} has no prediction output format for `vision-recipes predict`.")
 
     def usage_snippet(self, model_id: str) -> str:
         """Python code showing how to use the fine-tuned model."""

@@ -18,7 +18,7 @@ from recipes.data import (
     require_columns,
     undecoded,
 )
-from recipes.tasks.base import RunContext, StreamingMetric, Task, TaskData
+from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.classification import report
 from recipes.tasks.classification.data import (
     ClassificationDataArguments,
@@ -27,6 +27,7 @@ from recipes.tasks.classification.data import (
     translate_labels,
 )
 from recipes.tasks.classification.metric import ClassificationMetric
+from recipes.tasks.classification.outputs import ClassificationSink
 from recipes.tasks.classification.transforms import (
     build_train_augmentation,
     decode_into_cache,
@@ -138,3 +139,6 @@ class ImageClassification(Task):
     def card_sections(self, context: RunContext) -> list[tuple[str, str]]:
         per_class = context.eval_details.get("per_class")
         return [("Per-class results (validation)", report.per_class_markdown(per_class))] if per_class else []
+
+    def prediction_sink(self, model: Any, image_processor: Any, options: PredictOptions) -> PredictionSink:
+        return ClassificationSink(model.config, options)

@@ -12,9 +12,10 @@ from datasets import ClassLabel, Dataset, List
 from transformers import AutoModelForObjectDetection
 
 from recipes.config import RecipeError
-from recipes.tasks.base import RunContext, StreamingMetric, Task, TaskData
+from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data, translate_categories
 from recipes.tasks.detection.metric import DetectionMetric, detections_at_original_size
+from recipes.tasks.detection.outputs import DetectionSink
 from recipes.tasks.detection.report import data_checks_markdown, precision_recall_plot, prediction_grid
 from recipes.tasks.detection.transforms import (
     DetectionBatch,
@@ -129,3 +130,6 @@ class ObjectDetection(Task):
             'for found in detector("path/to/image.jpg", threshold=0.5):\n'
             '    print(found["label"], round(found["score"], 3), found["box"])  # box: xmin, ymin, xmax, ymax'
         )
+
+    def prediction_sink(self, model: Any, image_processor: Any, options: PredictOptions) -> PredictionSink:
+        return DetectionSink(model.config, image_processor, options)

@@ -36,7 +36,7 @@ from transformers import AutoModelForSemanticSegmentation
 from recipes import plots
 from recipes.config import RecipeError
 from recipes.data import pick_splits
-from recipes.tasks.base import RunContext, StreamingMetric, Task, TaskData
+from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.segmentation import formats
 from recipes.tasks.segmentation.data import (
     SegmentationData,
@@ -46,6 +46,7 @@ from recipes.tasks.segmentation.data import (
     log_pixel_share,
 )
 from recipes.tasks.segmentation.metric import SegmentationMetric
+from recipes.tasks.segmentation.outputs import SegmentationSink
 from recipes.tasks.segmentation.report import fmt, labels_note, prediction_grid, training_palette
 from recipes.tasks.segmentation.transforms import (
     build_train_augmentation,
@@ -226,3 +227,6 @@ class SemanticSegmentation(Task):
             '    print(segment["label"], segment["mask"].size)  # mask: PIL image at the input\'s size'
         )
 
+
+    def prediction_sink(self, model: Any, image_processor: Any, options: PredictOptions) -> PredictionSink:
+        return SegmentationSink(model.config, image_processor, options)

@@ -1,0 +1,194 @@
+"""``vision-recipes predict MODEL INPUTS... --output PATH``: run a fine-tuned model (output folder or Hub id) on
+image files, folders (recursive) or globs, in batches, with the preprocessing of ``pipeline()``.
+
+Outputs (one format per task): classification JSON lines (``label``, ``score``, ``top_k``); detection JSON lines
+of ``xyxy`` boxes or a COCO file (``--format coco``); segmentation a folder of class-id PNGs (``--format color``:
+coloured with the model's palette) plus ``predictions.jsonl``. ``--visualize DIR`` also draws each prediction.
+Unreadable files are listed and skipped; the exit code is 2 only when no image could be read."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from recipes.config import RecipeError
+from recipes.images import IMAGE_EXTENSIONS, BadImageError
+from recipes.render import class_palette, render
+from recipes.tasks.base import PredictOptions
+from recipes.transforms import decode_to_tensor
+
+GLOB_CHARACTERS = set("*?[")
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Image files from files (taken as given), folders (every image file below, sorted) and glob patterns; the
+    same file once. A path that is none of these stops with its name."""
+    found: list[Path] = []
+    for spec in inputs:
+        path = Path(spec).expanduser()
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        elif path.is_file():
+            found.append(path)
+        elif GLOB_CHARACTERS & set(spec):
+            found += sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+        else:
+            raise RecipeError(f"Input {spec} does not exist: pass image files, folders or glob patterns.")
+    unique = list(dict.fromkeys(found))
+    if not unique:
+        raise RecipeError(f"No image files found in {', '.join(inputs)} (extensions: {', '.join(IMAGE_EXTENSIONS)}).")
+    return unique
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Decodes one file per item into an upright RGB ``uint8`` tensor, or the reason it cannot."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, str | None]:
+        try:
+            return index, decode_to_tensor({"path": str(self.paths[index]), "bytes": None}), None
+        except (BadImageError, OSError) as err:
+            return index, None, str(err)
+
+
+@dataclass
+class Batch:
+    """The readable images of one loader batch as model inputs, plus the files that could not be read."""
+
+    indices: list[int]
+    sizes: list[tuple[int, int]]
+    inputs: dict[str, torch.Tensor]
+    failed: list[tuple[int, str]]
+    images: list[torch.Tensor] | None = None
+
+
+def collate_for_prediction(items: list[tuple[int, torch.Tensor | None, str | None]], *, processor: Any,
+                           keep_images: bool) -> Batch:
+    """Run the model's image processor on the readable images (all of its steps, as ``pipeline()`` does),
+    in the loader's worker."""
+    good = [(i, image) for i, image, _ in items if image is not None]
+    failed = [(i, reason or "unreadable") for i, image, reason in items if image is None]
+    inputs: dict[str, torch.Tensor] = {}
+    if good:
+        encoded = processor(images=[image for _, image in good], return_tensors="pt")
+        inputs = {key: value for key, value in encoded.items() if isinstance(value, torch.Tensor)}
+    return Batch(indices=[i for i, _ in good], sizes=[tuple(image.shape[-2:]) for _, image in good], inputs=inputs,
+                 failed=failed, images=[image for _, image in good] if keep_images else None)
+
+
+def hub_palette(reference: str, num_labels: int, local_dir: Path | None) -> np.ndarray:
+    """The model's ``palette.json`` (local folder, or downloaded from the Hub when it has one)."""
+    if local_dir is None:
+        try:
+            from huggingface_hub import hf_hub_download
+
+            local_dir = Path(hf_hub_download(reference, "palette.json")).parent
+        except Exception:  # no palette in the repo, or offline: fixed colours
+            local_dir = None
+    return class_palette(local_dir, num_labels)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vision-recipes predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="Output folder of `vision-recipes train`, or a Hub model id")
+    parser.add_argument("inputs", nargs="+", help="Image files, folders (searched recursively) or glob patterns")
+    parser.add_argument("--output", required=True,
+                        help="JSONL/JSON file (classification, detection) or folder (segmentation masks)")
+    parser.add_argument("--format", default=None,
+                        help="classification: jsonl; detection: jsonl (default) or coco; segmentation: index "
+                             "(default) or color")
+    parser.add_argument("--top_k", type=int, default=5, help="Classification: labels listed per image")
+    parser.add_argument("--threshold", type=float, default=0.5, help="Detection: lowest score kept")
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--num_workers", type=int, default=min(4, os.cpu_count() or 1),
+                        help="DataLoader processes decoding and preprocessing images (0: in the main process)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default=None, help="float32 (default); bf16 or fp16 on a GPU")
+    parser.add_argument("--visualize", default=None, metavar="DIR", help="Also save each image with its prediction")
+    parser.add_argument("--revision", default="main", help="Hub model revision")
+    return parser
+
+
+def predict(args: argparse.Namespace) -> int:
+    """Load, infer batch by batch, write; return the exit code."""
+    from recipes.modes.loading import load_fine_tuned
+
+    if args.batch_size < 1:
+        raise RecipeError(f"--batch_size must be at least 1, got {args.batch_size}.")
+    paths = expand_inputs(args.inputs)
+    loaded = load_fine_tuned(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
+    config = loaded.config
+    palette = hub_palette(args.model, config.num_labels, loaded.local_dir)
+    options = PredictOptions(output=Path(args.output), format=args.format, top_k=args.top_k,
+                             threshold=args.threshold, palette=palette)
+    sink = loaded.task.prediction_sink(loaded.model, loaded.image_processor, options)
+    visualize = Path(args.visualize) if args.visualize else None
+    if visualize is not None:
+        visualize.mkdir(parents=True, exist_ok=True)
+    id2label = {int(k): v for k, v in config.id2label.items()}
+
+    batches = -(-len(paths) // args.batch_size)
+    loader = torch.utils.data.DataLoader(
+        ImageFiles(paths), batch_size=args.batch_size, shuffle=False,
+        num_workers=max(0, min(args.num_workers, batches - 1)),
+        collate_fn=partial(collate_for_prediction, processor=loaded.image_processor,
+                           keep_images=visualize is not None),
+    )
+    skipped: list[tuple[str, str]] = []
+    done, started = 0, time.perf_counter()
+    with tqdm(total=len(paths), desc="Predicting", unit="img") as progress, torch.inference_mode():
+        for batch in loader:
+            skipped += [(str(paths[i]), reason) for i, reason in batch.failed]
+            if batch.indices:
+                inputs = {key: value.to(loaded.device) for key, value in batch.inputs.items()}
+                if "pixel_values" in inputs:
+                    inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)
+                predictions = sink.decode(loaded.model(**inputs), batch.sizes)
+                for k, (index, size, prediction) in enumerate(zip(batch.indices, batch.sizes, predictions)):
+                    sink.add(str(paths[index]), size, prediction)
+                    if visualize is not None:
+                        image = Image.fromarray(batch.images[k].permute(1, 2, 0).numpy())
+                        drawn = render(loaded.task.name, image, prediction, palette=palette, id2label=id2label)
+                        drawn.save(visualize / f"{index:06d}_{paths[index].stem}.png")
+                done += len(batch.indices)
+            progress.update(len(batch.indices) + len(batch.failed))
+    elapsed = time.perf_counter() - started
+    written = sink.close()
+
+    for path, reason in skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{done} images, {len(skipped)} skipped, {done / max(elapsed, 1e-9):.1f} images/s "
+          f"({loaded.task.name}, batch {args.batch_size}, {loaded.device}). Wrote {', '.join(map(str, written))}"
+          + (f"; drawings in {visualize}" if visualize is not None else ""), flush=True)
+    if done == 0:
+        print(f"error: none of the {len(paths)} input image(s) could be read (listed above).", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return predict(args)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

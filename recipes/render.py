@@ -1,0 +1,124 @@
+"""Draw one prediction on its image: the top labels (classification), boxes (detection), a mask blend with a
+legend (segmentation). Used by ``vision-recipes predict --visualize`` and usable by the demo:
+``render(task_name, image, prediction, palette=..., id2label=...) -> PIL.Image``.
+
+Predictions are the dicts of :class:`recipes.tasks.base.PredictionSink` (``label``/``score``/``top_k``;
+``boxes``/``labels``/``scores``; ``mask``/``shares``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+MASK_OPACITY = 0.5
+TEXT = (255, 255, 255)
+BACKDROP = (0, 0, 0, 170)
+
+
+def class_palette(model_dir: str | Path | None, num_labels: int) -> np.ndarray:
+    """``(num_labels, 3)`` ``uint8`` class colours: the dataset palette saved beside the model (``palette.json``,
+    written by segmentation training) when there is one, else fixed distinct colours."""
+    path = Path(model_dir) / "palette.json" if model_dir is not None else None
+    if path is not None and path.is_file():
+        colours = json.loads(path.read_text())
+        return np.array([colours.get(str(i), [0, 0, 0]) for i in range(num_labels)], dtype=np.uint8)
+    return np.random.default_rng(0).integers(40, 255, size=(max(num_labels, 1), 3), dtype=np.uint8)
+
+
+def _font(image: Image.Image) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=max(12, round(min(image.size) / 28)))
+
+
+def _label_box(draw: ImageDraw.ImageDraw, xy: tuple[float, float], text: str, font: Any,
+               fill: tuple[int, ...] = BACKDROP) -> None:
+    """``text`` on a filled rectangle whose top-left corner is ``xy`` (kept inside the image)."""
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    width, height = right - left + 6, bottom - top + 6
+    x = min(max(0.0, xy[0]), max(0.0, draw.im.size[0] - width))
+    y = min(max(0.0, xy[1]), max(0.0, draw.im.size[1] - height))
+    draw.rectangle((x, y, x + width, y + height), fill=fill)
+    draw.text((x + 3 - left, y + 3 - top), text, fill=TEXT, font=font)
+
+
+def _colour(palette: np.ndarray | None, index: int) -> tuple[int, int, int]:
+    if palette is None or len(palette) == 0:
+        palette = class_palette(None, index + 1)
+    return tuple(int(v) for v in palette[index % len(palette)])  # type: ignore[return-value]
+
+
+def render_classification(image: Image.Image, prediction: dict[str, Any], rows: int = 3) -> Image.Image:
+    """The top ``rows`` labels with their scores, top-left."""
+    out = image.convert("RGBA")
+    layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
+    draw, font = ImageDraw.Draw(layer), _font(out)
+    top = prediction.get("top_k") or [{"label": prediction["label"], "score": prediction["score"]}]
+    text = "\n".join(f"{row['label']}  {row['score']:.2f}" for row in top[:rows])
+    left, upper, right, lower = draw.multiline_textbbox((0, 0), text, font=font)
+    draw.rectangle((0, 0, right - left + 10, lower - upper + 10), fill=BACKDROP)
+    draw.multiline_text((5 - left, 5 - upper), text, fill=TEXT, font=font)
+    return Image.alpha_composite(out, layer).convert("RGB")
+
+
+def render_detection(image: Image.Image, prediction: dict[str, Any], palette: np.ndarray | None) -> Image.Image:
+    """Each box in its class colour with ``label score`` above it."""
+    out = image.convert("RGB")
+    draw, font = ImageDraw.Draw(out), _font(out)
+    width = max(2, round(min(out.size) / 150))
+    ids = prediction.get("label_ids") or list(range(len(prediction["boxes"])))
+    for box, label, score, index in zip(prediction["boxes"], prediction["labels"], prediction["scores"], ids):
+        colour = _colour(palette, int(index))
+        draw.rectangle(tuple(box), outline=colour, width=width)
+        text = f"{label} {score:.2f}"
+        height = draw.textbbox((0, 0), text, font=font)[3] + 6
+        _label_box(draw, (box[0], box[1] - height), text, font, fill=colour)
+    return out
+
+
+def render_segmentation(
+    image: Image.Image, prediction: dict[str, Any], palette: np.ndarray, id2label: dict[int, str]
+) -> Image.Image:
+    """The class colours blended over the image, and a legend of the classes present (largest first)."""
+    ids = np.asarray(prediction["mask"])
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    colours = np.asarray(palette, dtype=np.float32)[np.clip(ids, 0, len(palette) - 1)]
+    blended = ((1 - MASK_OPACITY) * base + MASK_OPACITY * colours).round().astype(np.uint8)
+    out = Image.fromarray(blended)
+    draw, font = ImageDraw.Draw(out), _font(out)
+    label2id = {name: index for index, name in id2label.items()}
+    shares = prediction.get("shares") or {}
+    y = 4
+    for name, share in list(shares.items())[:12]:
+        text = f"{name} {100 * share:.0f}%"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        size = bottom - top
+        draw.rectangle((4, y, 4 + size + right - left + 12, y + size + 6), fill=(0, 0, 0))
+        draw.rectangle((7, y + 3, 7 + size, y + 3 + size), fill=_colour(palette, label2id.get(name, 0)))
+        draw.text((12 + size - left, y + 3 - top), text, fill=TEXT, font=font)
+        y += size + 8
+    return out
+
+
+def render(
+    task_name: str,
+    image: Image.Image,
+    prediction: dict[str, Any],
+    palette: np.ndarray | None = None,
+    id2label: dict[int, str] | None = None,
+) -> Image.Image:
+    """``image`` with ``prediction`` drawn on it, for ``task_name`` (``image-classification``,
+    ``object-detection``, ``semantic-segmentation``/``image-segmentation`` or the short names)."""
+    name = task_name.split("-")[-1] if "-" in task_name else task_name
+    if name == "classification":
+        return render_classification(image, prediction)
+    if name == "detection":
+        return render_detection(image, prediction, palette)
+    if name == "segmentation":
+        id2label = id2label or {}
+        if palette is None:
+            palette = class_palette(None, max(len(id2label), int(np.asarray(prediction["mask"]).max(initial=0)) + 1))
+        return render_segmentation(image, prediction, palette, id2label)
+    raise ValueError(f"render: unknown task {task_name!r}")
