@@ -128,8 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def predict(args: argparse.Namespace) -> int:
-    """Load, infer batch by batch, write; return the exit code."""
+@dataclass
+class Summary:
+    """What one predict run did."""
+
+    images: int
+    skipped: list[tuple[str, str]]
+    seconds: float
+    """Wall time of the loop (decoding, preprocessing, model, post-processing, writing), model loading excluded."""
+    written: list[Path]
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / max(self.seconds, 1e-9)
+
+
+def predict(args: argparse.Namespace) -> Summary:
+    """Load, infer batch by batch, write; report skipped files and throughput."""
     from recipes.modes.loading import load_fine_tuned
 
     if args.batch_size < 1:
@@ -176,19 +191,22 @@ def predict(args: argparse.Namespace) -> int:
 
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    print(f"{done} images, {len(skipped)} skipped, {done / max(elapsed, 1e-9):.1f} images/s "
+    summary = Summary(images=done, skipped=skipped, seconds=elapsed, written=written)
+    print(f"{done} images, {len(skipped)} skipped, {summary.images_per_s:.1f} images/s "
           f"({loaded.task.name}, batch {args.batch_size}, {loaded.device}). Wrote {', '.join(map(str, written))}"
           + (f"; drawings in {visualize}" if visualize is not None else ""), flush=True)
-    if done == 0:
-        print(f"error: none of the {len(paths)} input image(s) could be read (listed above).", file=sys.stderr)
-        return 2
-    return 0
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return predict(args)
+        summary = predict(args)
     except RecipeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if summary.images == 0:
+        print(f"error: none of the {len(summary.skipped)} input image(s) could be read (listed above).",
+              file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,226 @@
+"""`vision-recipes predict` and `evaluate` through the real CLI on real checkpoints fine-tuned briefly
+(``fine_tuned``), compared with ``transformers.pipeline()`` on the same images."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from conftest import REPO, assert_ok, shared_dataset
+from PIL import Image
+
+from recipes.images import load_rgb
+
+
+def run_mode(mode: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python scripts/<mode>.py ARGS`` as a user runs it (offline unless ``env`` says otherwise)."""
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+                **(env or {})}
+    return subprocess.run([sys.executable, str(REPO / "scripts" / f"{mode}.py"), *args], cwd=REPO, env=full_env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def food_photos() -> list[Path]:
+    root = shared_dataset("food101-mini") / "test"
+    return [sorted((root / name).glob("*.jpg"))[i] for name, i in (("pizza", 0), ("steak", 0), ("sushi", 0),
+                                                                    ("sushi", 1))]
+
+
+# ----------------------------------------------------------------------------- classification
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_predict_classification_matches_the_pipeline_and_skips_a_corrupt_file(fine_tuned, tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    model, photos = fine_tuned("classification"), food_photos()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated, not a JPEG")
+    out, drawn = tmp_path / "predictions.jsonl", tmp_path / "drawn"
+    result = run_mode("predict", str(model), *map(str, photos[:2]), str(broken), *map(str, photos[2:]),
+                      "--output", str(out), "--top_k", "3", "--batch_size", "3", "--num_workers", "1",
+                      "--visualize", str(drawn))
+    assert_ok(result)
+    assert f"skipped {broken}: Cannot decode image" in result.stderr
+    assert "4 images, 1 skipped" in result.stdout and "images/s" in result.stdout
+    rows = read_jsonl(out)
+    assert [row["file"] for row in rows] == [str(p) for p in photos]
+    pipe = pipeline("image-classification", model=str(model))
+    for row, photo in zip(rows, photos):
+        expected = pipe(str(photo), top_k=3)
+        assert set(row) == {"file", "label", "score", "top_k"}
+        assert [t["label"] for t in row["top_k"]] == [e["label"] for e in expected]
+        assert [t["score"] for t in row["top_k"]] == pytest.approx([e["score"] for e in expected], abs=1e-4)
+        assert (row["label"], row["score"]) == (row["top_k"][0]["label"], row["top_k"][0]["score"])
+    pictures = sorted(drawn.glob("*.png"))
+    assert len(pictures) == 4 and Image.open(pictures[0]).size == Image.open(photos[0]).size
+
+
+@pytest.mark.real_data
+def test_predict_with_nothing_readable_fails_with_the_files_listed(fine_tuned, tmp_path: Path, capsys) -> None:
+    from recipes.modes.predict import main
+
+    model = str(fine_tuned("classification"))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n nothing else")
+    assert main([model, str(broken), "--output", str(tmp_path / "p.jsonl"), "--num_workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert f"skipped {broken}" in err and "error: none of the 1 input image(s) could be read" in err
+    assert main([model, str(tmp_path / "missing.jpg"), "--output", str(tmp_path / "p.jsonl")]) == 2
+    assert "missing.jpg does not exist" in capsys.readouterr().err
+    assert main([model, str(broken), "--output", str(tmp_path / "p.json"), "--format", "coco"]) == 2
+    assert "--format coco: this task writes jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_predict_from_a_hub_id_gives_the_local_results(fine_tuned, fake_hub, tmp_path: Path) -> None:
+    model, photo = fine_tuned("classification"), food_photos()[0]
+    fake_hub.seed("user/food-mobilenet", {name: (model / name).read_bytes()
+                                          for name in ("config.json", "model.safetensors", "preprocessor_config.json")})
+    local, hub = tmp_path / "local.jsonl", tmp_path / "hub.jsonl"
+    assert_ok(run_mode("predict", str(model), str(photo), "--output", str(local), "--num_workers", "0"))
+    env = fake_hub.client_env(tmp_path / "home")
+    assert_ok(run_mode("predict", "user/food-mobilenet", str(photo), "--output", str(hub), "--num_workers", "0",
+                       env=env))
+    assert read_jsonl(hub) == read_jsonl(local)
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_predict_detection_matches_the_pipeline_and_writes_a_scorable_coco_file(fine_tuned, tmp_path: Path) -> None:
+    from faster_coco_eval import COCO
+    from transformers import pipeline
+
+    from recipes.modes.predict import main
+
+    model = fine_tuned("detection")
+    images = [shared_dataset("car-plates") / "images" / f"Cars{i}.png" for i in (0, 3, 4)]
+    pipe = pipeline("object-detection", model=str(model))
+    scores = sorted(found["score"] for image in images for found in pipe(load_rgb(image), threshold=0.0))
+    threshold = round(scores[-6], 4)  # a handful of boxes per run, whatever this briefly trained model scores
+    out = tmp_path / "boxes.jsonl"
+    # One image per batch: DETR pads a batch to its largest image, which pipeline() (one image at a time) never does.
+    assert_ok(run_mode("predict", str(model), *map(str, images), "--output", str(out), "--batch_size", "1",
+                       "--threshold", str(threshold), "--num_workers", "0", "--visualize", str(tmp_path / "drawn")))
+    rows = read_jsonl(out)
+    assert len(rows) == 3
+    for row, image in zip(rows, images):
+        width, height = Image.open(image).size
+        assert (row["width"], row["height"]) == (width, height)
+        expected = sorted(pipe(load_rgb(image), threshold=threshold), key=lambda found: -found["score"])
+        assert row["scores"] == pytest.approx([e["score"] for e in expected], abs=1e-4)
+        assert row["labels"] == [e["label"] for e in expected]
+        for box, found in zip(row["boxes"], expected):
+            corners = [found["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")]  # pipeline() truncates to int
+            assert np.allclose(box, corners, atol=1.0)
+    assert sum(len(row["boxes"]) for row in rows) >= 6
+
+    coco_path = tmp_path / "boxes.json"
+    assert main([str(model), *map(str, images), "--output", str(coco_path), "--format", "coco", "--batch_size", "2",
+                 "--threshold", str(threshold), "--num_workers", "0"]) == 0
+    document = json.loads(coco_path.read_text())
+    ground_truth = COCO({**document, "annotations": []})
+    results = ground_truth.loadRes(document["annotations"])
+    assert [image["file_name"] for image in document["images"]] == [str(p) for p in images]
+    assert document["categories"] == [{"id": 1, "name": "licence"}]
+    assert len(results.getAnnIds()) == len(document["annotations"]) > 0
+
+
+# ----------------------------------------------------------------------------- segmentation
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_predict_segmentation_writes_the_pipeline_masks_as_png(fine_tuned, tmp_path: Path) -> None:
+    from transformers import pipeline
+
+    model = fine_tuned("segmentation")
+    frames = sorted(p for p in shared_dataset("camseq").glob("*.png") if not p.stem.endswith("_L"))[:3]
+    masks, drawn = tmp_path / "masks", tmp_path / "drawn"
+    assert_ok(run_mode("predict", str(model), *map(str, frames), "--output", str(masks), "--format", "color",
+                       "--batch_size", "2", "--num_workers", "1", "--visualize", str(drawn)))
+    rows = read_jsonl(masks / "predictions.jsonl")
+    pipe = pipeline("image-segmentation", model=str(model))
+    label2id = pipe.model.config.label2id
+    palette = json.loads((model / "palette.json").read_text())
+    for row, frame in zip(rows, frames):
+        png = Image.open(masks / row["mask"])
+        assert png.mode == "P" and png.size == Image.open(frame).size == (row["width"], row["height"])
+        assert png.getpalette()[:6] == [*palette["0"], *palette["1"]]
+        ids = np.asarray(png)
+        expected = np.full(ids.shape, -1)
+        for found in pipe(str(frame)):
+            expected[np.asarray(found["mask"]) > 0] = label2id[found["label"]]
+        assert np.array_equal(ids, expected)
+        assert sum(row["shares"].values()) == pytest.approx(1, abs=1e-4)
+        first = next(iter(row["shares"]))
+        assert row["shares"][first] == pytest.approx((ids == label2id[first]).mean(), abs=1e-5)
+    assert len(list(drawn.glob("*.png"))) == 3
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_evaluate_on_unseen_photos_matches_the_pipeline_and_updates_the_card(fine_tuned, tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+    from transformers import pipeline
+
+    model = tmp_path / "model"
+    shutil.copytree(fine_tuned("classification"), model, ignore=shutil.ignore_patterns("checkpoint-*"))
+    test_dir = shared_dataset("food101-mini") / "test"
+    result = run_mode("evaluate", str(model), "--validation_dir", str(test_dir), "--update_card", "--use_cpu", "true",
+                      "--dataloader_num_workers", "0", "--per_device_eval_batch_size", "16")
+    assert_ok(result)
+    out = model / "eval-food101-mini-test"
+    metrics = json.loads((out / "eval_results.json").read_text())
+    pipe = pipeline("image-classification", model=str(model))
+    photos = sorted(test_dir.rglob("*.jpg"))
+    correct = sum(pipe(str(photo), top_k=1)[0]["label"] == photo.parent.name for photo in photos)
+    assert metrics["eval_samples"] == len(photos)
+    assert metrics["eval_accuracy"] == pytest.approx(correct / len(photos))
+    report = (out / "evaluation.md").read_text()
+    assert f"| Accuracy | {metrics['eval_accuracy']:.4f} |" in report and "confusion_matrix.png" in report
+    assert (out / "confusion_matrix.png").is_file()
+    card = ModelCard.load(model / "README.md")
+    results = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results[("food101-mini/test", "accuracy")] == round(metrics["eval_accuracy"], 4)
+    assert ("local dataset", "accuracy") in results  # the training run's entry stays
+
+
+def test_update_card_replaces_the_same_dataset_entry_and_keeps_the_others(tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    from recipes.modes.evaluate import update_model_card
+    from recipes.tasks import get_task
+
+    (tmp_path / "README.md").write_text(
+        "---\nlicense: apache-2.0\nmodel-index:\n- name: m\n  results:\n  - task: {type: image-classification}\n"
+        "    dataset: {name: other/data, type: other/data}\n    metrics:\n    - {type: accuracy, value: 0.9}\n---\n"
+        "# m\n\nText kept.\n"
+    )
+    task = get_task("image-classification")
+    for accuracy in (0.25, 0.75):
+        context = SimpleNamespace(task=task, metrics={"eval": {"eval_accuracy": accuracy, "eval_f1_macro": 0.5}})
+        update_model_card(tmp_path, context, "food/test", "imagefolder", "test")
+    card = ModelCard.load(tmp_path / "README.md")
+    results = sorted((r.dataset_name, r.metric_type, r.metric_value) for r in card.data.eval_results)
+    assert results == [("food/test", "accuracy", 0.75), ("food/test", "f1_macro", 0.5), ("other/data", "accuracy", 0.9)]
+    assert "Text kept." in card.text
