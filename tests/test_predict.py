@@ -219,7 +219,7 @@ def test_update_card_replaces_the_same_dataset_entry_and_keeps_the_others(tmp_pa
     task = get_task("image-classification")
     for accuracy in (0.25, 0.75):
         context = SimpleNamespace(task=task, metrics={"eval": {"eval_accuracy": accuracy, "eval_f1_macro": 0.5}})
-        update_model_card(tmp_path, context, "food/test", "imagefolder", "test")
+        update_model_card(tmp_path, context, "food/test", "food/test", "test")
     card = ModelCard.load(tmp_path / "README.md")
     results = sorted((r.dataset_name, r.metric_type, r.metric_value) for r in card.data.eval_results)
     assert results == [("food/test", "accuracy", 0.75), ("food/test", "f1_macro", 0.5), ("other/data", "accuracy", 0.9)]

@@ -28,6 +28,7 @@ SOURCE_KEYS = ("dataset_name", "dataset_config_name", "train_split", "validation
                "cache_decoded_images", "strict", "check_images")
 """Data keys that describe where the training data was, not how its labels read: never inherited."""
 COLUMN_KEYS = ("image_column_name", "label_column_name")
+NOT_REPORTED = ("_runtime", "_per_second", "_epoch", "_model_preparation_time")
 
 
 def given_keys(argv: Sequence[str]) -> dict[str, str | None]:
@@ -53,7 +54,8 @@ def data_name(keys: dict[str, str | None]) -> tuple[str, str]:
     for key in ("validation_dir", "validation_file", "test_dir", "train_dir", "train_file"):
         if keys.get(key):
             path = Path(str(keys[key])).expanduser().resolve()
-            return f"{path.parent.name}/{path.name}", "imagefolder"
+            # The name is also the card's dataset type: the Hub groups model-index results by type and split.
+            return f"{path.parent.name}/{path.name}", f"{path.parent.name}/{path.name}"
     raise RecipeError("evaluate needs data: --validation_dir DIR, --validation_file FILE, or --dataset_name ID "
                       "(with --validation_split).")
 
@@ -110,8 +112,9 @@ def write_report(context: Any, path: Path, model: str, data: str) -> Path:
             lines.append(f"| {display} | {metrics[f'eval_{key}']:.4f} |")
             shown.add(f"eval_{key}")
     for key, value in sorted(metrics.items()):
-        if key not in shown and isinstance(value, (int, float)) and not key.endswith(("_runtime", "_per_second")):
-            lines.append(f"| {key.removeprefix('eval_')} | {value:.4f} |")
+        if key in shown or key == "epoch" or not isinstance(value, (int, float)) or key.endswith(NOT_REPORTED):
+            continue
+        lines.append(f"| {key.removeprefix('eval_')} | {value if isinstance(value, int) else f'{value:.4f}'} |")
     for title, markdown in task.card_sections(context):
         lines += ["", f"## {title}", "", markdown]
     if context.plots:
@@ -139,9 +142,11 @@ def update_model_card(model_dir: Path, context: Any, data: str, data_type: str, 
                    metric_name=display, metric_value=round(float(metrics[f"eval_{key}"]), 4))
         for key, display in task.card_metrics.items() if f"eval_{key}" in metrics
     ]
-    replaced = {(r.dataset_name, r.dataset_split, r.metric_type) for r in new}
-    kept = [r for r in (card.data.eval_results or [])
-            if (r.dataset_name, r.dataset_split, r.metric_type) not in replaced]
+    def same(result: EvalResult) -> tuple:
+        return result.dataset_type, result.dataset_name, result.dataset_config, result.dataset_split, result.metric_type
+
+    replaced = {same(r) for r in new}
+    kept = [r for r in (card.data.eval_results or []) if same(r) not in replaced]
     card.data.eval_results = kept + new
     card.data.model_name = card.data.model_name or model_dir.name
     card.save(path)
@@ -192,7 +197,7 @@ def evaluate(model: str, output_dir: str | None, update_card: bool, rest: list[s
     if model_dir is not None and out.resolve() == model_dir.resolve():
         raise RecipeError("--output_dir is the model folder: the evaluation would overwrite the model's card and "
                           "results. Use a subfolder (the default is MODEL/eval-<data>).")
-    card_existed = (out / "README.md").exists()
+    card_existed, curves_existed = (out / "README.md").exists(), (out / "training_curves.png").exists()
     local_data = not keys.get("dataset_name")
     inherited = inherited_data_keys(model_dir, task.data_arguments_class, local_data)
     out.mkdir(parents=True, exist_ok=True)
@@ -202,8 +207,10 @@ def evaluate(model: str, output_dir: str | None, update_card: bool, rest: list[s
     context = run(parse_recipe([str(recipe_path), *rest]))
     if not context.trainer.is_world_process_zero():
         return out / "evaluation.md"
-    if not card_existed:  # the lifecycle's model card describes a training run; the report replaces it here
-        (out / "README.md").unlink(missing_ok=True)
+    for name, existed in (("README.md", card_existed), ("training_curves.png", curves_existed)):
+        if not existed:  # the lifecycle's card and curves describe a training run; evaluation.md replaces them
+            (out / name).unlink(missing_ok=True)
+    context.plots.pop("training_curves", None)
     report = write_report(context, out / "evaluation.md", model, data)
     print(f"Evaluation report: {report}", flush=True)
     if update_card:
