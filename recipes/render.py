@@ -92,7 +92,7 @@ def render_segmentation(
     shares = prediction.get("shares") or {}
     y = 4
     for name, share in list(shares.items())[:12]:
-        text = f"{name} {100 * share:.0f}%"
+        text = f"{name} {100 * share:.0f}%" if share >= 0.01 else f"{name} {100 * share:.1f}%"
         left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
         size = bottom - top
         draw.rectangle((4, y, 4 + size + right - left + 12, y + size + 6), fill=(0, 0, 0))
