@@ -94,6 +94,15 @@ def collate_for_prediction(items: list[tuple[int, torch.Tensor | None, str | Non
                  failed=failed, images=[image for _, image in good] if keep_images else None)
 
 
+def float32_outputs(outputs: Any) -> Any:
+    """Half-precision outputs (``--dtype bf16/fp16``) in float32 before post-processing (box coordinates in
+    bfloat16 would be off by pixels)."""
+    for key, value in outputs.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and value.dtype != torch.float32:
+            outputs[key] = value.float()
+    return outputs
+
+
 def hub_palette(reference: str, num_labels: int, local_dir: Path | None) -> np.ndarray:
     """The model's ``palette.json`` (local folder, or downloaded from the Hub when it has one)."""
     if local_dir is None:
@@ -177,7 +186,7 @@ def predict(args: argparse.Namespace) -> Summary:
                 inputs = {key: value.to(loaded.device) for key, value in batch.inputs.items()}
                 if "pixel_values" in inputs:
                     inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)
-                predictions = sink.decode(loaded.model(**inputs), batch.sizes)
+                predictions = sink.decode(float32_outputs(loaded.model(**inputs)), batch.sizes)
                 for k, (index, size, prediction) in enumerate(zip(batch.indices, batch.sizes, predictions)):
                     sink.add(str(paths[index]), size, prediction)
                     if visualize is not None:
