@@ -11,6 +11,7 @@ model's own label keys (``class_names``, ``ignore_labels``, ``reduce_labels``...
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
@@ -63,19 +64,28 @@ def data_name(keys: dict[str, str | None]) -> tuple[str, str]:
 def inherited_data_keys(model_dir: Path | None, data_class: type, local_data: bool) -> dict[str, Any]:
     """The data keys of the model's own training recipe (``run_manifest.json``) that say how labels read (class
     names, ignored labels, label reduction...), so the new data is read the same way."""
-    manifest = model_dir / "run_manifest.json" if model_dir is not None else None
-    if manifest is None or not manifest.is_file():
-        return {}
-    try:
-        recipe = json.loads(manifest.read_text()).get("recipe", {})
-    except (OSError, json.JSONDecodeError):
-        return {}
-    import dataclasses
-
+    recipe = read_manifest(model_dir).get("recipe") or {}
     names = {f.name for f in dataclasses.fields(data_class)} - set(SOURCE_KEYS)
     if local_data:
         names -= set(COLUMN_KEYS)
     return {key: recipe[key] for key in sorted(names) if key in recipe}
+
+
+def read_manifest(model_dir: Path | None) -> dict[str, Any]:
+    """The model's ``run_manifest.json`` (empty for Hub ids and folders without one)."""
+    path = model_dir / "run_manifest.json" if model_dir is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def training_summary(model_dir: Path | None) -> dict[str, Any]:
+    """The ``train_*`` statistics of the model's training data (class counts, pixel shares)."""
+    summary = read_manifest(model_dir).get("data_summary") or {}
+    return {key: value for key, value in summary.items() if key.startswith("train")}
 
 
 def evaluation_recipe(model: str, task_name: str, keys: dict[str, str | None], output_dir: Path,
@@ -211,6 +221,9 @@ def evaluate(model: str, output_dir: str | None, update_card: bool, rest: list[s
         if not existed:  # the lifecycle's card and curves describe a training run; evaluation.md replaces them
             (out / name).unlink(missing_ok=True)
     context.plots.pop("training_curves", None)
+    # The run's train split is a placeholder: train statistics in the report are the model's own training data's.
+    summary = {k: v for k, v in context.data.summary.items() if not k.startswith("train")}
+    context.data.summary = {**summary, **training_summary(model_dir)}
     report = write_report(context, out / "evaluation.md", model, data)
     print(f"Evaluation report: {report}", flush=True)
     if update_card:
