@@ -110,31 +110,35 @@ def test_predict_detection_matches_the_pipeline_and_writes_a_scorable_coco_file(
     from recipes.modes.predict import main
 
     model = fine_tuned("detection")
-    images = [shared_dataset("car-plates") / "images" / f"Cars{i}.png" for i in (0, 3, 4)]
+    images = [shared_dataset("car-plates") / "images" / f"Cars{i}.png" for i in (0, 1, 10)]
+    # pipeline() is given the images as Vision Recipes decodes them: it would drop the alpha channel of these
+    # partly transparent PNGs, training and predict composite them on white.
     pipe = pipeline("object-detection", model=str(model))
-    scores = sorted(found["score"] for image in images for found in pipe(load_rgb(image), threshold=0.0))
-    threshold = round(scores[-6], 4)  # a handful of boxes per run, whatever this briefly trained model scores
     out = tmp_path / "boxes.jsonl"
     # One image per batch: DETR pads a batch to its largest image, which pipeline() (one image at a time) never does.
+    # Threshold 0: all of the model's top 100 detections (a briefly trained DETR scores them almost alike).
     assert_ok(run_mode("predict", str(model), *map(str, images), "--output", str(out), "--batch_size", "1",
-                       "--threshold", str(threshold), "--num_workers", "0", "--visualize", str(tmp_path / "drawn")))
+                       "--threshold", "0", "--num_workers", "0", "--visualize", str(tmp_path / "drawn")))
     rows = read_jsonl(out)
-    assert len(rows) == 3
+    assert len(rows) == 3 and len(list((tmp_path / "drawn").glob("*.png"))) == 3
     for row, image in zip(rows, images):
         width, height = Image.open(image).size
         assert (row["width"], row["height"]) == (width, height)
-        expected = sorted(pipe(load_rgb(image), threshold=threshold), key=lambda found: -found["score"])
-        assert row["scores"] == pytest.approx([e["score"] for e in expected], abs=1e-4)
-        assert row["labels"] == [e["label"] for e in expected]
-        for box, found in zip(row["boxes"], expected):
-            corners = [found["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")]  # pipeline() truncates to int
-            assert np.allclose(box, corners, atol=1.0)
-    assert sum(len(row["boxes"]) for row in rows) >= 6
+        assert row["scores"] == sorted(row["scores"], reverse=True) and set(row["labels"]) == {"licence"}
+        expected = pipe(load_rgb(image), threshold=0.0)
+        theirs = np.array([[e["score"], *(e["box"][k] for k in ("xmin", "ymin", "xmax", "ymax"))] for e in expected])
+        assert len(row["boxes"]) == len(theirs) > 0
+        for score, box in zip(row["scores"], row["boxes"]):  # the same detection, in any order among equal scores
+            same = (np.abs(theirs[:, 0] - score) < 1e-4) & (np.abs(theirs[:, 1:] - box) <= 1.01).all(axis=1)
+            assert same.any(), (score, box)  # pipeline() truncates corners to integers
 
     coco_path = tmp_path / "boxes.json"
+    threshold = float(np.median([score for row in rows for score in row["scores"]]))
     assert main([str(model), *map(str, images), "--output", str(coco_path), "--format", "coco", "--batch_size", "2",
                  "--threshold", str(threshold), "--num_workers", "0"]) == 0
     document = json.loads(coco_path.read_text())
+    assert 0 < len(document["annotations"]) < 300
+    assert min(a["score"] for a in document["annotations"]) >= threshold
     ground_truth = COCO({**document, "annotations": []})
     results = ground_truth.loadRes(document["annotations"])
     assert [image["file_name"] for image in document["images"]] == [str(p) for p in images]
