@@ -63,14 +63,19 @@ def images_for(task: str, count: int) -> list[Path]:
     return found[:count]
 
 
-def time_pipeline(task: str, model: Path, images: list[Path], batch_size: int, threshold: float) -> float:
-    """Images per second of ``pipeline()`` over ``images`` (after loading)."""
+def time_pipeline(task: str, model: Path, images: list[Path], batch_size: int, threshold: float) -> float | None:
+    """Images per second of ``pipeline()`` over ``images`` (after loading); ``None`` when it cannot batch them
+    (detection processors give each image its own size, and ``pipeline()`` does not pad them)."""
     from transformers import pipeline
 
     pipe = pipeline(PIPELINE_TASKS[task], model=str(model), device="cpu")
     kwargs = {"threshold": threshold} if task == "detection" else {}
     started = time.perf_counter()
-    results = pipe([str(p) for p in images], batch_size=batch_size, **kwargs)
+    try:
+        results = pipe([str(p) for p in images], batch_size=batch_size, **kwargs)
+    except RuntimeError as err:
+        print(f"{task}: pipeline(batch_size={batch_size}) fails: {str(err).splitlines()[0]}", flush=True)
+        return None
     assert len(results) == len(images)
     return len(images) / (time.perf_counter() - started)
 
@@ -109,10 +114,12 @@ def main() -> None:
             batched = time_pipeline(task, model, images, args.batch_size, threshold=0.5)
             figures["tasks"][task] = {"images": len(images), "images_per_s": {
                 "predict": round(ours, 2), "pipeline_batch_1": round(single, 2),
-                f"pipeline_batch_{args.batch_size}": round(batched, 2)}}
-            print(f"{task:15s} {len(images):3d} images  predict {ours:7.2f} img/s   pipeline(batch 1) {single:7.2f} "
-                  f"img/s   pipeline(batch {args.batch_size}) {batched:7.2f} img/s   ratio predict/pipeline: "
-                  f"{ours / single:.2f}x, {ours / batched:.2f}x", flush=True)
+                f"pipeline_batch_{args.batch_size}": None if batched is None else round(batched, 2)}}
+            batched_text = "fails" if batched is None else f"{batched:.2f} img/s"
+            ratio_text = "-" if batched is None else f"{ours / batched:.2f}x"
+            print(f"{task:15s} {len(images):3d} images  predict {ours:.2f} img/s   pipeline(batch 1) {single:.2f} "
+                  f"img/s   pipeline(batch {args.batch_size}) {batched_text}   ratio predict/pipeline: "
+                  f"{ours / single:.2f}x, {ratio_text}", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1))
 
