@@ -90,8 +90,10 @@ def test_predict_from_a_hub_id_gives_the_local_results(fine_tuned, fake_hub, tmp
     model, photo = fine_tuned("classification"), food_photos()[0]
     fake_hub.seed("user/food-mobilenet", {name: (model / name).read_bytes()
                                           for name in ("config.json", "model.safetensors", "preprocessor_config.json")})
+    from recipes.modes.predict import main
+
     local, hub = tmp_path / "local.jsonl", tmp_path / "hub.jsonl"
-    assert_ok(run_mode("predict", str(model), str(photo), "--output", str(local), "--num_workers", "0"))
+    assert main([str(model), str(photo), "--output", str(local), "--num_workers", "0"]) == 0
     env = fake_hub.client_env(tmp_path / "home")
     assert_ok(run_mode("predict", "user/food-mobilenet", str(photo), "--output", str(hub), "--num_workers", "0",
                        env=env))
