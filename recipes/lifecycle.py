@@ -163,6 +163,7 @@ def build_trainer(
             head=set(loaded.new_parameters) if warm_up_head else set(),
         ),
         drop_incomplete_batch=has_batchnorm and len(train_dataset) > args.train_batch_size * args.world_size,
+        device_transform=task.device_transform(processor, recipe.data),
     )
 
 

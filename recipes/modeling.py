@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,11 +176,19 @@ class RecipeTrainer(Trainer):
 
     def __init__(
         self, *args: Any, learning_rates: LearningRates | None = None, drop_incomplete_batch: bool = False,
-        **kwargs: Any,
+        device_transform: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None, **kwargs: Any,
     ) -> None:
         self.learning_rates = learning_rates
         self.drop_incomplete_batch = drop_incomplete_batch
+        self.device_transform = device_transform
         super().__init__(*args, **kwargs)
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        # The task's device-side transform (gpu_decode) turns encoded training images into pixel_values here,
+        # in the main process, on the model's device.
+        if self.device_transform is not None and "encoded_images" in inputs:
+            inputs = self.device_transform(inputs, self.args.device)
+        return super().compute_loss(model, inputs, *args, **kwargs)
 
     def get_train_dataloader(self) -> Any:
         # A last batch of 1 image gives BatchNorm the statistics of that image: drop it (training only).

@@ -132,6 +132,11 @@ class Task(ABC):
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
         """A fresh streaming metric for ``compute_metrics``."""
 
+    def device_transform(self, image_processor: Any, data_args: DataArguments) -> Callable | None:
+        """``(inputs, device) -> inputs``: the part of a training batch's transform that runs in the main process
+        on the accelerator (e.g. ``gpu_decode``); ``None`` (the default) when the workers do it all."""
+        return None
+
     def preprocess_logits_for_metrics(self, image_processor: Any) -> Callable | None:
         """Shrink model outputs per batch before they are gathered (e.g. logits → class indices)."""
         return None

@@ -36,6 +36,13 @@ class ClassificationDataArguments(DataArguments):
             "skip JPEG decoding. Costs H*W*3 bytes of disk per image."
         },
     )
+    gpu_decode: bool = field(
+        default=False,
+        metadata={
+            "help": "Decode training JPEGs on the GPU (nvJPEG, batched) and augment them there; DataLoader workers "
+            "only read bytes. For GPU machines short of CPU cores. Evaluation keeps the processor-exact CPU path."
+        },
+    )
 
 
 # --------------------------------------------------------------------------- data

@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import ClassLabel, Dataset
 from transformers import AutoModelForImageClassification
 
+from recipes.config import RecipeError
 from recipes.data import (
     drop_bad_images,
     pick_splits,
     require_columns,
     undecoded,
 )
+from recipes.device_decode import pixels_on_device
 from recipes.tasks.base import RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.classification import report
 from recipes.tasks.classification.data import (
@@ -29,10 +33,14 @@ from recipes.tasks.classification.data import (
 from recipes.tasks.classification.metric import ClassificationMetric
 from recipes.tasks.classification.transforms import (
     build_train_augmentation,
+    collate_classification,
     decode_into_cache,
+    encoded_classification_batch,
     transform_classification_batch,
 )
-from recipes.transforms import ProcessorGeometry, collate_images_and_labels, verified_fast_normalisation
+from recipes.transforms import ProcessorGeometry, verified_fast_normalisation
+
+logger = logging.getLogger("recipes")
 
 # --------------------------------------------------------------------------- task
 
@@ -97,8 +105,12 @@ class ImageClassification(Task):
         geometry = ProcessorGeometry.from_processor(image_processor)
         common = {"image_column": data_args.image_column_name, "label_column": data_args.label_column_name}
         train_augment = build_train_augmentation(data_args.augmentation, geometry.height, geometry.width)
+        if data_args.gpu_decode:  # the Trainer augments on the device (device_transform)
+            train = partial(encoded_classification_batch, **common)
+        else:
+            train = partial(transform_classification_batch, augment=train_augment, processor=image_processor, **common)
         return (
-            partial(transform_classification_batch, augment=train_augment, processor=image_processor, **common),
+            train,
             partial(transform_classification_batch, augment=None, processor=image_processor, **common),
         )
 
@@ -122,7 +134,21 @@ class ImageClassification(Task):
         )
 
     def collator(self, image_processor: Any, data: TaskData) -> Callable:
-        return partial(collate_images_and_labels, processor=image_processor,
+        return partial(collate_classification, processor=image_processor,
+                       fast=verified_fast_normalisation(image_processor))
+
+    def device_transform(self, image_processor: Any, data_args: ClassificationDataArguments) -> Callable | None:
+        if not data_args.gpu_decode:
+            return None
+        if data_args.cache_decoded_images:
+            raise RecipeError("`gpu_decode` decodes JPEGs on the GPU and `cache_decoded_images` stores them decoded: "
+                              "choose one (set one of them to false).")
+        if not torch.cuda.is_available():
+            logger.warning("gpu_decode: no CUDA GPU here, so the main process decodes training images on the CPU "
+                           "(slower than DataLoader workers). Use it on GPU machines.")
+        geometry = ProcessorGeometry.from_processor(image_processor)
+        augment = build_train_augmentation(data_args.augmentation, geometry.height, geometry.width)
+        return partial(pixels_on_device, augment=augment, processor=image_processor,
                        fast=verified_fast_normalisation(image_processor))
 
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
