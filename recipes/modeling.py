@@ -194,8 +194,9 @@ def _pretrained_class(model: torch.nn.Module) -> type:
 
 def load_into_sharded_model(
     sharded: torch.nn.Module, model: torch.nn.Module, checkpoint: str, *, main_process: bool
-) -> None:
-    """Load ``checkpoint/model.safetensors`` into an FSDP-sharded model, on every process together.
+) -> bool:
+    """Load ``checkpoint/model.safetensors`` into an FSDP-sharded model, on every process together; ``False`` (on
+    every process) when the main process finds no such file (``SHARDED_STATE_DICT`` checkpoints have none).
 
     The main process reads the checkpoint through ``from_pretrained`` (which converts the legacy parameter names some
     architectures, such as ViT, are saved under; a missing, unexpected or resized weight stops every process); then
@@ -206,7 +207,9 @@ def load_into_sharded_model(
 
     full: dict[str, torch.Tensor] = {}
     problem: list[str | None] = [None]
-    if main_process:
+    if main_process and not (Path(checkpoint) / "model.safetensors").is_file():
+        problem[0] = "missing"
+    elif main_process:
         try:
             reloaded, info = _pretrained_class(model).from_pretrained(checkpoint, config=model.config,
                                                                       output_loading_info=True)
@@ -218,12 +221,15 @@ def load_into_sharded_model(
             problem[0] = str(err).splitlines()[0]
     # Every process learns rank 0's verdict, so all stop together and none waits in the broadcast below.
     torch.distributed.broadcast_object_list(problem, src=0)
+    if problem[0] == "missing":
+        return False
     if problem[0] is not None:
         raise RecipeError(
             f"Cannot load the best model from {checkpoint}: {problem[0]}. It was saved from another model or label "
             "set; use a new --output_dir, or --load_best_model_at_end false to keep the last model."
         )
     set_model_state_dict(sharded, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    return True
 
 
 class RecipeTrainer(Trainer):
@@ -305,11 +311,14 @@ class RecipeTrainer(Trainer):
     def _load_best_model(self) -> None:
         checkpoint = self.state.best_model_checkpoint
         if checkpoint and self.is_fsdp_enabled:
-            # The Trainer's FSDP loader needs the optimizer-side `pytorch_model_fsdp*` files (absent with
-            # save_only_model); model.safetensors is always there, under the legacy names from_pretrained converts.
-            load_into_sharded_model(self.model, self.accelerator.unwrap_model(self.model), checkpoint,
-                                    main_process=self.accelerator.is_main_process)
-            logger.info("Loaded the best model from %s (%s) into the sharded model", checkpoint, self.state.best_metric)
+            # The Trainer's FSDP loader reads the `pytorch_model_fsdp*` files saved with the optimizer (none with
+            # save_only_model); a FULL_STATE_DICT checkpoint always has model.safetensors (legacy names included).
+            if load_into_sharded_model(self.model, self.accelerator.unwrap_model(self.model), checkpoint,
+                                       main_process=self.accelerator.is_main_process):
+                logger.info("Loaded the best model from %s (%s) into the sharded model", checkpoint,
+                            self.state.best_metric)
+                return
+            super()._load_best_model()  # a SHARDED_STATE_DICT checkpoint: the Trainer's DCP loader
             return
         if checkpoint and self._reload_weights(checkpoint):
             logger.info("Loaded the best model from %s (%s)", checkpoint, self.state.best_metric)

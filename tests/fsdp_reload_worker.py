@@ -3,7 +3,8 @@
 A tiny ViT (saved under its legacy parameter names) is the "best checkpoint"; every process builds the same ViT
 with other weights, shards it with FSDP2 over gloo, and reloads the checkpoint with
 :func:`recipes.modeling.load_into_sharded_model`. Prints ``RELOADED <rank> <max abs difference>`` and, for a
-checkpoint of another label set, ``REFUSED <rank> <message>``.
+checkpoint of another label set, ``REFUSED <rank> <message>``; for a folder without model.safetensors (a
+SHARDED_STATE_DICT checkpoint), ``MISSING <rank> <returned value>``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def main(best: str, other_labels: str) -> None:
     dist.barrier()
 
     model = sharded_vit(seed=1)
-    load_into_sharded_model(model, model, best, main_process=rank == 0)
+    assert load_into_sharded_model(model, model, best, main_process=rank == 0)
     loaded = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if rank == 0:
         expected = tiny_vit(seed=0).state_dict()
@@ -60,6 +61,8 @@ def main(best: str, other_labels: str) -> None:
         print(f"LOADED-WRONG {rank}", flush=True)
     except RecipeError as err:
         print(f"REFUSED {rank} {err}", flush=True)
+    print(f"MISSING {rank} {load_into_sharded_model(model, model, best + '-missing', main_process=rank == 0)}",
+          flush=True)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -110,7 +110,8 @@ def test_fsdp_best_model_reload_goes_through_the_sharded_loader(monkeypatch: pyt
 
     calls = []
     monkeypatch.setattr(modeling, "load_into_sharded_model",
-                        lambda sharded, model, checkpoint, main_process: calls.append((checkpoint, main_process)))
+                        lambda sharded, model, checkpoint, main_process: calls.append((checkpoint, main_process))
+                        or True)
     accelerator = SimpleNamespace(unwrap_model=lambda model: model, is_main_process=False)
     trainer = SimpleNamespace(state=SimpleNamespace(best_model_checkpoint="out/checkpoint-4", best_metric=0.5),
                               is_fsdp_enabled=True, accelerator=accelerator, model=object())
@@ -121,7 +122,8 @@ def test_fsdp_best_model_reload_goes_through_the_sharded_loader(monkeypatch: pyt
 @pytest.mark.slow
 def test_fsdp2_reloads_legacy_named_checkpoint_into_shards(tmp_path: Path) -> None:
     """Two CPU processes (gloo) shard a tiny ViT with FSDP2 and reload a checkpoint saved under ViT's legacy
-    parameter names: every weight comes back; a checkpoint of another label set is refused on both ranks."""
+    parameter names: every weight comes back; a checkpoint of another label set is refused on both ranks; a folder
+    without model.safetensors is left to the Trainer's loader on both."""
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(REPO / "tests" / "fsdp_reload_worker.py"), str(tmp_path / "best"), str(tmp_path / "other")],
@@ -136,6 +138,8 @@ def test_fsdp2_reloads_legacy_named_checkpoint_into_shards(tmp_path: Path) -> No
     assert sorted(rank for rank, _ in refused) == ["0", "1"], result.stdout
     assert all("--load_best_model_at_end false" in message for _, message in refused)
     assert "LOADED-WRONG" not in result.stdout
+    missing = re.findall(r"MISSING (\d) (\S+)", result.stdout)
+    assert sorted(missing) == [("0", "False"), ("1", "False")], "no model.safetensors: the Trainer's loader, everywhere"
 
 
 # --------------------------------------------------------------------------- many machines
