@@ -7,9 +7,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -168,14 +170,23 @@ def test_multi_node_template_as_two_machines(tmp_path: Path, shapes_dir: Path) -
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
            "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(REPO)}
     port, out = _free_port(), tmp_path / "out"
-    machines = [subprocess.Popen(_machine_command(rank, port, shapes_dir, out), cwd=REPO, env=env, text=True,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE) for rank in (0, 1)]
-    try:
-        outputs = [machine.communicate(timeout=600) for machine in machines]
+    logs = [(tmp_path / f"machine{rank}.out", tmp_path / f"machine{rank}.err") for rank in (0, 1)]
+    machines = []
+    for rank, (stdout, stderr) in enumerate(logs):
+        with stdout.open("w") as out_file, stderr.open("w") as err_file:
+            machines.append(subprocess.Popen(_machine_command(rank, port, shapes_dir, out), cwd=REPO, env=env,
+                                             stdout=out_file, stderr=err_file, start_new_session=True))
+    deadline = time.monotonic() + 600
+    try:  # a machine that fails leaves the other waiting for it: stop both at the first failure
+        while any(m.poll() is None for m in machines) and not any(m.poll() for m in machines):
+            assert time.monotonic() < deadline, "the two machines did not finish in 10 minutes"
+            time.sleep(0.5)
     finally:
         for machine in machines:
-            if machine.poll() is None:
-                machine.kill()
+            if machine.poll() is None:  # the launcher and the training process it started
+                os.killpg(machine.pid, signal.SIGKILL)
+                machine.wait()
+    outputs = [(stdout.read_text(), stderr.read_text()) for stdout, stderr in logs]
     for machine, (stdout, stderr) in zip(machines, outputs):
         assert_ok(subprocess.CompletedProcess(machine.args, machine.returncode, stdout, stderr))
 
