@@ -182,13 +182,14 @@ def test_multi_node_template_as_two_machines(tmp_path: Path, shapes_dir: Path) -
             assert time.monotonic() < deadline, "the two machines did not finish in 10 minutes"
             time.sleep(0.5)
     finally:
-        for machine in machines:
-            if machine.poll() is None:  # the launcher and the training process it started
+        killed = [machine.poll() is None for machine in machines]
+        for machine, kill in zip(machines, killed):
+            if kill:  # the launcher and the training process it started
                 os.killpg(machine.pid, signal.SIGKILL)
                 machine.wait()
     outputs = [(stdout.read_text(), stderr.read_text()) for stdout, stderr in logs]
-    for machine, (stdout, stderr) in zip(machines, outputs):
-        assert_ok(subprocess.CompletedProcess(machine.args, machine.returncode, stdout, stderr))
+    for _, machine, (stdout, stderr) in sorted(zip(killed, machines, outputs), key=lambda row: row[0]):
+        assert_ok(subprocess.CompletedProcess(machine.args, machine.returncode, stdout, stderr))  # failure first
 
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert manifest["world_size"] == 2, "both machines must join one process group"
