@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,13 +176,16 @@ class RecipeTrainer(Trainer):
 
     def __init__(
         self, *args: Any, learning_rates: LearningRates | None = None, drop_incomplete_batch: bool = False,
-        **kwargs: Any,
+        train_loader: Callable[[Trainer, bool], Any] | None = None, **kwargs: Any,
     ) -> None:
         self.learning_rates = learning_rates
         self.drop_incomplete_batch = drop_incomplete_batch
+        self.train_loader = train_loader
         super().__init__(*args, **kwargs)
 
     def get_train_dataloader(self) -> Any:
+        if self.train_loader is not None:  # a streamed dataset brings its own loader (recipes.streaming)
+            return self.train_loader(self, self.drop_incomplete_batch or self.args.dataloader_drop_last)
         # A last batch of 1 image gives BatchNorm the statistics of that image: drop it (training only).
         if not self.drop_incomplete_batch or self.args.dataloader_drop_last:
             return super().get_train_dataloader()

@@ -36,6 +36,11 @@ class ClassificationDataArguments(DataArguments):
             "skip JPEG decoding. Costs H*W*3 bytes of disk per image."
         },
     )
+    class_names: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Streaming: the class names in label-id order, when the label column is not a ClassLabel "
+                  "(a stream cannot be scanned for them up front)."},
+    )
 
 
 # --------------------------------------------------------------------------- data
