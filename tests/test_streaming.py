@@ -1,0 +1,152 @@
+"""Streamed training (``streaming: true``): Hub and local parquet shards, two processes, bad records, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TWO_CPU_PROCESSES, assert_ok, run_cli
+
+from recipes.config import RecipeError
+from recipes.lifecycle import STREAM_KEYS_ENV, run
+from recipes.parse import parse_recipe
+
+QUICKSTART = "configs/quickstart/classification.yaml"
+BROKEN = b"\x89PNG\r\n\x1a\n truncated: not an image"
+SMALL = ["--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8", "--make_plots", "false",
+         "--use_cpu", "true", "--report_to", "none", "--dataloader_num_workers", "0"]
+
+
+def _shapes(root: Path, per_class: int, seed: int):
+    from datasets import Image
+
+    from recipes.sample_data.shapes import make_shapes_dataset
+    from recipes.tasks.classification.data import class_folder_splits
+
+    make_shapes_dataset(root, images_per_class=per_class, size=32, seed=seed)
+    return class_folder_splits({"train": root})["train"].cast_column("image", Image())  # bytes inside the parquet
+
+
+@pytest.fixture(scope="module")
+def parquet_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """4 train shards of 8 records (one record is a broken image) and 1 validation shard of 8, written with
+    ``datasets`` (so the label column is a ClassLabel), plus the keys of the 31 good training images."""
+    from datasets import concatenate_datasets
+
+    base = tmp_path_factory.mktemp("stream")
+    train = _shapes(base / "train-images", per_class=8, seed=0)
+    broken = train.select([5]).map(lambda row: {"image": {"bytes": BROKEN, "path": "broken.png"}})
+    train = concatenate_datasets([train.select(range(5)), broken, train.select(range(6, len(train)))])
+    validation = _shapes(base / "validation-images", per_class=2, seed=1)
+    shards = base / "data"
+    shards.mkdir()
+    for k in range(4):
+        train.shard(4, k, contiguous=True).to_parquet(str(shards / f"train-{k:05d}-of-00004.parquet"))
+    validation.to_parquet(str(shards / "validation-00000-of-00001.parquet"))
+    records = train.cast_column("image", _raw())["image"]  # parquet embeds the files' bytes, keyed by their hash
+    keys = [hashlib.sha1(r["bytes"] or Path(r["path"]).read_bytes()).hexdigest()[:16] for r in records]
+    good = [key for key in keys if key != hashlib.sha1(BROKEN).hexdigest()[:16]]
+    assert len(good) == 31
+    return {"folder": shards, "good_keys": good}
+
+
+def _raw():
+    from datasets import Image
+
+    return Image(decode=False)
+
+
+def _keys(folder: Path) -> dict[int, list[tuple[int, str]]]:
+    """``rank → [(pass, key), …]`` from the debug logs of a streamed run."""
+    logged = {}
+    for path in sorted(folder.glob("rank*.tsv")):
+        rows = [line.split("\t") for line in path.read_text().splitlines()]
+        logged[int(path.stem[4:])] = [(int(epoch), key) for epoch, key in rows]
+    return logged
+
+
+@pytest.mark.slow
+def test_two_processes_stream_a_hub_dataset_each_example_once(tmp_path: Path, fake_hub, parquet_shards) -> None:
+    folder = parquet_shards["folder"]
+    fake_hub.seed("user/shapes-stream", {f"data/{p.name}": p.read_bytes() for p in sorted(folder.iterdir())},
+                  repo_type="dataset")
+    out, keys = tmp_path / "out", tmp_path / "keys"
+    env = {**fake_hub.client_env(tmp_path / "hf_home"), STREAM_KEYS_ENV: str(keys), "OMP_NUM_THREADS": "1"}
+    # 32 records over 2 processes (4 shards: 2 each) = 16 per process = 4 batches of 4: max_steps 4 is one pass.
+    result = run_cli(QUICKSTART, "--dataset_name", "user/shapes-stream", "--streaming", "true", "--max_steps", "4",
+                     "--max_eval_samples", "8", "--output_dir", str(out), *SMALL, launcher=TWO_CPU_PROCESSES, env=env)
+    assert_ok(result)
+    logged = _keys(keys)
+    assert sorted(logged) == [0, 1]
+    seen = [key for rank in logged.values() for _, key in rank]
+    assert sorted(seen) == sorted(parquet_shards["good_keys"])  # each good example once, across both processes
+    assert not set(k for _, k in logged[0]) & set(k for _, k in logged[1])
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    report = manifest["data_summary"]["streaming"]
+    assert report["examples_seen"] == 31 and sorted(report["examples_seen_per_process"]) == [15, 16]
+    assert report["bad_records"] == 1 and report["skipped_records"][0]["path"] == "broken.png"
+    assert "Cannot decode" in report["skipped_records"][0]["reason"]
+    assert manifest["data_summary"]["validation_examples"] == 8
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["eval_samples"] == 8 and 0 <= metrics["eval_accuracy"] <= 1
+    assert json.loads((out / "train_results.json").read_text())["train_samples"] == 31
+    assert "1 bad streamed record(s) skipped" in result.stderr
+
+
+def _local(folder: Path, out: Path, *extra: str) -> list[str]:
+    return [QUICKSTART, "--streaming", "true", "--train_file", str(folder / "train-*.parquet"),
+            "--max_eval_samples", "4", "--output_dir", str(out), "--eval_strategy", "no",
+            "--save_strategy", "steps", "--save_steps", "4", *SMALL, *extra]
+
+
+def test_local_parquet_stream_resumes_where_it_stopped(
+    tmp_path: Path, parquet_shards, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = parquet_shards["folder"]
+    # 32 records, the first 4 held out for validation: 28 per pass = 7 batches; 9 steps cross into pass 2.
+    monkeypatch.setenv(STREAM_KEYS_ENV, str(tmp_path / "full-keys"))
+    full = run(parse_recipe(_local(folder, tmp_path / "full", "--max_steps", "9")))
+    full_keys = _keys(tmp_path / "full-keys")[0]
+    assert [epoch for epoch, _ in full_keys].count(0) == 27  # the broken record is in pass 0 (not held out)
+    assert len({key for epoch, key in full_keys if epoch == 0}) == 27
+    assert full.data.summary["streaming"]["passes_completed"] == 1
+
+    monkeypatch.setenv(STREAM_KEYS_ENV, str(tmp_path / "resumed-keys"))
+    out = tmp_path / "resumed"
+    run(parse_recipe(_local(folder, out, "--max_steps", "4")))  # "interrupted" after 4 steps (checkpoint-4)
+    state = json.loads((out / "checkpoint-4" / "stream_state" / "rank0.json").read_text())
+    assert state["epoch"] == 0 and state["positions"] == {"0": 16}
+    resumed = run(parse_recipe(_local(folder, out, "--max_steps", "9")))
+    assert resumed.resumed_from.endswith("checkpoint-4")
+    assert _keys(tmp_path / "resumed-keys")[0] == full_keys  # same examples, same order, none twice
+    assert resumed.data.summary["streaming"]["examples_seen"] == full.data.summary["streaming"]["examples_seen"]
+    assert resumed.data.summary["streaming"]["bad_records"] == full.data.summary["streaming"]["bad_records"] >= 1
+
+
+def test_streaming_without_max_steps_or_for_another_task_stops_clearly(tmp_path: Path, parquet_shards) -> None:
+    folder = parquet_shards["folder"]
+    args = [QUICKSTART, "--streaming", "true", "--train_file", str(folder / "train-*.parquet"), "--output_dir",
+            str(tmp_path / "out"), *SMALL]
+    with pytest.raises(RecipeError, match="streaming datasets have no length: set max_steps"):
+        run(parse_recipe(args))
+    with pytest.raises(RecipeError, match="streaming is supported for image-classification only for now"):
+        run(parse_recipe(["configs/quickstart/detection.yaml", "--streaming", "true", "--max_steps", "2",
+                          "--output_dir", str(tmp_path / "det"), "--use_cpu", "true"]))
+    with pytest.raises(RecipeError, match="set max_eval_samples"):
+        run(parse_recipe([*args, "--max_steps", "2"]))  # no validation split and nothing to hold out
+    with pytest.raises(RecipeError, match="--class_names"):
+        from datasets import load_dataset
+
+        from recipes.tasks.classification.streaming import stream_class_names
+
+        plain = load_dataset("parquet", data_files=str(folder / "train-*.parquet"), split="train", streaming=True)
+        stream_class_names(plain.cast_column("label", _int64()), "label", [])
+
+
+def _int64():
+    from datasets import Value
+
+    return Value("int64")
