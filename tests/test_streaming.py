@@ -26,7 +26,11 @@ def _shapes(root: Path, per_class: int, seed: int):
     from recipes.tasks.classification.data import class_folder_splits
 
     make_shapes_dataset(root, images_per_class=per_class, size=32, seed=seed)
-    return class_folder_splits({"train": root})["train"].cast_column("image", Image())  # bytes inside the parquet
+    listed = class_folder_splits({"train": root})["train"]
+    # the image bytes inside the parquet (a path alone would only work on this machine)
+    embedded = listed.map(lambda row: {"image": {"bytes": Path(row["image"]["path"]).read_bytes(),
+                                                 "path": Path(row["image"]["path"]).name}})
+    return embedded.cast_column("image", Image())
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +49,7 @@ def parquet_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object
     for k in range(4):
         train.shard(4, k, contiguous=True).to_parquet(str(shards / f"train-{k:05d}-of-00004.parquet"))
     validation.to_parquet(str(shards / "validation-00000-of-00001.parquet"))
-    records = train.cast_column("image", _raw())["image"]  # parquet embeds the files' bytes, keyed by their hash
-    keys = [hashlib.sha1(r["bytes"] or Path(r["path"]).read_bytes()).hexdigest()[:16] for r in records]
+    keys = [hashlib.sha1(record["bytes"]).hexdigest()[:16] for record in train.cast_column("image", _raw())["image"]]
     good = [key for key in keys if key != hashlib.sha1(BROKEN).hexdigest()[:16]]
     assert len(good) == 31
     return {"folder": shards, "good_keys": good}
