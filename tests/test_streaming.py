@@ -140,16 +140,40 @@ def test_streaming_without_max_steps_or_for_another_task_stops_clearly(tmp_path:
                           "--output_dir", str(tmp_path / "det"), "--use_cpu", "true"]))
     with pytest.raises(RecipeError, match="set max_eval_samples"):
         run(parse_recipe([*args, "--max_steps", "2"]))  # no validation split and nothing to hold out
-    with pytest.raises(RecipeError, match="--class_names"):
-        from datasets import load_dataset
-
-        from recipes.tasks.classification.streaming import stream_class_names
-
-        plain = load_dataset("parquet", data_files=str(folder / "train-*.parquet"), split="train", streaming=True)
-        stream_class_names(plain.cast_column("label", _int64()), "label", [])
 
 
-def _int64():
-    from datasets import Value
+def test_webdataset_shards_need_class_names_then_stream(tmp_path: Path, shapes_dir: Path) -> None:
+    """webdataset ``*.tar`` shards (``key.png`` + ``key.cls``): integer labels without names stop the run with the
+    key to set; with ``class_names`` every record comes out transformed, with its label."""
+    import io
+    import tarfile
+    from functools import partial
 
-    return Value("int64")
+    from recipes.streaming import StreamingExamples
+    from recipes.tasks.classification.streaming import label_check, load_streaming_classification
+    from recipes.tasks.classification.transforms import build_train_augmentation, transform_classification_batch
+
+    names = sorted(d.name for d in shapes_dir.iterdir() if d.is_dir())
+    files = sorted(shapes_dir.rglob("*.png"))
+    for k in range(2):
+        with tarfile.open(tmp_path / f"shard-{k}.tar", "w") as tar:
+            for i, path in enumerate(files[k::2]):
+                label = str(names.index(path.parent.name)).encode()
+                for name, data in ((f"{k}_{i:04d}.png", path.read_bytes()), (f"{k}_{i:04d}.cls", label)):
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+    args = [QUICKSTART, "--streaming", "true", "--train_file", str(tmp_path / "*.tar"), "--image_column_name", "png",
+            "--label_column_name", "cls", "--max_steps", "2", "--max_eval_samples", "8", "--output_dir",
+            str(tmp_path / "out"), *SMALL]
+    with pytest.raises(RecipeError, match="Set --class_names"):
+        run(parse_recipe(args))
+    recipe = parse_recipe([*args, "--class_names", *names])
+    data = load_streaming_classification(recipe.data, seed=0)
+    assert len(data.validation) == 8 and data.id2label == dict(enumerate(names))
+    transform = partial(transform_classification_batch, augment=build_train_augmentation("none", 32, 32),
+                        image_column="png", label_column="cls")
+    examples = list(StreamingExamples(data.train, transform, "png", label_check(recipe.data, data.id2label)))
+    assert len(examples) == len(files) - 8 and not any("bad" in e["_stream"] for e in examples)
+    assert {tuple(e["pixel_values"].shape) for e in examples} == {(3, 32, 32)}
+    assert {e["labels"] for e in examples} == set(range(len(names)))
