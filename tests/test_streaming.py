@@ -97,6 +97,9 @@ def test_two_processes_stream_a_hub_dataset_each_example_once(tmp_path: Path, fa
     assert metrics["eval_samples"] == 8 and 0 <= metrics["eval_accuracy"] <= 1
     assert json.loads((out / "train_results.json").read_text())["train_samples"] == 31
     assert "1 bad streamed record(s) skipped" in result.stderr
+    states = {p.name: json.loads(p.read_text()) for p in (out / "checkpoint-4" / "stream_state").iterdir()}
+    assert sorted(states) == ["rank0.json", "rank1.json"]  # each process's position: all 16 of its records
+    assert [state["positions"] for state in states.values()] == [{"0": 16}, {"0": 16}]
 
 
 def _local(folder: Path, out: Path, *extra: str) -> list[str]:
