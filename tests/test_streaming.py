@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -108,6 +109,40 @@ def _local(folder: Path, out: Path, *extra: str) -> list[str]:
             "--save_strategy", "steps", "--save_steps", "4", *SMALL, *extra]
 
 
+def test_a_pass_ends_on_every_process_when_one_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other process has 2 batches, this one 3: the third is left out (counted), the pass is over, and the
+    position saved then is the start of the next pass."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    import recipes.streaming as streaming
+
+    class Records(torch.utils.data.IterableDataset):
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            for index in range(12):
+                meta = {"position": (0, index)}
+                if index == 1:
+                    yield {"_stream": {**meta, "bad": {"path": "x.png", "reason": "broken"}}}
+                else:
+                    yield {"_stream": meta, "pixel_values": torch.zeros(1), "labels": index}
+
+    other_has_batch = iter([True, True, False])
+    monkeypatch.setattr(streaming, "_all_processes", lambda flag, device: flag and next(other_has_batch))
+    collate = partial(streaming.collate_stream, collate=torch.utils.data.default_collate)
+    progress = streaming.StreamProgress(rank=0, world_size=2)
+    loader = streaming.StreamLoader(DataLoader(Records(), batch_size=4, collate_fn=collate), Records(), progress,
+                                    torch.device("cpu"))
+    loader.set_epoch(0)
+    batches = list(loader)
+    assert [batch["labels"].tolist() for batch in batches] == [[0, 2, 3], [4, 5, 6, 7]]
+    assert (progress.examples_seen, progress.bad_records, progress.dropped_at_pass_end) == (7, 1, 4)
+    assert progress.state()["epoch"] == 1 and progress.state()["positions"] == {}
+
+
+@pytest.mark.slow
 def test_local_parquet_stream_resumes_where_it_stopped(
     tmp_path: Path, parquet_shards, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -150,7 +185,6 @@ def test_webdataset_shards_need_class_names_then_stream(tmp_path: Path, shapes_d
     key to set; with ``class_names`` every record comes out transformed, with its label."""
     import io
     import tarfile
-    from functools import partial
 
     from recipes.streaming import StreamingExamples
     from recipes.tasks.classification.streaming import label_check, load_streaming_classification
