@@ -119,7 +119,10 @@ def load_streaming_classification(data_args: ClassificationDataArguments, seed: 
     names = stream_class_names(train, label_column, data_args.class_names)
     train = undecoded_stream(train, image_column)
     validation = _evaluation_split("validation", streams, data_args, train_name)
-    test = _evaluation_split("test", streams, data_args, train_name) if validation is not None else None
+    if validation is None and not data_args.test_split:  # the dataset's test split doubles as validation
+        validation, test = _evaluation_split("test", streams, data_args, train_name), None
+    else:
+        test = _evaluation_split("test", streams, data_args, train_name)
     summary: dict[str, Any] = {"skipped_files": [], "streaming": True}
     if validation is None:
         if data_args.max_eval_samples is None:
