@@ -86,6 +86,14 @@ class DataArguments:
         default=True, metadata={"help": "Decode every local image once before training to find bad files."}
     )
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for data checks."})
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the training data (Hub dataset, or local *.parquet / *.tar shards) instead of "
+                  "downloading and preparing it first; needs max_steps (see README: Streaming large datasets)."},
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "Streaming: examples in the seeded shuffle buffer (0: no shuffling)."}
+    )
 
 
 @dataclass

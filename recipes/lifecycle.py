@@ -26,6 +26,7 @@ from recipes.hub import PublishError, push_output_dir
 from recipes.labels import named_labels, plan_labels
 from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
 from recipes.schedule import HeadWarmup, LearningRates, RangeTest, range_test
+from recipes.streaming import StreamStateCallback, StreamTraining, check_streaming_recipe
 from recipes.tasks import RunContext, StreamingMetric, Task, TaskData, get_task
 
 logger = logging.getLogger("recipes")
@@ -69,6 +70,7 @@ def run(recipe: Recipe) -> RunContext:
     push_requested, args.push_to_hub = args.push_to_hub, False  # we push once, at the end, ourselves
     # The token stays out of the arguments the Trainer pickles into training_args.bin and checkpoints.
     hub_token, args.hub_token = args.hub_token, None
+    check_streaming_recipe(recipe.data, args, task.name, task.supports_streaming)
 
     with args.main_process_first(desc="loading and checking the data"):
         data = task.load_data(recipe.data, seed=args.seed, cache_dir=recipe.model.cache_dir)
@@ -81,7 +83,14 @@ def run(recipe: Recipe) -> RunContext:
     task.check_image_processor(processor)
     context.image_processor = processor
     train_transform, eval_transform = task.transforms(processor, recipe.data, data)
-    train_dataset = data.train.with_transform(train_transform)
+    stream = None
+    if recipe.data.streaming:
+        stream = StreamTraining.build(data.train, train_transform, task.stream_check(recipe.data, data), recipe.data,
+                                      args, key_log_dir=os.environ.get(STREAM_KEYS_ENV))
+        train_dataset = stream.examples
+        args.ignore_data_skip = True  # a resumed stream continues from its saved position instead
+    else:
+        train_dataset = data.train.with_transform(train_transform)
     eval_dataset = data.validation.with_transform(eval_transform)
     test_dataset = data.test.with_transform(eval_transform) if data.test is not None else None
     context.eval_dataset = eval_dataset
@@ -89,7 +98,7 @@ def run(recipe: Recipe) -> RunContext:
     loaded = task.build_model(recipe.model, data)
     metric = task.metric(data, processor)
     metric.keep_predictions = bool(recipe.run.extra_metrics)
-    trainer = build_trainer(context, loaded, train_dataset, eval_dataset, metric)
+    trainer = build_trainer(context, loaded, train_dataset, eval_dataset, metric, stream)
     context.trainer = trainer
 
     if recipe.run.find_lr:
@@ -100,11 +109,17 @@ def run(recipe: Recipe) -> RunContext:
 
     if not recipe.run.evaluate_only:
         context.resumed_from = resume_checkpoint(recipe)
+        if stream is not None:
+            stream.restore(context.resumed_from, trainer)
         result = trainer.train(resume_from_checkpoint=context.resumed_from)
         trainer.save_model()
         trainer.save_state()
         train_metrics = dict(result.metrics)
-        train_metrics["train_samples"] = len(train_dataset)
+        if stream is None:
+            train_metrics["train_samples"] = len(train_dataset)
+        else:
+            data.summary["streaming"] = _stream_report(stream)
+            train_metrics["train_samples"] = data.summary["streaming"]["examples_seen"]
         context.metrics["train"] = train_metrics
         trainer.save_metrics("train", train_metrics)
 
@@ -128,7 +143,8 @@ def run(recipe: Recipe) -> RunContext:
 
 
 def build_trainer(
-    context: RunContext, loaded: LoadedModel, train_dataset: Any, eval_dataset: Any, metric: StreamingMetric
+    context: RunContext, loaded: LoadedModel, train_dataset: Any, eval_dataset: Any, metric: StreamingMetric,
+    stream: StreamTraining | None = None,
 ) -> RecipeTrainer:
     """The Trainer with the run's model (memory format), callbacks (early stopping, head warm-up), learning
     rates per parameter, and the BatchNorm-aware train loader."""
@@ -145,6 +161,8 @@ def build_trainer(
         warm_up_head = False
     if warm_up_head:
         callbacks.append(HeadWarmup(recipe.model.head_warmup_epochs))
+    if stream is not None:
+        callbacks.append(StreamStateCallback(stream.progress))
     has_batchnorm = bool(batchnorm_layers(model)) and not recipe.model.freeze_batchnorm
     return RecipeTrainer(
         model=model,
@@ -162,9 +180,28 @@ def build_trainer(
             layer_decay=recipe.model.layer_decay,
             head=set(loaded.new_parameters) if warm_up_head else set(),
         ),
-        drop_incomplete_batch=has_batchnorm and len(train_dataset) > args.train_batch_size * args.world_size,
+        drop_incomplete_batch=has_batchnorm and (
+            stream is not None or len(train_dataset) > args.train_batch_size * args.world_size),
+        train_loader=stream.make_loader if stream is not None else None,
         device_transform=task.device_transform(processor, recipe.data),
     )
+
+
+STREAM_KEYS_ENV = "VISION_RECIPES_STREAM_KEYS"
+"""Debug switch: a folder where each process of a streamed run logs the key of every training example it used."""
+
+
+def _stream_report(stream: StreamTraining) -> dict[str, Any]:
+    """The streamed run's counts of every process (collective), logged; saved in ``run_manifest.json``."""
+    report = stream.summary()
+    logger.info("Streamed training: %d examples trained on (per process: %s) over %d complete pass(es); %d bad "
+                "record(s) skipped; %d example(s) left at pass ends to keep the processes in step.",
+                report["examples_seen"], report["examples_seen_per_process"], report["passes_completed"],
+                report["bad_records"], report["dropped_at_pass_end"])
+    if report["bad_records"]:
+        logger.warning("%d bad streamed record(s) skipped (listed in run_manifest.json, data_summary.streaming).",
+                       report["bad_records"])
+    return report
 
 
 def labels_as_the_checkpoint_has_them(task: Task, recipe: Recipe, data: TaskData) -> TaskData:

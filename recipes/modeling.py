@@ -239,11 +239,13 @@ class RecipeTrainer(Trainer):
 
     def __init__(
         self, *args: Any, learning_rates: LearningRates | None = None, drop_incomplete_batch: bool = False,
-        device_transform: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None, **kwargs: Any,
+        device_transform: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None,
+        train_loader: Callable[[Trainer, bool], Any] | None = None, **kwargs: Any,
     ) -> None:
         self.learning_rates = learning_rates
         self.drop_incomplete_batch = drop_incomplete_batch
         self.device_transform = device_transform
+        self.train_loader = train_loader
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -254,6 +256,8 @@ class RecipeTrainer(Trainer):
         return super().compute_loss(model, inputs, *args, **kwargs)
 
     def get_train_dataloader(self) -> Any:
+        if self.train_loader is not None:  # a streamed dataset brings its own loader (recipes.streaming)
+            return self.train_loader(self, self.drop_incomplete_batch or self.args.dataloader_drop_last)
         # A last batch of 1 image gives BatchNorm the statistics of that image: drop it (training only).
         if not self.drop_incomplete_batch or self.args.dataloader_drop_last:
             return super().get_train_dataloader()

@@ -43,6 +43,11 @@ class ClassificationDataArguments(DataArguments):
             "only read bytes. For GPU machines short of CPU cores. Evaluation keeps the processor-exact CPU path."
         },
     )
+    class_names: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Streaming: the class names in label-id order, when the label column is not a ClassLabel "
+                  "(a stream cannot be scanned for them up front)."},
+    )
 
 
 # --------------------------------------------------------------------------- data

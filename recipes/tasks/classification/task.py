@@ -31,6 +31,7 @@ from recipes.tasks.classification.data import (
     translate_labels,
 )
 from recipes.tasks.classification.metric import ClassificationMetric
+from recipes.tasks.classification.streaming import label_check, load_streaming_classification
 from recipes.tasks.classification.transforms import (
     build_train_augmentation,
     collate_classification,
@@ -54,8 +55,11 @@ class ImageClassification(Task):
     auto_model_class = AutoModelForImageClassification
     main_metric = "accuracy"
     card_metrics = {"accuracy": "Accuracy", "top5_accuracy": "Top-5 accuracy", "f1_macro": "Macro F1"}
+    supports_streaming = True
 
     def load_data(self, data_args: ClassificationDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
+        if data_args.streaming:
+            return load_streaming_classification(data_args, seed, cache_dir)
         splits = load_classification_splits(data_args, cache_dir)
         image_column, label_column = data_args.image_column_name, data_args.label_column_name
         for split, dataset in splits.items():
@@ -113,6 +117,9 @@ class ImageClassification(Task):
             train,
             partial(transform_classification_batch, augment=None, processor=image_processor, **common),
         )
+
+    def stream_check(self, data_args: ClassificationDataArguments, data: TaskData) -> Callable:
+        return label_check(data_args, data.id2label)
 
     def relabel(
         self, data: TaskData, data_args: ClassificationDataArguments, data_to_model: dict[int, int],
