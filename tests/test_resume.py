@@ -186,3 +186,18 @@ def test_checkpoints_on_the_hub_resume_on_a_new_machine_and_reruns_never_continu
     assert metrics["eval_accuracy"] == pytest.approx(full_metrics["eval_accuracy"])
     assert metrics["eval_loss"] == pytest.approx(full_metrics["eval_loss"], rel=1e-4)
     assert not _tokenless(second.parent, token)
+
+
+def test_a_failed_checkpoint_push_is_reported_without_the_token(tmp_path: Path, fake_hub) -> None:
+    from huggingface_hub import HfApi
+
+    folder = tmp_path / "out" / "checkpoint-1"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text("{}")
+    pusher = CheckpointPusher(HfApi(endpoint=fake_hub.url, token="hf_secret_value"), REPO_ID)
+    pusher.on_save(SimpleNamespace(output_dir=str(folder.parent)), SimpleNamespace(global_step=1,
+                   is_world_process_zero=True), SimpleNamespace())
+    pusher.wait()
+    assert pusher.last_failed and not pusher.pushed
+    assert "hf_secret_value" not in pusher.failed["checkpoint-1"]
+    assert (folder / "trainer_state.json").is_file() and not list(folder.parent.glob(".checkpoint-push-*"))
