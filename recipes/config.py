@@ -42,6 +42,16 @@ class RunArguments:
         default=True,
         metadata={"help": "Continue from the last checkpoint in output_dir when there is one (false: start over)."},
     )
+    push_checkpoints: bool = field(
+        default=False,
+        metadata={"help": "Push every saved checkpoint to checkpoints/checkpoint-N of the Hub repo `hub_model_id`, "
+                  "in the background (also on with push_to_hub and hub_strategy checkpoint/all_checkpoints)."},
+    )
+    resume_from_hub: str | None = field(
+        default=None,
+        metadata={"help": "Hub repo (user/name) whose last pushed checkpoint this run continues, e.g. on a new "
+                  "machine."},
+    )
     evaluate_only: bool = field(
         default=False, metadata={"help": "Skip training: evaluate `model_name_or_path` and write the outputs."}
     )

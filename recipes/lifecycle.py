@@ -16,13 +16,21 @@ import datasets
 import torch
 import transformers
 from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from recipes import plots
 from recipes.batchnorm import batchnorm_layers
 from recipes.card import build_model_card
+from recipes.checkpoints import (
+    FingerprintWriter,
+    check_checkpoint,
+    existing_metrics,
+    finished_run,
+    last_checkpoint,
+    training_fingerprint,
+    write_fingerprint,
+)
 from recipes.config import ModelArguments, Recipe, RecipeError
-from recipes.hub import PublishError, push_output_dir
+from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, push_output_dir
 from recipes.labels import named_labels, plan_labels
 from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
 from recipes.schedule import HeadWarmup, LearningRates, RangeTest, range_test
@@ -45,19 +53,21 @@ def setup_logging(recipe: Recipe) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
-def resume_checkpoint(recipe: Recipe) -> str | None:
+def resume_checkpoint(recipe: Recipe, fingerprint: dict[str, Any] | None = None) -> str | None:
     """The checkpoint to continue from: ``resume_from_checkpoint`` if set, else the last one in
-    ``output_dir`` (so rerunning an interrupted command continues it)."""
+    ``output_dir`` (so rerunning an interrupted command continues it) when it was saved by the same run
+    (``fingerprint``; another run's checkpoint stops with what differs)."""
     args = recipe.training
     if args.resume_from_checkpoint:
+        if fingerprint is not None:
+            check_checkpoint(args.resume_from_checkpoint, fingerprint, explicit=True)
         return args.resume_from_checkpoint
-    output_dir = Path(args.output_dir)
-    if recipe.run.auto_resume and output_dir.is_dir():
-        last = get_last_checkpoint(str(output_dir))
-        if last is not None:
-            logger.info("Found %s: resuming the interrupted run from it.", last)
-            return last
-    return None
+    last = last_checkpoint(args.output_dir) if recipe.run.auto_resume else None
+    if last is not None:
+        if fingerprint is not None:
+            check_checkpoint(last, fingerprint, explicit=False)
+        logger.info("Found %s: resuming the interrupted run from it.", last)
+    return last
 
 
 def run(recipe: Recipe) -> RunContext:
@@ -78,6 +88,21 @@ def run(recipe: Recipe) -> RunContext:
         data = labels_as_the_checkpoint_has_them(task, recipe, data)
     context.data = data
     _log_data_summary(data)
+    fingerprint = None if recipe.run.evaluate_only or recipe.run.find_lr else training_fingerprint(recipe, data)
+    if fingerprint is not None:
+        if recipe.run.resume_from_hub:
+            with args.main_process_first(desc="downloading the last checkpoint from the Hub"):
+                args.resume_from_checkpoint = str(download_checkpoint(recipe.run.resume_from_hub, args.output_dir,
+                                                                      token=hub_token))
+        finished = None if args.resume_from_checkpoint or not recipe.run.auto_resume else finished_run(
+            recipe, fingerprint)
+        if finished is not None:
+            context.metrics = existing_metrics(args.output_dir)
+            if args.should_log:
+                print(finished, flush=True)
+            return context
+        context.resumed_from = resume_checkpoint(recipe, fingerprint)
+    pusher = _checkpoint_pusher(recipe, push_requested, hub_token) if fingerprint is not None else None
 
     processor = build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data))
     task.check_image_processor(processor)
@@ -100,6 +125,10 @@ def run(recipe: Recipe) -> RunContext:
     metric.keep_predictions = bool(recipe.run.extra_metrics)
     trainer = build_trainer(context, loaded, train_dataset, eval_dataset, metric, stream)
     context.trainer = trainer
+    if fingerprint is not None:
+        trainer.add_callback(FingerprintWriter(fingerprint))
+    if pusher is not None:
+        trainer.add_callback(pusher)
 
     if recipe.run.find_lr:
         if trainer.is_world_process_zero():
@@ -108,12 +137,19 @@ def run(recipe: Recipe) -> RunContext:
         return context
 
     if not recipe.run.evaluate_only:
-        context.resumed_from = resume_checkpoint(recipe)
         if stream is not None:
             stream.restore(context.resumed_from, trainer)
-        result = trainer.train(resume_from_checkpoint=context.resumed_from)
+        try:
+            result = trainer.train(resume_from_checkpoint=context.resumed_from)
+        finally:  # the last checkpoint reaches the Hub even when training stops with an error
+            if pusher is not None:
+                pusher.wait()
         trainer.save_model()
         trainer.save_state()
+        if trainer.is_world_process_zero():
+            write_fingerprint(context.output_dir, fingerprint)
+        if pusher is not None and pusher.last_failed:
+            context.push_error = f"checkpoint push to {pusher.repo_id} failed"
         train_metrics = dict(result.metrics)
         if stream is None:
             train_metrics["train_samples"] = len(train_dataset)
@@ -140,6 +176,22 @@ def run(recipe: Recipe) -> RunContext:
             _push(context, hub_token)
         print_summary(context)
     return context
+
+
+def _checkpoint_pusher(recipe: Recipe, push_requested: bool, hub_token: str | None) -> CheckpointPusher | None:
+    """The callback pushing checkpoints during training (``push_checkpoints``, or ``push_to_hub`` with
+    ``hub_strategy`` ``checkpoint``/``all_checkpoints``), on the main process; its repository is created now."""
+    args = recipe.training
+    wanted = recipe.run.push_checkpoints or (push_requested and args.hub_strategy in ("checkpoint", "all_checkpoints"))
+    if not wanted or args.process_index != 0:
+        return None
+    if args.save_strategy == "no":
+        logger.warning("push_checkpoints: save_strategy is `no`, so no checkpoint is saved or pushed.")
+        return None
+    repo_id = args.hub_model_id or Path(args.output_dir).name
+    pusher = CheckpointPusher.start(repo_id, hub_token, private=args.hub_private_repo)
+    logger.info("Checkpoints are pushed to %s/%s as they are saved.", pusher.repo_id, "checkpoints")
+    return pusher
 
 
 def build_trainer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -310,32 +311,20 @@ def test_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path, shapes_d
         "--logging_steps",
         "1",
     ]
+    # An uninterrupted run; then the state it had when it saved checkpoint-4 (later checkpoint and final outputs
+    # removed) stands for a run interrupted after that checkpoint: rerunning the same command continues it.
     full = tmp_path / "full"
-    assert_ok(run_cli(QUICKSTART, *common, "--output_dir", str(full), "--num_train_epochs", "3"))
-    # "Interrupted" run: it stopped after the second epoch's checkpoint; rerunning continues it.
-    part = tmp_path / "part"
-    assert_ok(
-        run_cli(
-            QUICKSTART,
-            *common,
-            "--output_dir",
-            str(part),
-            "--num_train_epochs",
-            "3",
-            "--max_steps",
-            "6",
-            "--load_best_model_at_end",
-            "false",
-        )
-    )
-    assert (part / "checkpoint-6").is_dir()
-    for name in ("model.safetensors", "eval_results.json", "all_results.json"):
-        (part / name).unlink()
-    resumed = run_cli(QUICKSTART, *common, "--output_dir", str(part), "--num_train_epochs", "3")
+    command = [QUICKSTART, *common, "--output_dir", str(full), "--num_train_epochs", "3", "--save_total_limit", "3"]
+    assert_ok(run_cli(*command))
+    full_metrics = json.loads((full / "eval_results.json").read_text())
+    shutil.rmtree(full / "checkpoint-6")
+    for path in full.glob("*.json"):
+        path.unlink()
+    (full / "model.safetensors").unlink()
+    resumed = run_cli(*command)
     assert_ok(resumed)
     assert "resuming the interrupted run" in resumed.stderr
-    full_metrics = json.loads((full / "eval_results.json").read_text())
-    resumed_metrics = json.loads((part / "eval_results.json").read_text())
+    resumed_metrics = json.loads((full / "eval_results.json").read_text())
     assert resumed_metrics["eval_accuracy"] == pytest.approx(full_metrics["eval_accuracy"])
     assert resumed_metrics["eval_loss"] == pytest.approx(full_metrics["eval_loss"], rel=1e-4)
 
