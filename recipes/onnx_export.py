@@ -175,7 +175,7 @@ def as_model_output(names: Sequence[str], arrays: Sequence[np.ndarray]) -> Simpl
 @dataclass
 class Tolerances:
     atol: float = 1e-3
-    """Largest accepted |eager − ONNX| over logits (and normalised boxes)."""
+    """Largest accepted |eager - ONNX| over logits (and normalised boxes)."""
     min_agreement: float = 0.99
     """Smallest accepted share of agreeing top-1 labels / matched boxes / mask pixels."""
     box_pixels: float = 1.0

@@ -14,6 +14,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,9 @@ def validation_images(fine: FineTuned, count: int) -> list[Image.Image]:
     known = {field.name for field in dataclasses.fields(data_class)}
     values = {key: value for key, value in recipe.items() if key in known}
     try:
-        data_args = data_class(**{**values, "max_eval_samples": count, "check_images": False})
+        # max_train_samples truncates after the hold-out split: the validation rows stay the run's
+        data_args = data_class(**{**values, "max_eval_samples": count, "max_train_samples": 1, "check_images": False,
+                                  "preprocessing_num_workers": None})
         data = fine.task.load_data(data_args, seed=int(recipe.get("seed", 42)), cache_dir=recipe.get("cache_dir"))
         column = data_args.image_column_name
         records = data.validation.select(range(min(count, len(data.validation))))[column]
@@ -161,6 +164,11 @@ def check_parity(fine: FineTuned, session: Any, images: list[Image.Image], names
     return parity
 
 
+def _eager_call(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> None:
+    with torch.inference_mode():
+        model(**inputs)
+
+
 def benchmark(fine: FineTuned, model_path: Path, images: list[Image.Image], names: tuple[str, ...],
               batch_sizes: Sequence[int], repeats: int, warmup: int, cuda: bool) -> list[dict[str, Any]]:
     """PyTorch eager vs ONNX Runtime, per device and batch size (inputs prepared once, outside the timing)."""
@@ -179,15 +187,12 @@ def benchmark(fine: FineTuned, model_path: Path, images: list[Image.Image], name
             inputs = processed(fine, [images[i % len(images)] for i in range(batch)])
             on_device = {key: value.to(device) for key, value in inputs.items()}
 
-            def eager(on_device: dict[str, torch.Tensor] = on_device) -> None:
-                with torch.inference_mode():
-                    model(**on_device)
-
-            rows.append(throughput_row("pytorch", device, batch, time_call(eager, repeats, warmup, sync)))
+            ms = time_call(partial(_eager_call, model, on_device), repeats, warmup, sync)
+            rows.append(throughput_row("pytorch", device, batch, ms))
             if session is not None:
                 feed = {key: value.numpy() for key, value in inputs.items()}
-                ms = time_call(lambda feed=feed: session.run(None, feed), repeats, warmup)
-                rows.append(throughput_row("onnxruntime", device, batch, ms))
+                rows.append(throughput_row("onnxruntime", device, batch,
+                                           time_call(partial(session.run, None, feed), repeats, warmup)))
         fine.model.to("cpu")
     return rows
 
