@@ -38,7 +38,8 @@ def _real_images(task: str) -> list[Path]:
     return sorted(p for p in shared_dataset("camseq").rglob("*.png") if not p.stem.endswith("_L"))[:2]
 
 
-EXPORT_ARGS = ["--num-images", "4", "--quick", "--threads", "1"]
+EXPORT_ARGS = ["--num-images", "4", "--quick", "--batch-sizes", "1", "2", "--threads", "1"]
+"""Tiny: 4 parity images in one batch, 2 timed runs of batch 1 and 2 (the CLI's default table is batch 1 and 8)."""
 
 
 @pytest.mark.slow
@@ -81,7 +82,7 @@ def test_export_runs_in_onnxruntime_with_dynamic_batch_and_parity(task: str, fin
                  "segmentation": "mask_pixels_agree"}[task]
     assert parity[agreement] >= 0.99 and parity["compared"] > 0
     cells = {(row["runtime"], row["device"], row["batch"]) for row in report["throughput"]}
-    assert {(runtime, "cpu", batch) for runtime in ("pytorch", "onnxruntime") for batch in (1, 8)} <= cells
+    assert {(runtime, "cpu", batch) for runtime in ("pytorch", "onnxruntime") for batch in (1, 2)} <= cells
     assert all(row["images_per_s"] > 0 and row["ms_per_batch"] > 0 for row in report["throughput"])
 
 
