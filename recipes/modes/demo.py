@@ -32,10 +32,11 @@ TOP_K = 5
 
 def palette_for(model_dir: Path | None, num_labels: int) -> np.ndarray:
     """``(num_labels, 3)`` uint8 class colours: the dataset palette saved beside the model (``palette.json``,
-    written by segmentation runs) when present, else matplotlib's tab20 colours."""
+    written by segmentation runs) when present, else matplotlib's tab10/tab20 colours."""
     from matplotlib import colormaps
 
-    fallback = (np.array([colormaps["tab20"](i % 20)[:3] for i in range(num_labels)]) * 255).round()
+    name, size = ("tab10", 10) if num_labels <= 10 else ("tab20", 20)
+    fallback = (np.array([colormaps[name](i % size)[:3] for i in range(num_labels)]) * 255).round()
     path = model_dir / "palette.json" if model_dir is not None else None
     if path is not None and path.is_file():
         saved = json.loads(path.read_text())
@@ -82,7 +83,7 @@ def legend_html(legend: list[tuple[str, tuple[int, int, int], float]]) -> str:
         f"{html.escape(name)} <small>{share:.1%}</small></li>"
         for name, colour, share in legend
     )
-    return f'<ul class="legend" style="padding:0;margin:0">{items}</ul>'
+    return f'<p style="margin:0"><b>Legend</b></p><ul class="legend" style="padding:0;margin:0">{items}</ul>'
 
 
 # --- prediction ----------------------------------------------------------------------------------------------
@@ -153,23 +154,25 @@ def build_app(fine_tuned: FineTuned, threshold: float = 0.5) -> Any:
         gr.Markdown(f"## {html.escape(name)}\n{tag} · {config.num_labels} classes · `{architecture}`")
         with gr.Row():
             with gr.Column():
-                image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"])
+                image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], elem_id="image")
                 inputs = [image]
                 if tag == "object-detection":
-                    inputs.append(gr.Slider(0.0, 1.0, value=threshold, step=0.05, label="Score threshold"))
+                    inputs.append(gr.Slider(0.0, 1.0, value=threshold, step=0.05, label="Score threshold",
+                                            elem_id="threshold"))
             with gr.Column():
                 if tag == "image-classification":
-                    outputs = [gr.Label(num_top_classes=min(TOP_K, config.num_labels), label="Top classes")]
+                    top_k = min(TOP_K, config.num_labels)
+                    outputs = [gr.Label(num_top_classes=top_k, label="Top classes", elem_id="prediction")]
                 elif tag == "object-detection":
-                    outputs = [gr.Image(type="pil", label="Detections", format="png"),
+                    outputs = [gr.Image(type="pil", label="Detections", format="png", elem_id="prediction"),
                                gr.Dataframe(headers=["label", "score", "xmin", "ymin", "xmax", "ymax"],
-                                            label="Boxes", interactive=False)]
+                                            label="Boxes", interactive=False, elem_id="boxes")]
                 else:
-                    outputs = [gr.Image(type="pil", label="Segmentation", format="png"),
-                               gr.HTML(label="Legend", elem_classes="legend")]
+                    outputs = [gr.Image(type="pil", label="Segmentation", format="png", elem_id="prediction"),
+                               gr.HTML(label="Legend", elem_id="legend")]
         examples = example_images(fine_tuned.local_dir)
         if examples:
-            gr.Examples(examples=examples, inputs=image, label="Validation images")
+            gr.Examples(examples=examples, inputs=image, label="Validation images", elem_id="examples")
 
         def run(picture: Image.Image | None, *options: float) -> Any:
             if picture is None:
