@@ -30,6 +30,7 @@ from recipes.checkpoints import (
     write_fingerprint,
 )
 from recipes.config import ModelArguments, Recipe, RecipeError
+from recipes.examples import save_examples
 from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, push_output_dir
 from recipes.labels import named_labels, plan_labels
 from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
@@ -345,6 +346,8 @@ def _write_outputs(context: RunContext) -> None:
             logger.info("FSDP run: prediction plots skipped; make them from the saved model if needed.")
         else:
             context.plots.update(context.task.make_plots(context, output_dir))
+    # A few validation images for `vision-recipes demo` (held-out splits are known only here).
+    save_examples(context.data.validation, output_dir, column=context.recipe.data.image_column_name)
     write_manifest(context)
     card = build_model_card(context)
     card.save(output_dir / "README.md")

@@ -160,7 +160,9 @@ def test_local_parquet_stream_resumes_where_it_stopped(
     run(parse_recipe(_local(folder, out, "--max_steps", "4")))  # "interrupted" after 4 steps (checkpoint-4)
     state = json.loads((out / "checkpoint-4" / "stream_state" / "rank0.json").read_text())
     assert state["epoch"] == 0 and state["positions"] == {"0": 16}
-    resumed = run(parse_recipe(_local(folder, out, "--max_steps", "9")))
+    # named explicitly: the shorter run finished, and auto-resume refuses a finished run with other settings
+    resumed = run(parse_recipe(_local(folder, out, "--max_steps", "9", "--resume_from_checkpoint",
+                                      str(out / "checkpoint-4"))))
     assert resumed.resumed_from.endswith("checkpoint-4")
     assert _keys(tmp_path / "resumed-keys")[0] == full_keys  # same examples, same order, none twice
     assert resumed.data.summary["streaming"]["examples_seen"] == full.data.summary["streaming"]["examples_seen"]
