@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from datasets import ClassLabel, Dataset, DatasetDict, Image, load_dataset
 
+from recipes.check_cache import CheckCache
 from recipes.config import DataArguments, RecipeError
 from recipes.images import BadFile, check_image_record, record_path
 
@@ -142,6 +144,19 @@ def require_columns(dataset: Dataset, columns: dict[str, str], where: str) -> No
             )
 
 
+def check_image_batch(
+    batch: dict[str, list], *, column: str, extra_check: Callable[[dict[str, Any]], str | None] | None = None
+) -> dict[str, list]:
+    """``Dataset.map`` function (batched) of :func:`drop_bad_images`: the reason each image is unusable, or ``""``."""
+    reasons = []
+    for i, record in enumerate(batch[column]):
+        reason = check_image_record(record)
+        if reason is None and extra_check is not None:
+            reason = extra_check({key: values[i] for key, values in batch.items()})
+        reasons.append(reason or "")
+    return {"_problem": reasons}
+
+
 def drop_bad_images(
     dataset: Dataset,
     column: str,
@@ -149,21 +164,17 @@ def drop_bad_images(
     strict: bool,
     num_proc: int | None = None,
     extra_check: Callable[[dict[str, Any]], str | None] | None = None,
+    cache: CheckCache | None = None,
 ) -> tuple[Dataset, list[BadFile]]:
-    """Decode every image once; drop (or, with ``strict``, stop on) unreadable files and report them."""
+    """Decode every image once; drop (or, with ``strict``, stop on) unreadable files and report them.
 
-    def check(batch: dict[str, list]) -> dict[str, list]:
-        reasons = []
-        for i, record in enumerate(batch[column]):
-            reason = check_image_record(record)
-            if reason is None and extra_check is not None:
-                reason = extra_check({key: values[i] for key, values in batch.items()})
-            reasons.append(reason or "")
-        return {"_problem": reasons}
-
-    checked = dataset.map(
-        check, batched=True, batch_size=64, num_proc=num_proc, desc=f"Checking {split} images",
-        load_from_cache_file=False,
+    The result is cached by ``cache`` (see :mod:`recipes.check_cache`): a rerun decodes nothing.
+    """
+    cache = cache or CheckCache(num_workers=num_proc)
+    checked = cache.map(
+        dataset, partial(check_image_batch, column=column, extra_check=extra_check), check="images", split=split,
+        desc=f"Checking {split} images", file_columns=[column], batched=True, batch_size=64,
+        remove_columns=dataset.column_names,
     )
     problems = checked["_problem"]
     bad_rows = [i for i, reason in enumerate(problems) if reason]

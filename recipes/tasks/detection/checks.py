@@ -13,6 +13,7 @@ from datasets import Dataset, Features, Value
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from recipes.check_cache import CheckCache
 from recipes.config import RecipeError
 from recipes.images import BadFile
 from recipes.tasks.detection.formats import COCO_SIZE_RANGES, EXIF_ORIENTATION, category_name, detection_features
@@ -124,11 +125,13 @@ def check_split(
     source_names: list[str] | None = None,
     strict: bool = False,
     num_proc: int | None = None,
+    cache: CheckCache | None = None,
 ) -> tuple[Dataset, SplitChecks]:
     """Measure every image and check every box of one split; return it in the common schema.
 
     ``dataset`` has an ``image`` column and HF-convention ``objects`` (optional ``image_id``, ``width``,
-    ``height`` and ``source`` columns); integer categories are names' indices in ``source_names``.
+    ``height`` and ``source`` columns); integer categories are names' indices in ``source_names``. The pass is
+    cached by ``cache`` (see :mod:`recipes.check_cache`).
     """
     from functools import partial
 
@@ -136,16 +139,20 @@ def check_split(
     helper = {f"_{c}": Value("int32") for c in CHECK_COUNTERS}
     features = Features({**detection_features(class_names), "_problem": Value("string"),
                          "_mismatch": Value("string"), "_source": Value("string"), **helper})
-    checked = dataset.map(
+    cache = cache or CheckCache(num_workers=num_proc)
+    checked = cache.map(
+        dataset,
         partial(_check_batch, source_names=source_names, label2id=label2id),
+        check="boxes",
+        split=split,
+        desc=f"Checking {split} annotations",
+        file_columns=["image"],
+        modules=["recipes.tasks.detection.formats"],
         batched=True,
         batch_size=64,
         with_indices=True,
         remove_columns=[c for c in dataset.column_names if c != "image"],
         features=features,
-        num_proc=num_proc,
-        desc=f"Checking {split} annotations",
-        load_from_cache_file=False,
     )
     report = SplitChecks()
     for name in CHECK_COUNTERS:
