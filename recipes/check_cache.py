@@ -70,6 +70,17 @@ def default_cache_dir(cache_dir: str | Path | None = None) -> Path:
     return Path(root).expanduser() / CACHE_FOLDER
 
 
+def arrow_column(dataset: Dataset, name: str) -> pa.ChunkedArray:
+    """One column of ``dataset`` (its select/shuffle applied) as Arrow, without building a Python object per row
+    (``dataset[name]`` iterates rows one by one: seconds for 20,000 rows)."""
+    return dataset.with_format("arrow")[name]
+
+
+def column_values(dataset: Dataset, name: str) -> list[Any]:
+    """One column as a Python list, converted by Arrow in one go."""
+    return arrow_column(dataset, name).to_pylist()
+
+
 def _referenced_paths(dataset: Dataset, column: str) -> list[str | None]:
     """The local file each row of ``column`` reads: the path of an image record without bytes, or a path
     string; ``None`` where the row holds its bytes (covered by the fingerprint)."""

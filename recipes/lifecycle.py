@@ -70,8 +70,10 @@ def run(recipe: Recipe) -> RunContext:
     # The token stays out of the arguments the Trainer pickles into training_args.bin and checkpoints.
     hub_token, args.hub_token = args.hub_token, None
 
+    loading_started = time.perf_counter()
     with args.main_process_first(desc="loading and checking the data"):
         data = task.load_data(recipe.data, seed=args.seed, cache_dir=recipe.model.cache_dir)
+    logger.info("Data loaded and checked in %.2fs.", time.perf_counter() - loading_started)
     if recipe.run.evaluate_only:
         data = labels_as_the_checkpoint_has_them(task, recipe, data)
     context.data = data

@@ -12,7 +12,7 @@ import numpy as np
 from datasets import ClassLabel, Dataset
 from transformers import AutoModelForImageClassification
 
-from recipes.check_cache import CheckCache
+from recipes.check_cache import CheckCache, arrow_column
 from recipes.data import (
     drop_bad_images,
     pick_splits,
@@ -73,7 +73,8 @@ class ImageClassification(Task):
                 summary["skipped_files"] += [{"split": split, "path": b.path, "reason": b.reason} for b in bad]
             checked[split] = dataset
         for split, dataset in checked.items():
-            counts = np.bincount(np.asarray(dataset[label_column], dtype=np.int64), minlength=len(names))
+            labels = arrow_column(dataset, label_column).to_numpy().astype(np.int64)
+            counts = np.bincount(labels, minlength=len(names))
             summary[f"{split}_examples"] = len(dataset)
             summary[f"{split}_per_class"] = {names[i]: int(c) for i, c in enumerate(counts)}
         if data_args.cache_decoded_images:

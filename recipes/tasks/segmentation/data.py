@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, Features, Image, List, Value
 
-from recipes.check_cache import CheckCache
+from recipes.check_cache import CheckCache, column_values
 from recipes.config import DataArguments, RecipeError
 from recipes.data import load_hub_splits, local_path, require_columns, undecoded
 from recipes.images import record_path
@@ -320,7 +320,7 @@ def check_and_convert_split(
     keep = [i for i, reason in enumerate(report["problem"]) if not reason]
     if not keep:
         raise RecipeError(f"No usable image/mask pairs in the {split} split (see the warnings above).")
-    class_pixels = np.asarray(converted.select(keep)["class_pixels"], dtype=np.int64).sum(axis=0)
+    class_pixels = np.asarray(column_values(converted.select(keep), "class_pixels"), dtype=np.int64).sum(axis=0)
     ignored = int(sum(report["ignored_pixels"][i] for i in keep))
     total = int(class_pixels.sum()) + ignored
     summary = {
