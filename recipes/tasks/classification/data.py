@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -72,13 +73,28 @@ def list_class_folder(root: Path) -> list[tuple[str, str]]:
         raise RecipeError(f"{root} is not a folder of class folders (root/<class>/img.jpg).")
     found = []
     for class_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        images = sorted(p for p in class_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-        found += [(str(path), class_dir.name) for path in images]
+        found += [(path, class_dir.name) for path in image_files(class_dir)]
     if not found:
         raise RecipeError(
             f"No class folders found in {root}: put each class's images in its own folder (root/<class>/img.jpg)."
         )
     return found
+
+
+def image_files(folder: Path) -> list[str]:
+    """The image files under ``folder`` (sub-folders included, symlinked folders not followed), in path order.
+
+    ``os.scandir`` knows file types without a ``stat`` per file: listing 20,000 images takes a fraction of
+    ``Path.rglob`` + ``is_file``'s time (same files, same order)."""
+    found, pending = [], [str(folder)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_EXTENSIONS and entry.is_file():
+                    found.append(entry.path)
+    return sorted(found, key=lambda path: path.split(os.sep))
 
 
 def class_folder_splits(
