@@ -161,7 +161,8 @@ def check_split(
     problems, mismatches, sources = (column_values(checked, f"_{name}") for name in ("problem", "mismatch", "source"))
     bad_rows = [i for i, reason in enumerate(problems) if reason]
     report.skipped = [BadFile(sources[i], problems[i]) for i in bad_rows]
-    report.size_mismatches = [f"{sources[i]}: {m}" for i, m in enumerate(mismatches) if m and i not in set(bad_rows)]
+    unusable = set(bad_rows)
+    report.size_mismatches = [f"{sources[i]}: {m}" for i, m in enumerate(mismatches) if m and i not in unusable]
     if report.skipped and strict:
         raise_strict(report.skipped, split)
     if bad_rows:
