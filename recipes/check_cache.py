@@ -30,7 +30,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from functools import lru_cache, partial
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,7 @@ def code_version(function: Callable, modules: Sequence[str] = ()) -> str:
     return hasher.hexdigest()
 
 
+@lru_cache(maxsize=1)
 def _library_versions() -> dict[str, str]:
     found = {}
     for name in ("datasets", "pillow", "numpy", "vision-recipes"):
