@@ -95,7 +95,15 @@ class DataArguments:
     check_images: bool = field(
         default=True, metadata={"help": "Decode every local image once before training to find bad files."}
     )
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for data checks."})
+    preprocessing_num_workers: int | None = field(
+        default=None,
+        metadata={"help": "Processes for the data checks; default: min(8, CPUs), one per 256 images at most."},
+    )
+    recheck_data: bool = field(
+        default=False,
+        metadata={"help": "Redo the data checks instead of using their cached result (kept in the datasets cache "
+                  "per dataset fingerprint and file sizes/modification times)."},
+    )
     streaming: bool = field(
         default=False,
         metadata={"help": "Stream the training data (Hub dataset, or local *.parquet / *.tar shards) instead of "

@@ -83,8 +83,10 @@ def run(recipe: Recipe) -> RunContext:
     hub_token, args.hub_token = args.hub_token, None
     check_streaming_recipe(recipe.data, args, task.name, task.supports_streaming)
 
+    loading_started = time.perf_counter()
     with args.main_process_first(desc="loading and checking the data"):
         data = task.load_data(recipe.data, seed=args.seed, cache_dir=recipe.model.cache_dir)
+    logger.info("Data loaded and checked in %.2fs.", time.perf_counter() - loading_started)
     if recipe.run.evaluate_only:
         data = labels_as_the_checkpoint_has_them(task, recipe, data)
     context.data = data

@@ -336,10 +336,16 @@ def test_two_process_accelerate_launch(tmp_path: Path, shapes_dir: Path) -> None
     # the last batch is uneven, so duplicated padding samples must not be counted.
     result = run_cli(QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out), "--use_cpu", "true",
                      "--num_train_epochs", "1", "--train_val_split", "0.15", "--per_device_eval_batch_size", "4",
-                     "--make_plots", "false", launcher=TWO_CPU_PROCESSES, env={"OMP_NUM_THREADS": "1"})
+                     "--make_plots", "false", launcher=TWO_CPU_PROCESSES,
+                     env={"OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")})
     assert_ok(result)
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert manifest["world_size"] == 2
+    # Rank 1 loaded the data after rank 0 and found its check results under the same keys (no second set).
+    passes = manifest["data_summary"]["check_cache"]["passes"]
+    assert {p["result"] for p in passes} == {"computed"}
+    assert sorted(p.name for p in (tmp_path / "hf-datasets" / "vision_recipes_checks").glob("*.arrow")) == sorted(
+        Path(p["file"]).name for p in passes)
     metrics = json.loads((out / "eval_results.json").read_text())
     assert metrics["eval_samples"] == manifest["data_summary"]["validation_examples"] == 14
     from transformers import AutoModelForImageClassification

@@ -14,6 +14,7 @@ import torch
 from datasets import ClassLabel, Dataset
 from transformers import AutoModelForImageClassification
 
+from recipes.check_cache import CheckCache, arrow_column
 from recipes.config import RecipeError
 from recipes.data import (
     drop_bad_images,
@@ -73,29 +74,28 @@ class ImageClassification(Task):
         names = train.features[label_column].names
         id2label = dict(enumerate(names))
         summary: dict[str, Any] = {"skipped_files": []}
+        cache = CheckCache.from_args(data_args, cache_dir)
         checked = {}
         for split, dataset in (("train", train), ("validation", validation), ("test", test)):
             if dataset is None:
                 continue
             dataset = undecoded(dataset, image_column)
             if data_args.check_images:
-                dataset, bad = drop_bad_images(
-                    dataset, image_column, split, data_args.strict, data_args.preprocessing_num_workers
-                )
+                dataset, bad = drop_bad_images(dataset, image_column, split, data_args.strict, cache=cache)
                 summary["skipped_files"] += [{"split": split, "path": b.path, "reason": b.reason} for b in bad]
             checked[split] = dataset
         for split, dataset in checked.items():
-            counts = np.bincount(np.asarray(dataset[label_column], dtype=np.int64), minlength=len(names))
+            labels = arrow_column(dataset, label_column).to_numpy().astype(np.int64)
+            counts = np.bincount(labels, minlength=len(names))
             summary[f"{split}_examples"] = len(dataset)
             summary[f"{split}_per_class"] = {names[i]: int(c) for i, c in enumerate(counts)}
         if data_args.cache_decoded_images:
-            checked["train"] = checked["train"].map(
-                partial(decode_into_cache, image_column=image_column),
-                batched=True,
-                batch_size=32,
-                num_proc=data_args.preprocessing_num_workers,
-                desc="Decoding training images into the cache",
+            checked["train"] = cache.map(
+                checked["train"], partial(decode_into_cache, image_column=image_column), check="decoded-images",
+                split="train", desc="Decoding training images into the cache", file_columns=[image_column],
+                modules=["recipes.transforms"], batched=True, batch_size=32,
             )
+        summary["check_cache"] = cache.summary()
         return TaskData(
             train=checked["train"],
             validation=checked["validation"],
