@@ -114,8 +114,13 @@ def _data_table(summary: dict[str, Any]) -> str:
     for split in ("train", "validation", "test"):
         if f"{split}_examples" in summary:
             rows.append(f"| {split} | {summary[f'{split}_examples']} |")
+    stream = summary.get("streaming")
+    if isinstance(stream, dict):  # streamed training data: what training read
+        rows.insert(2, f"| train (streamed) | {stream['examples_seen']} examples trained on |")
     skipped = summary.get("skipped_files") or []
     note = f"\n\n{len(skipped)} unreadable file(s) were skipped (listed in `run_manifest.json`)." if skipped else ""
+    if isinstance(stream, dict) and stream.get("bad_records"):
+        note += f"\n\n{stream['bad_records']} bad streamed record(s) were skipped (listed in `run_manifest.json`)."
     return "\n".join(rows) + note
 
 

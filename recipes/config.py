@@ -42,6 +42,16 @@ class RunArguments:
         default=True,
         metadata={"help": "Continue from the last checkpoint in output_dir when there is one (false: start over)."},
     )
+    push_checkpoints: bool = field(
+        default=False,
+        metadata={"help": "Push every saved checkpoint to checkpoints/checkpoint-N of the Hub repo `hub_model_id`, "
+                  "in the background (also on with push_to_hub and hub_strategy checkpoint/all_checkpoints)."},
+    )
+    resume_from_hub: str | None = field(
+        default=None,
+        metadata={"help": "Hub repo (user/name) whose last pushed checkpoint this run continues, e.g. on a new "
+                  "machine."},
+    )
     evaluate_only: bool = field(
         default=False, metadata={"help": "Skip training: evaluate `model_name_or_path` and write the outputs."}
     )
@@ -85,7 +95,23 @@ class DataArguments:
     check_images: bool = field(
         default=True, metadata={"help": "Decode every local image once before training to find bad files."}
     )
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "Processes for data checks."})
+    preprocessing_num_workers: int | None = field(
+        default=None,
+        metadata={"help": "Processes for the data checks; default: min(8, CPUs), one per 256 images at most."},
+    )
+    recheck_data: bool = field(
+        default=False,
+        metadata={"help": "Redo the data checks instead of using their cached result (kept in the datasets cache "
+                  "per dataset fingerprint and file sizes/modification times)."},
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={"help": "Stream the training data (Hub dataset, or local *.parquet / *.tar shards) instead of "
+                  "downloading and preparing it first; needs max_steps (see README: Streaming large datasets)."},
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "Streaming: examples in the seeded shuffle buffer (0: no shuffling)."}
+    )
 
 
 @dataclass

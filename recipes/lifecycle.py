@@ -16,16 +16,26 @@ import datasets
 import torch
 import transformers
 from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
-from transformers.trainer_utils import get_last_checkpoint
 
 from recipes import plots
 from recipes.batchnorm import batchnorm_layers
 from recipes.card import build_model_card
+from recipes.checkpoints import (
+    FingerprintWriter,
+    check_checkpoint,
+    existing_metrics,
+    finished_run,
+    last_checkpoint,
+    training_fingerprint,
+    write_fingerprint,
+)
 from recipes.config import ModelArguments, Recipe, RecipeError
-from recipes.hub import PublishError, push_output_dir
+from recipes.examples import save_examples
+from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, push_output_dir
 from recipes.labels import named_labels, plan_labels
 from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
 from recipes.schedule import HeadWarmup, LearningRates, RangeTest, range_test
+from recipes.streaming import StreamStateCallback, StreamTraining, check_streaming_recipe
 from recipes.tasks import RunContext, StreamingMetric, Task, TaskData, get_task
 
 logger = logging.getLogger("recipes")
@@ -44,19 +54,21 @@ def setup_logging(recipe: Recipe) -> None:
     transformers.utils.logging.enable_explicit_format()
 
 
-def resume_checkpoint(recipe: Recipe) -> str | None:
+def resume_checkpoint(recipe: Recipe, fingerprint: dict[str, Any] | None = None) -> str | None:
     """The checkpoint to continue from: ``resume_from_checkpoint`` if set, else the last one in
-    ``output_dir`` (so rerunning an interrupted command continues it)."""
+    ``output_dir`` (so rerunning an interrupted command continues it) when it was saved by the same run
+    (``fingerprint``; another run's checkpoint stops with what differs)."""
     args = recipe.training
     if args.resume_from_checkpoint:
+        if fingerprint is not None:
+            check_checkpoint(args.resume_from_checkpoint, fingerprint, explicit=True)
         return args.resume_from_checkpoint
-    output_dir = Path(args.output_dir)
-    if recipe.run.auto_resume and output_dir.is_dir():
-        last = get_last_checkpoint(str(output_dir))
-        if last is not None:
-            logger.info("Found %s: resuming the interrupted run from it.", last)
-            return last
-    return None
+    last = last_checkpoint(args.output_dir) if recipe.run.auto_resume else None
+    if last is not None:
+        if fingerprint is not None:
+            check_checkpoint(last, fingerprint, explicit=False)
+        logger.info("Found %s: resuming the interrupted run from it.", last)
+    return last
 
 
 def run(recipe: Recipe) -> RunContext:
@@ -69,19 +81,44 @@ def run(recipe: Recipe) -> RunContext:
     push_requested, args.push_to_hub = args.push_to_hub, False  # we push once, at the end, ourselves
     # The token stays out of the arguments the Trainer pickles into training_args.bin and checkpoints.
     hub_token, args.hub_token = args.hub_token, None
+    check_streaming_recipe(recipe.data, args, task.name, task.supports_streaming)
 
+    loading_started = time.perf_counter()
     with args.main_process_first(desc="loading and checking the data"):
         data = task.load_data(recipe.data, seed=args.seed, cache_dir=recipe.model.cache_dir)
+    logger.info("Data loaded and checked in %.2fs.", time.perf_counter() - loading_started)
     if recipe.run.evaluate_only:
         data = labels_as_the_checkpoint_has_them(task, recipe, data)
     context.data = data
     _log_data_summary(data)
+    fingerprint = None if recipe.run.evaluate_only or recipe.run.find_lr else training_fingerprint(recipe, data)
+    if fingerprint is not None:
+        if recipe.run.resume_from_hub:
+            with args.main_process_first(desc="downloading the last checkpoint from the Hub"):
+                args.resume_from_checkpoint = str(download_checkpoint(recipe.run.resume_from_hub, args.output_dir,
+                                                                      token=hub_token))
+        finished = None if args.resume_from_checkpoint or not recipe.run.auto_resume else finished_run(
+            recipe, fingerprint)
+        if finished is not None:
+            context.metrics = existing_metrics(args.output_dir)
+            if args.should_log:
+                print(finished, flush=True)
+            return context
+        context.resumed_from = resume_checkpoint(recipe, fingerprint)
+    pusher = _checkpoint_pusher(recipe, push_requested, hub_token) if fingerprint is not None else None
 
     processor = build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data))
     task.check_image_processor(processor)
     context.image_processor = processor
     train_transform, eval_transform = task.transforms(processor, recipe.data, data)
-    train_dataset = data.train.with_transform(train_transform)
+    stream = None
+    if recipe.data.streaming:
+        stream = StreamTraining.build(data.train, train_transform, task.stream_check(recipe.data, data), recipe.data,
+                                      args, key_log_dir=os.environ.get(STREAM_KEYS_ENV))
+        train_dataset = stream.examples
+        args.ignore_data_skip = True  # a resumed stream continues from its saved position instead
+    else:
+        train_dataset = data.train.with_transform(train_transform)
     eval_dataset = data.validation.with_transform(eval_transform)
     test_dataset = data.test.with_transform(eval_transform) if data.test is not None else None
     context.eval_dataset = eval_dataset
@@ -89,8 +126,12 @@ def run(recipe: Recipe) -> RunContext:
     loaded = task.build_model(recipe.model, data)
     metric = task.metric(data, processor)
     metric.keep_predictions = bool(recipe.run.extra_metrics)
-    trainer = build_trainer(context, loaded, train_dataset, eval_dataset, metric)
+    trainer = build_trainer(context, loaded, train_dataset, eval_dataset, metric, stream)
     context.trainer = trainer
+    if fingerprint is not None:
+        trainer.add_callback(FingerprintWriter(fingerprint))
+    if pusher is not None:
+        trainer.add_callback(pusher)
 
     if recipe.run.find_lr:
         if trainer.is_world_process_zero():
@@ -99,12 +140,25 @@ def run(recipe: Recipe) -> RunContext:
         return context
 
     if not recipe.run.evaluate_only:
-        context.resumed_from = resume_checkpoint(recipe)
-        result = trainer.train(resume_from_checkpoint=context.resumed_from)
+        if stream is not None:
+            stream.restore(context.resumed_from, trainer)
+        try:
+            result = trainer.train(resume_from_checkpoint=context.resumed_from)
+        finally:  # the last checkpoint reaches the Hub even when training stops with an error
+            if pusher is not None:
+                pusher.wait()
         trainer.save_model()
         trainer.save_state()
+        if trainer.is_world_process_zero():
+            write_fingerprint(context.output_dir, fingerprint)
+        if pusher is not None and pusher.last_failed:
+            context.push_error = f"checkpoint push to {pusher.repo_id} failed"
         train_metrics = dict(result.metrics)
-        train_metrics["train_samples"] = len(train_dataset)
+        if stream is None:
+            train_metrics["train_samples"] = len(train_dataset)
+        else:
+            data.summary["streaming"] = _stream_report(stream)
+            train_metrics["train_samples"] = data.summary["streaming"]["examples_seen"]
         context.metrics["train"] = train_metrics
         trainer.save_metrics("train", train_metrics)
 
@@ -127,8 +181,25 @@ def run(recipe: Recipe) -> RunContext:
     return context
 
 
+def _checkpoint_pusher(recipe: Recipe, push_requested: bool, hub_token: str | None) -> CheckpointPusher | None:
+    """The callback pushing checkpoints during training (``push_checkpoints``, or ``push_to_hub`` with
+    ``hub_strategy`` ``checkpoint``/``all_checkpoints``), on the main process; its repository is created now."""
+    args = recipe.training
+    wanted = recipe.run.push_checkpoints or (push_requested and args.hub_strategy in ("checkpoint", "all_checkpoints"))
+    if not wanted or args.process_index != 0:
+        return None
+    if args.save_strategy == "no":
+        logger.warning("push_checkpoints: save_strategy is `no`, so no checkpoint is saved or pushed.")
+        return None
+    repo_id = args.hub_model_id or Path(args.output_dir).name
+    pusher = CheckpointPusher.start(repo_id, hub_token, private=args.hub_private_repo)
+    logger.info("Checkpoints are pushed to %s/%s as they are saved.", pusher.repo_id, "checkpoints")
+    return pusher
+
+
 def build_trainer(
-    context: RunContext, loaded: LoadedModel, train_dataset: Any, eval_dataset: Any, metric: StreamingMetric
+    context: RunContext, loaded: LoadedModel, train_dataset: Any, eval_dataset: Any, metric: StreamingMetric,
+    stream: StreamTraining | None = None,
 ) -> RecipeTrainer:
     """The Trainer with the run's model (memory format), callbacks (early stopping, head warm-up), learning
     rates per parameter, and the BatchNorm-aware train loader."""
@@ -145,6 +216,8 @@ def build_trainer(
         warm_up_head = False
     if warm_up_head:
         callbacks.append(HeadWarmup(recipe.model.head_warmup_epochs))
+    if stream is not None:
+        callbacks.append(StreamStateCallback(stream.progress))
     has_batchnorm = bool(batchnorm_layers(model)) and not recipe.model.freeze_batchnorm
     return RecipeTrainer(
         model=model,
@@ -162,8 +235,28 @@ def build_trainer(
             layer_decay=recipe.model.layer_decay,
             head=set(loaded.new_parameters) if warm_up_head else set(),
         ),
-        drop_incomplete_batch=has_batchnorm and len(train_dataset) > args.train_batch_size * args.world_size,
+        drop_incomplete_batch=has_batchnorm and (
+            stream is not None or len(train_dataset) > args.train_batch_size * args.world_size),
+        train_loader=stream.make_loader if stream is not None else None,
+        device_transform=task.device_transform(processor, recipe.data),
     )
+
+
+STREAM_KEYS_ENV = "VISION_RECIPES_STREAM_KEYS"
+"""Debug switch: a folder where each process of a streamed run logs the key of every training example it used."""
+
+
+def _stream_report(stream: StreamTraining) -> dict[str, Any]:
+    """The streamed run's counts of every process (collective), logged; saved in ``run_manifest.json``."""
+    report = stream.summary()
+    logger.info("Streamed training: %d examples trained on (per process: %s) over %d complete pass(es); %d bad "
+                "record(s) skipped; %d example(s) left at pass ends to keep the processes in step.",
+                report["examples_seen"], report["examples_seen_per_process"], report["passes_completed"],
+                report["bad_records"], report["dropped_at_pass_end"])
+    if report["bad_records"]:
+        logger.warning("%d bad streamed record(s) skipped (listed in run_manifest.json, data_summary.streaming).",
+                       report["bad_records"])
+    return report
 
 
 def labels_as_the_checkpoint_has_them(task: Task, recipe: Recipe, data: TaskData) -> TaskData:
@@ -255,6 +348,8 @@ def _write_outputs(context: RunContext) -> None:
             logger.info("FSDP run: prediction plots skipped; make them from the saved model if needed.")
         else:
             context.plots.update(context.task.make_plots(context, output_dir))
+    # A few validation images for `vision-recipes demo` (held-out splits are known only here).
+    save_examples(context.data.validation, output_dir, column=context.recipe.data.image_column_name)
     write_manifest(context)
     card = build_model_card(context)
     card.save(output_dir / "README.md")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,69 @@ def _load_pretrained(
     return loaded
 
 
+def cpu_records(data: Any) -> Any:
+    """``data`` (nested lists, tuples and dicts) with every tensor detached and on the CPU.
+
+    An object gather pickles what it sends, and a pickled CUDA tensor is rebuilt on the device it came from: a
+    rank's label tensors would land in another rank's GPU memory on every process. CPU copies arrive as CPU tensors.
+    """
+    if isinstance(data, torch.Tensor):
+        return data.detach().to("cpu")
+    if isinstance(data, Mapping):
+        return type(data)({key: cpu_records(value) for key, value in data.items()})
+    if isinstance(data, (list, tuple)) and not hasattr(data, "_fields"):
+        return type(data)(cpu_records(value) for value in data)
+    return data
+
+
+def _pretrained_class(model: torch.nn.Module) -> type:
+    """The model's own ``PreTrainedModel`` class (FSDP2 swaps in a subclass ``FSDP<Name>`` when it shards)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return next(cls for cls in type(model).__mro__
+                if hasattr(cls, "from_pretrained") and not issubclass(cls, FSDPModule))
+
+
+def load_into_sharded_model(
+    sharded: torch.nn.Module, model: torch.nn.Module, checkpoint: str, *, main_process: bool
+) -> bool:
+    """Load ``checkpoint/model.safetensors`` into an FSDP-sharded model, on every process together; ``False`` (on
+    every process) when the main process finds no such file (``SHARDED_STATE_DICT`` checkpoints have none).
+
+    The main process reads the checkpoint through ``from_pretrained`` (which converts the legacy parameter names some
+    architectures, such as ViT, are saved under; a missing, unexpected or resized weight stops every process); then
+    ``set_model_state_dict(full_state_dict, broadcast_from_rank0)`` (what accelerate's FSDP2 loader calls) sends every
+    tensor from rank 0 into each process's shards. ``sharded`` is the wrapped model, ``model`` the unwrapped one.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    full: dict[str, torch.Tensor] = {}
+    problem: list[str | None] = [None]
+    if main_process and not (Path(checkpoint) / "model.safetensors").is_file():
+        problem[0] = "missing"
+    elif main_process:
+        try:
+            reloaded, info = _pretrained_class(model).from_pretrained(checkpoint, config=model.config,
+                                                                      output_loading_info=True)
+            wrong = [*info.get("missing_keys", []), *info.get("unexpected_keys", []),
+                     *(key for key, *_ in info.get("mismatched_keys", []))]
+            problem[0] = f"its weights do not match the model ({sorted(wrong)[:3]})" if wrong else None
+            full = reloaded.state_dict()
+        except (RuntimeError, ValueError, OSError) as err:
+            problem[0] = str(err).splitlines()[0]
+    # Every process learns rank 0's verdict, so all stop together and none waits in the broadcast below.
+    torch.distributed.broadcast_object_list(problem, src=0)
+    if problem[0] == "missing":
+        return False
+    if problem[0] is not None:
+        raise RecipeError(
+            f"Cannot load the best model from {checkpoint}: {problem[0]}. It was saved from another model or label "
+            "set; use a new --output_dir, or --load_best_model_at_end false to keep the last model."
+        )
+    set_model_state_dict(sharded, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    return True
+
+
 class RecipeTrainer(Trainer):
     """``Trainer`` with per-parameter learning rates (:class:`recipes.schedule.LearningRates`: backbone rate,
     layer-wise decay, head groups for head warm-up), a train loader that drops an incomplete last batch when the
@@ -175,13 +239,25 @@ class RecipeTrainer(Trainer):
 
     def __init__(
         self, *args: Any, learning_rates: LearningRates | None = None, drop_incomplete_batch: bool = False,
-        **kwargs: Any,
+        device_transform: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None,
+        train_loader: Callable[[Trainer, bool], Any] | None = None, **kwargs: Any,
     ) -> None:
         self.learning_rates = learning_rates
         self.drop_incomplete_batch = drop_incomplete_batch
+        self.device_transform = device_transform
+        self.train_loader = train_loader
         super().__init__(*args, **kwargs)
 
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        # The task's device-side transform (gpu_decode) turns encoded training images into pixel_values here,
+        # in the main process, on the model's device.
+        if self.device_transform is not None and "encoded_images" in inputs:
+            inputs = self.device_transform(inputs, self.args.device)
+        return super().compute_loss(model, inputs, *args, **kwargs)
+
     def get_train_dataloader(self) -> Any:
+        if self.train_loader is not None:  # a streamed dataset brings its own loader (recipes.streaming)
+            return self.train_loader(self, self.drop_incomplete_batch or self.args.dataloader_drop_last)
         # A last batch of 1 image gives BatchNorm the statistics of that image: drop it (training only).
         if not self.drop_incomplete_batch or self.args.dataloader_drop_last:
             return super().get_train_dataloader()
@@ -200,10 +276,11 @@ class RecipeTrainer(Trainer):
 
     def _gather_objects_but_not_tensors(self, data: Any) -> Any:
         """Per-image records (lists of dicts) travel as objects; plain tensors such as the per-batch losses are
-        gathered as tensors, so the evaluation loss averages every process's batches correctly."""
+        gathered as tensors, so the evaluation loss averages every process's batches correctly. Records are moved
+        to the CPU first (:func:`cpu_records`)."""
         if isinstance(data, torch.Tensor):
             return self.accelerator.gather_for_metrics(data)
-        return self.accelerator.gather_for_metrics(data, use_gather_object=True)
+        return self.accelerator.gather_for_metrics(cpu_records(data), use_gather_object=True)
 
     def create_optimizer(self, model: torch.nn.Module | None = None) -> torch.optim.Optimizer:
         if self.learning_rates is None or self.optimizer is not None:
@@ -245,6 +322,16 @@ class RecipeTrainer(Trainer):
 
     def _load_best_model(self) -> None:
         checkpoint = self.state.best_model_checkpoint
+        if checkpoint and self.is_fsdp_enabled:
+            # The Trainer's FSDP loader reads the `pytorch_model_fsdp*` files saved with the optimizer (none with
+            # save_only_model); a FULL_STATE_DICT checkpoint always has model.safetensors (legacy names included).
+            if load_into_sharded_model(self.model, self.accelerator.unwrap_model(self.model), checkpoint,
+                                       main_process=self.accelerator.is_main_process):
+                logger.info("Loaded the best model from %s (%s) into the sharded model", checkpoint,
+                            self.state.best_metric)
+                return
+            super()._load_best_model()  # a SHARDED_STATE_DICT checkpoint: the Trainer's DCP loader
+            return
         if checkpoint and self._reload_weights(checkpoint):
             logger.info("Loaded the best model from %s (%s)", checkpoint, self.state.best_metric)
             return

@@ -164,11 +164,10 @@ def range_test(
         if not math.isfinite(value):
             break
         smoothed = value if step == 0 else smoothing * value + (1 - smoothing) * smoothed
-        corrected = smoothed
         rates.append(lr)
-        losses.append(corrected)
-        best = min(best, corrected)
-        if step > 5 and corrected > diverge * best:
+        losses.append(smoothed)
+        best = min(best, smoothed)
+        if step > 5 and smoothed > diverge * best:
             break
     model.load_state_dict(initial)
     optimizer.zero_grad()

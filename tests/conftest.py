@@ -100,7 +100,8 @@ def _fine_tune_args(task: str) -> list[str]:
     """A short but real fine-tuning run of the task's real checkpoint on its real shared dataset."""
     checkpoint = str(shared_checkpoint(REAL_CHECKPOINTS[task]))
     small = ["--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-             "--dataloader_num_workers", "0", "--use_cpu", "true", "--report_to", "none"]
+             "--dataloader_num_workers", "0", "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
+             "--preprocessing_num_workers", "1", "--save_total_limit", "1"]
     if task == "classification":
         food = shared_dataset("food101-mini")
         return ["configs/food101-mobilenet.yaml", "--model_name_or_path", checkpoint, "--train_dir",

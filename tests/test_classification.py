@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from functools import partial
 from pathlib import Path
 
@@ -310,32 +311,20 @@ def test_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path, shapes_d
         "--logging_steps",
         "1",
     ]
+    # An uninterrupted run; then the state it had when it saved checkpoint-4 (later checkpoint and final outputs
+    # removed) stands for a run interrupted after that checkpoint: rerunning the same command continues it.
     full = tmp_path / "full"
-    assert_ok(run_cli(QUICKSTART, *common, "--output_dir", str(full), "--num_train_epochs", "3"))
-    # "Interrupted" run: it stopped after the second epoch's checkpoint; rerunning continues it.
-    part = tmp_path / "part"
-    assert_ok(
-        run_cli(
-            QUICKSTART,
-            *common,
-            "--output_dir",
-            str(part),
-            "--num_train_epochs",
-            "3",
-            "--max_steps",
-            "6",
-            "--load_best_model_at_end",
-            "false",
-        )
-    )
-    assert (part / "checkpoint-6").is_dir()
-    for name in ("model.safetensors", "eval_results.json", "all_results.json"):
-        (part / name).unlink()
-    resumed = run_cli(QUICKSTART, *common, "--output_dir", str(part), "--num_train_epochs", "3")
+    command = [QUICKSTART, *common, "--output_dir", str(full), "--num_train_epochs", "3", "--save_total_limit", "3"]
+    assert_ok(run_cli(*command))
+    full_metrics = json.loads((full / "eval_results.json").read_text())
+    shutil.rmtree(full / "checkpoint-6")
+    for path in full.glob("*.json"):
+        path.unlink()
+    (full / "model.safetensors").unlink()
+    resumed = run_cli(*command)
     assert_ok(resumed)
     assert "resuming the interrupted run" in resumed.stderr
-    full_metrics = json.loads((full / "eval_results.json").read_text())
-    resumed_metrics = json.loads((part / "eval_results.json").read_text())
+    resumed_metrics = json.loads((full / "eval_results.json").read_text())
     assert resumed_metrics["eval_accuracy"] == pytest.approx(full_metrics["eval_accuracy"])
     assert resumed_metrics["eval_loss"] == pytest.approx(full_metrics["eval_loss"], rel=1e-4)
 
@@ -347,10 +336,16 @@ def test_two_process_accelerate_launch(tmp_path: Path, shapes_dir: Path) -> None
     # the last batch is uneven, so duplicated padding samples must not be counted.
     result = run_cli(QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out), "--use_cpu", "true",
                      "--num_train_epochs", "1", "--train_val_split", "0.15", "--per_device_eval_batch_size", "4",
-                     "--make_plots", "false", launcher=TWO_CPU_PROCESSES, env={"OMP_NUM_THREADS": "1"})
+                     "--make_plots", "false", launcher=TWO_CPU_PROCESSES,
+                     env={"OMP_NUM_THREADS": "1", "HF_DATASETS_CACHE": str(tmp_path / "hf-datasets")})
     assert_ok(result)
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert manifest["world_size"] == 2
+    # Rank 1 loaded the data after rank 0 and found its check results under the same keys (no second set).
+    passes = manifest["data_summary"]["check_cache"]["passes"]
+    assert {p["result"] for p in passes} == {"computed"}
+    assert sorted(p.name for p in (tmp_path / "hf-datasets" / "vision_recipes_checks").glob("*.arrow")) == sorted(
+        Path(p["file"]).name for p in passes)
     metrics = json.loads((out / "eval_results.json").read_text())
     assert metrics["eval_samples"] == manifest["data_summary"]["validation_examples"] == 14
     from transformers import AutoModelForImageClassification

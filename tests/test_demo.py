@@ -1,15 +1,23 @@
-"""The demo app's predictors work on a saved model of every task (tiny models from the quickstart recipes)."""
+"""The demo mode's predictions equal ``transformers.pipeline()`` on a saved model of every task (tiny models from
+the quickstart recipes); drawing, legend, palette and examples; command-line errors. The browser test is
+tests/test_demo_browser.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from datasets import Dataset, Features, Image
+from PIL import Image as PILImage
+from transformers import pipeline
 
-from recipes.demo import build_app, make_predictor
+from recipes.cli import main as cli_main
+from recipes.examples import save_examples
 from recipes.modeling import build_image_processor
+from recipes.modes.demo import draw_segmentation, example_images, legend_html, make_predictor, palette_for
+from recipes.modes.loading import load_fine_tuned
 from recipes.parse import parse_recipe
 from recipes.tasks import get_task
 from recipes.tasks.segmentation.data import SegmentationData
@@ -19,33 +27,104 @@ RECIPES = {
     "object-detection": "configs/quickstart/detection.yaml",
     "image-segmentation": "configs/quickstart/segmentation.yaml",
 }
+NAMES = {0: "alpha", 1: "beta", 2: "gamma"}
 
 
 def _save_tiny_model(recipe_path: str, folder: Path) -> Path:
     recipe = parse_recipe([recipe_path, "--output_dir", str(folder)])
     task = get_task(recipe.run.task)
     # SegmentationData is TaskData plus the ignore_index that segmentation configs need.
-    data = SegmentationData(train=None, validation=None, id2label={0: "alpha", 1: "beta", 2: "gamma"})  # type: ignore[arg-type]
+    data = SegmentationData(train=None, validation=None, id2label=NAMES)  # type: ignore[arg-type]
     task.build_model(recipe.model, data).model.save_pretrained(folder)
     build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data)).save_pretrained(folder)
     return folder
 
 
+def _photo(seed: int = 0, size: tuple[int, int] = (80, 60)) -> PILImage.Image:
+    return PILImage.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
 @pytest.mark.parametrize("pipeline_task", list(RECIPES))
-def test_predictor_for_every_task(pipeline_task: str, tmp_path: Path) -> None:
+def test_predictions_equal_the_transformers_pipeline(pipeline_task: str, tmp_path: Path) -> None:
     folder = _save_tiny_model(RECIPES[pipeline_task], tmp_path / "model")
-    task, predict = make_predictor(str(folder), threshold=0.0)
-    assert task == pipeline_task
-    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8))
-    result = predict(image)
-    if task == "image-classification":
-        assert set(result) <= {"alpha", "beta", "gamma"} and abs(sum(result.values()) - 1) < 1e-4
+    fine_tuned = load_fine_tuned(str(folder), device="cpu")
+    assert fine_tuned.task.pipeline_tag == pipeline_task
+    predict, reference, image = make_predictor(fine_tuned), pipeline(pipeline_task, model=str(folder)), _photo()
+    if pipeline_task == "image-classification":
+        scores = predict(image)
+        expected = {found["label"]: found["score"] for found in reference(image, top_k=3)}
+        assert scores.keys() == expected.keys() and np.allclose(list(scores.values()), list(expected.values()))
+    elif pipeline_task == "object-detection":
+        drawn, rows = predict(image, 0.0)
+        expected = reference(image, threshold=0.0)
+        assert drawn.size == image.size and len(rows) == len(expected) > 0
+        assert sorted(row[0] for row in rows) == sorted(found["label"] for found in expected)
+        assert not np.array_equal(np.asarray(drawn), np.asarray(image))  # boxes were drawn
     else:
-        assert isinstance(result, Image.Image) and result.size == (80, 60)
+        overlay, legend = predict(image)
+        assert overlay.size == image.size
+        for found in reference(image):
+            assert f">{found['label']} <small>" in legend
 
 
-def test_gradio_app_builds(tmp_path: Path) -> None:
+def test_segmentation_overlay_and_legend() -> None:
+    image = PILImage.new("RGB", (4, 2), (100, 100, 100))
+    label_map = np.array([[0, 0, 0, 2], [0, 0, 2, 2]])
+    colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
+    overlay, legend = draw_segmentation(image, label_map, colours, NAMES, alpha=0.5)
+    pixels = np.asarray(overlay)
+    assert pixels[0, 0].tolist() == [178, 50, 50] and pixels[0, 3].tolist() == [50, 50, 178]
+    assert legend == [("alpha", (255, 0, 0), 0.625), ("gamma", (0, 0, 255), 0.375)]  # largest first, beta absent
+    html = legend_html(legend)
+    assert "rgb(255, 0, 0)" in html and "alpha <small>62.5%</small>" in html and "beta" not in html
+
+
+def test_palette_from_palette_json_else_distinct_colours(tmp_path: Path) -> None:
+    (tmp_path / "palette.json").write_text(json.dumps({"0": [128, 64, 128], "1": [0, 0, 192]}))
+    assert palette_for(tmp_path, 2).tolist() == [[128, 64, 128], [0, 0, 192]]
+    fallback = palette_for(None, 12)
+    assert fallback.shape == (12, 3) and len({tuple(c) for c in fallback}) == 12
+
+
+def test_examples_are_a_few_small_validation_images(tmp_path: Path) -> None:
+    paths = []
+    for i in range(7):
+        paths.append(str(tmp_path / f"photo{i}.png"))
+        _photo(i, size=(900, 300)).save(paths[-1])
+    dataset = Dataset.from_dict({"pixels": paths}, features=Features({"pixels": Image(decode=False)}))
+    out = tmp_path / "out"
+    (out / "examples").mkdir(parents=True)
+    (out / "examples" / "example_9.jpg").write_bytes(b"stale")
+    written = save_examples(dataset, out, column="image", count=3, max_side=384)
+    assert [p.name for p in written] == ["example_1.jpg", "example_2.jpg", "example_3.jpg"]
+    assert example_images(out) == [str(p) for p in written]  # the stale file of an earlier run is gone
+    assert all(PILImage.open(p).size == (384, 128) for p in written)
+    # spread over the split: the first, middle and last image
+    firsts = [np.asarray(PILImage.open(p), dtype=float).mean() for p in written]
+    sources = [np.asarray(_photo(i, size=(900, 300)).resize((384, 128)), dtype=float).mean() for i in (0, 3, 6)]
+    assert np.allclose(firsts, sources, atol=2)
+    assert save_examples(None, out) == [] and example_images(out) == []
+
+
+def test_demo_command_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "data").mkdir()
+    assert cli_main(["demo", str(tmp_path / "data")]) == 2
+    assert "has no config.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli_main(["demo", str(tmp_path / "data"), "--threshold", "3"])
+    assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_gradio_app_builds_with_examples(tmp_path: Path) -> None:
     pytest.importorskip("gradio", reason='the demo extra is not installed (pip install -e ".[demo]")')
-    folder = _save_tiny_model(RECIPES["image-classification"], tmp_path / "model")
-    app = build_app(str(folder))
-    assert app.title.endswith("(image-classification)")
+    from recipes.modes.demo import build_app
+
+    folder = _save_tiny_model(RECIPES["object-detection"], tmp_path / "model")
+    (folder / "examples").mkdir()
+    _photo().save(folder / "examples" / "example_1.jpg")
+    app = build_app(load_fine_tuned(str(folder), device="cpu"), threshold=0.3)
+    config = app.get_config_file()
+    types = [component["type"] for component in config["components"]]
+    assert {"image", "slider", "dataframe", "dataset"} <= set(types)
+    slider = next(c for c in config["components"] if c["type"] == "slider")
+    assert slider["props"]["value"] == 0.3

@@ -236,35 +236,24 @@ def test_deeplabv3_pretrained_backbone_beats_random_init_on_camseq(tmp_path: Pat
 
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_deeplabv3_through_the_cli_and_the_pipeline(tmp_path: Path) -> None:
+def test_deeplabv3_through_the_cli_and_the_pipeline(fine_tuned) -> None:
+    """The real DeepLabV3 fine-tuned on CamSeq through the CLI (the session's `fine_tuned` run) serves pipeline()."""
     from transformers import pipeline
 
-    camseq, out = shared_dataset("camseq"), tmp_path / "out"
-    checkpoint = shared_checkpoint("deeplabv3_mobilenet_v2_0.35-keras-imagenet-backbone")
-    assert_ok(run_cli("configs/camseq-segformer.yaml", "--model_name_or_path", str(checkpoint), "--train_dir",
-                      str(camseq), "--image_processor_overrides",
-                      '{"size": {"shortest_edge": 128}, "crop_size": {"height": 128, "width": 128}}',
-                      "--num_train_epochs", "1", "--max_train_samples", "8", "--max_eval_samples", "4",
-                      "--per_device_train_batch_size", "4", "--output_dir", str(out), *CPU_SIZE, timeout=900))
-    segmenter = pipeline("image-segmentation", model=str(out))
-    frame = sorted(p for p in camseq.glob("*.png") if not p.stem.endswith("_L"))[0]
+    segmenter = pipeline("image-segmentation", model=str(fine_tuned("segmentation")))
+    frame = sorted(p for p in shared_dataset("camseq").glob("*.png") if not p.stem.endswith("_L"))[0]
     segments = segmenter(str(frame))
     assert segments and segments[0]["mask"].size == (960, 720)
 
 
 @pytest.mark.real_data
 @pytest.mark.slow
-def test_conditional_detr_with_a_pretrained_timm_backbone_trains_and_the_pipeline_returns_boxes(tmp_path: Path) -> None:
+def test_conditional_detr_with_a_pretrained_timm_backbone_trains_and_the_pipeline_returns_boxes(fine_tuned) -> None:
+    """The real Conditional DETR (timm backbone) fine-tuned on car plates through the CLI serves pipeline()."""
     from transformers import pipeline
 
-    plates, out = shared_dataset("car-plates"), tmp_path / "out"
-    checkpoint = shared_checkpoint("conditional_detr-mobilenet_v2_0.35-keras-imagenet-backbone")
-    assert_ok(run_cli("configs/plates-detr.yaml", "--model_name_or_path", str(checkpoint), "--train_dir", str(plates),
-                      "--image_processor_overrides", '{"size": {"shortest_edge": 256, "longest_edge": 384}}',
-                      "--num_train_epochs", "1", "--max_train_samples", "16", "--max_eval_samples", "8",
-                      "--per_device_train_batch_size", "4", "--output_dir", str(out), *CPU_SIZE, timeout=900))
-    detector = pipeline("object-detection", model=str(out))
-    image = sorted((plates / "images").glob("*.png"))[0]
+    detector = pipeline("object-detection", model=str(fine_tuned("detection")))
+    image = sorted((shared_dataset("car-plates") / "images").glob("*.png"))[0]
     found = detector(str(image), threshold=0.0)
     assert found and {"score", "label", "box"} <= set(found[0])
 

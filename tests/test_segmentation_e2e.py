@@ -77,9 +77,11 @@ def test_quickstart_recipe_end_to_end_and_resume(tmp_path: Path, streets: Path, 
     first = run_cli(*common, "--max_steps", "3", "--make_plots", "false")
     assert_ok(first)
     assert "eval_mean_iou" in first.stdout
-    second = run_cli(*common, "--max_steps", "6")  # a longer run in the same folder continues the first one
+    # A longer run continues the finished one from its checkpoint when asked to (rerunning with another max_steps
+    # alone stops: the fingerprint differs), with a warning naming what changed.
+    second = run_cli(*common, "--max_steps", "6", "--resume_from_checkpoint", str(out / "checkpoint-3"))
     assert_ok(second)
-    assert "resuming the interrupted run" in second.stderr
+    assert "max_steps: 3 → 6" in second.stderr
     metrics = _check_outputs(out, STREET_CLASSES)
     assert metrics["eval_samples"] == 4  # every validation frame counted once
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 6

@@ -137,6 +137,8 @@ class Task(ABC):
     """Metric used to pick the best checkpoint (without the ``eval_`` prefix)."""
     card_metrics: ClassVar[dict[str, str]] = {}
     """Metric key → display name for the model card's model-index and results table."""
+    supports_streaming: ClassVar[bool] = False
+    """Whether ``load_data`` can stream the training split (``streaming: true``; see :mod:`recipes.streaming`)."""
 
     @classmethod
     def training_defaults(cls) -> dict[str, Any]:
@@ -176,6 +178,15 @@ class Task(ABC):
     @abstractmethod
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
         """A fresh streaming metric for ``compute_metrics``."""
+
+    def device_transform(self, image_processor: Any, data_args: DataArguments) -> Callable | None:
+        """``(inputs, device) -> inputs``: the part of a training batch's transform that runs in the main process
+        on the accelerator (e.g. ``gpu_decode``); ``None`` (the default) when the workers do it all."""
+        return None
+
+    def stream_check(self, data_args: DataArguments, data: TaskData) -> Callable[[dict[str, Any]], str | None] | None:
+        """For streamed training records: the reason a record is unusable (checked before its transform), or None."""
+        return None
 
     def preprocess_logits_for_metrics(self, image_processor: Any) -> Callable | None:
         """Shrink model outputs per batch before they are gathered (e.g. logits → class indices)."""

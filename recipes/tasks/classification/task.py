@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from datasets import ClassLabel, Dataset
 from transformers import AutoModelForImageClassification
 
+from recipes.check_cache import CheckCache, arrow_column
+from recipes.config import RecipeError
 from recipes.data import (
     drop_bad_images,
     pick_splits,
     require_columns,
     undecoded,
 )
+from recipes.device_decode import pixels_on_device
 from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.classification import report
 from recipes.tasks.classification.data import (
@@ -28,12 +33,17 @@ from recipes.tasks.classification.data import (
 )
 from recipes.tasks.classification.metric import ClassificationMetric
 from recipes.tasks.classification.outputs import ClassificationSink
+from recipes.tasks.classification.streaming import label_check, load_streaming_classification
 from recipes.tasks.classification.transforms import (
     build_train_augmentation,
+    collate_classification,
     decode_into_cache,
+    encoded_classification_batch,
     transform_classification_batch,
 )
-from recipes.transforms import ProcessorGeometry, collate_images_and_labels, verified_fast_normalisation
+from recipes.transforms import ProcessorGeometry, verified_fast_normalisation
+
+logger = logging.getLogger("recipes")
 
 # --------------------------------------------------------------------------- task
 
@@ -47,8 +57,11 @@ class ImageClassification(Task):
     auto_model_class = AutoModelForImageClassification
     main_metric = "accuracy"
     card_metrics = {"accuracy": "Accuracy", "top5_accuracy": "Top-5 accuracy", "f1_macro": "Macro F1"}
+    supports_streaming = True
 
     def load_data(self, data_args: ClassificationDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
+        if data_args.streaming:
+            return load_streaming_classification(data_args, seed, cache_dir)
         splits = load_classification_splits(data_args, cache_dir)
         image_column, label_column = data_args.image_column_name, data_args.label_column_name
         for split, dataset in splits.items():
@@ -62,29 +75,28 @@ class ImageClassification(Task):
         names = train.features[label_column].names
         id2label = dict(enumerate(names))
         summary: dict[str, Any] = {"skipped_files": []}
+        cache = CheckCache.from_args(data_args, cache_dir)
         checked = {}
         for split, dataset in (("train", train), ("validation", validation), ("test", test)):
             if dataset is None:
                 continue
             dataset = undecoded(dataset, image_column)
             if data_args.check_images:
-                dataset, bad = drop_bad_images(
-                    dataset, image_column, split, data_args.strict, data_args.preprocessing_num_workers
-                )
+                dataset, bad = drop_bad_images(dataset, image_column, split, data_args.strict, cache=cache)
                 summary["skipped_files"] += [{"split": split, "path": b.path, "reason": b.reason} for b in bad]
             checked[split] = dataset
         for split, dataset in checked.items():
-            counts = np.bincount(np.asarray(dataset[label_column], dtype=np.int64), minlength=len(names))
+            labels = arrow_column(dataset, label_column).to_numpy().astype(np.int64)
+            counts = np.bincount(labels, minlength=len(names))
             summary[f"{split}_examples"] = len(dataset)
             summary[f"{split}_per_class"] = {names[i]: int(c) for i, c in enumerate(counts)}
         if data_args.cache_decoded_images:
-            checked["train"] = checked["train"].map(
-                partial(decode_into_cache, image_column=image_column),
-                batched=True,
-                batch_size=32,
-                num_proc=data_args.preprocessing_num_workers,
-                desc="Decoding training images into the cache",
+            checked["train"] = cache.map(
+                checked["train"], partial(decode_into_cache, image_column=image_column), check="decoded-images",
+                split="train", desc="Decoding training images into the cache", file_columns=[image_column],
+                modules=["recipes.transforms"], batched=True, batch_size=32,
             )
+        summary["check_cache"] = cache.summary()
         return TaskData(
             train=checked["train"],
             validation=checked["validation"],
@@ -98,10 +110,17 @@ class ImageClassification(Task):
         geometry = ProcessorGeometry.from_processor(image_processor)
         common = {"image_column": data_args.image_column_name, "label_column": data_args.label_column_name}
         train_augment = build_train_augmentation(data_args.augmentation, geometry.height, geometry.width)
+        if data_args.gpu_decode:  # the Trainer augments on the device (device_transform)
+            train = partial(encoded_classification_batch, **common)
+        else:
+            train = partial(transform_classification_batch, augment=train_augment, processor=image_processor, **common)
         return (
-            partial(transform_classification_batch, augment=train_augment, processor=image_processor, **common),
+            train,
             partial(transform_classification_batch, augment=None, processor=image_processor, **common),
         )
+
+    def stream_check(self, data_args: ClassificationDataArguments, data: TaskData) -> Callable:
+        return label_check(data_args, data.id2label)
 
     def relabel(
         self, data: TaskData, data_args: ClassificationDataArguments, data_to_model: dict[int, int],
@@ -123,7 +142,21 @@ class ImageClassification(Task):
         )
 
     def collator(self, image_processor: Any, data: TaskData) -> Callable:
-        return partial(collate_images_and_labels, processor=image_processor,
+        return partial(collate_classification, processor=image_processor,
+                       fast=verified_fast_normalisation(image_processor))
+
+    def device_transform(self, image_processor: Any, data_args: ClassificationDataArguments) -> Callable | None:
+        if not data_args.gpu_decode:
+            return None
+        if data_args.cache_decoded_images:
+            raise RecipeError("`gpu_decode` decodes JPEGs on the GPU and `cache_decoded_images` stores them decoded: "
+                              "choose one (set one of them to false).")
+        if not torch.cuda.is_available():
+            logger.warning("gpu_decode: no CUDA GPU here, so the main process decodes training images on the CPU "
+                           "(slower than DataLoader workers). Use it on GPU machines.")
+        geometry = ProcessorGeometry.from_processor(image_processor)
+        augment = build_train_augmentation(data_args.augmentation, geometry.height, geometry.width)
+        return partial(pixels_on_device, augment=augment, processor=image_processor,
                        fast=verified_fast_normalisation(image_processor))
 
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:

@@ -8,7 +8,14 @@ from typing import Any
 from torchvision.transforms import v2
 
 from recipes.config import RecipeError
-from recipes.transforms import decode_to_tensor, encode_raw_rgb, processor_pixel_values
+from recipes.device_decode import collate_encoded_images, encode_for_device
+from recipes.transforms import (
+    ProcessorGeometry,
+    collate_images_and_labels,
+    decode_to_tensor,
+    encode_raw_rgb,
+    processor_pixel_values,
+)
 
 # --------------------------------------------------------------------------- transforms
 
@@ -40,6 +47,23 @@ def transform_classification_batch(
     else:
         pixel_values = list(processor_pixel_values(processor, images, sized=False))
     return {"pixel_values": pixel_values, "labels": list(batch[label_column])}
+
+
+def encoded_classification_batch(batch: dict[str, list], *, image_column: str, label_column: str) -> dict[str, list]:
+    """``with_transform`` function of ``gpu_decode`` training: JPEG bytes for the device (other files decoded
+    here); :func:`recipes.device_decode.pixels_on_device` finishes the batch on the GPU."""
+    items, encoded = encode_for_device(batch[image_column])
+    return {"encoded_image": items, "is_encoded": encoded, "labels": list(batch[label_column])}
+
+
+def collate_classification(
+    examples: list[dict[str, Any]], *, processor: Any, fast: ProcessorGeometry | None
+) -> dict[str, Any]:
+    """The task's collate: pixel batches (:func:`collate_images_and_labels`) or still-encoded ``gpu_decode``
+    batches (:func:`collate_encoded_images`)."""
+    if "encoded_image" in examples[0]:
+        return collate_encoded_images(examples)
+    return collate_images_and_labels(examples, processor=processor, fast=fast)
 
 
 def decode_into_cache(batch: dict[str, list], *, image_column: str) -> dict[str, list]:

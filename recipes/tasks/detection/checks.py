@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from datasets import Dataset, Features, Value
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
+from recipes.check_cache import CheckCache, arrow_column, column_values
 from recipes.config import RecipeError
 from recipes.images import BadFile
 from recipes.tasks.detection.formats import COCO_SIZE_RANGES, EXIF_ORIENTATION, category_name, detection_features
@@ -124,11 +126,13 @@ def check_split(
     source_names: list[str] | None = None,
     strict: bool = False,
     num_proc: int | None = None,
+    cache: CheckCache | None = None,
 ) -> tuple[Dataset, SplitChecks]:
     """Measure every image and check every box of one split; return it in the common schema.
 
     ``dataset`` has an ``image`` column and HF-convention ``objects`` (optional ``image_id``, ``width``,
-    ``height`` and ``source`` columns); integer categories are names' indices in ``source_names``.
+    ``height`` and ``source`` columns); integer categories are names' indices in ``source_names``. The pass is
+    cached by ``cache`` (see :mod:`recipes.check_cache`).
     """
     from functools import partial
 
@@ -136,24 +140,29 @@ def check_split(
     helper = {f"_{c}": Value("int32") for c in CHECK_COUNTERS}
     features = Features({**detection_features(class_names), "_problem": Value("string"),
                          "_mismatch": Value("string"), "_source": Value("string"), **helper})
-    checked = dataset.map(
+    cache = cache or CheckCache(num_workers=num_proc)
+    checked = cache.map(
+        dataset,
         partial(_check_batch, source_names=source_names, label2id=label2id),
+        check="boxes",
+        split=split,
+        desc=f"Checking {split} annotations",
+        file_columns=["image"],
+        modules=["recipes.tasks.detection.formats"],
         batched=True,
         batch_size=64,
         with_indices=True,
         remove_columns=[c for c in dataset.column_names if c != "image"],
         features=features,
-        num_proc=num_proc,
-        desc=f"Checking {split} annotations",
-        load_from_cache_file=False,
     )
     report = SplitChecks()
     for name in CHECK_COUNTERS:
-        report.counts[name] = int(np.sum(checked[f"_{name}"])) if len(checked) else 0
-    problems, mismatches, sources = checked["_problem"], checked["_mismatch"], checked["_source"]
+        report.counts[name] = int(np.sum(arrow_column(checked, f"_{name}").to_numpy())) if len(checked) else 0
+    problems, mismatches, sources = (column_values(checked, f"_{name}") for name in ("problem", "mismatch", "source"))
     bad_rows = [i for i, reason in enumerate(problems) if reason]
     report.skipped = [BadFile(sources[i], problems[i]) for i in bad_rows]
-    report.size_mismatches = [f"{sources[i]}: {m}" for i, m in enumerate(mismatches) if m and i not in set(bad_rows)]
+    unusable = set(bad_rows)
+    report.size_mismatches = [f"{sources[i]}: {m}" for i, m in enumerate(mismatches) if m and i not in unusable]
     if report.skipped and strict:
         raise_strict(report.skipped, split)
     if bad_rows:
@@ -188,12 +197,14 @@ def _stats(values: np.ndarray) -> dict[str, float]:
 
 def split_statistics(dataset: Dataset, class_names: list[str]) -> dict[str, Any]:
     """Counts per class, boxes per image and box sizes of one checked split."""
-    objects = dataset["objects"]
-    per_image = np.array([len(o["category"]) for o in objects], dtype=np.int64)
-    labels = np.array([c for o in objects for c in o["category"]], dtype=np.int64)
-    boxes = np.array([b for o in objects for b in o["bbox"]], dtype=np.float64).reshape(-1, 4)
-    widths = np.asarray(dataset["width"], dtype=np.float64)
-    heights = np.asarray(dataset["height"], dtype=np.float64)
+    objects = arrow_column(dataset, "objects")  # Arrow all the way: no Python object per box
+    categories = pc.struct_field(objects, "category")
+    per_image = pc.list_value_length(categories).to_numpy(zero_copy_only=False).astype(np.int64)
+    labels = pc.list_flatten(categories).to_numpy(zero_copy_only=False).astype(np.int64)
+    boxes = pc.list_flatten(pc.list_flatten(pc.struct_field(objects, "bbox")))
+    boxes = boxes.to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, 4)
+    widths = arrow_column(dataset, "width").to_numpy(zero_copy_only=False).astype(np.float64)
+    heights = arrow_column(dataset, "height").to_numpy(zero_copy_only=False).astype(np.float64)
     image_area = np.repeat(widths * heights, per_image)
     areas = boxes[:, 2] * boxes[:, 3]
     counts = np.bincount(labels, minlength=len(class_names)) if labels.size else np.zeros(len(class_names), int)

@@ -11,6 +11,7 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset
 
+from recipes.check_cache import CheckCache
 from recipes.config import DataArguments, RecipeError
 from recipes.data import drop_bad_images, load_hub_splits, local_path, pick_splits, require_columns, undecoded
 from recipes.images import BadFile
@@ -174,19 +175,19 @@ def load_detection_data(data_args: DetectionDataArguments, seed: int, cache_dir:
         "checks": {},
     }
     checked: dict[str, Dataset] = {}
+    cache = CheckCache.from_args(data_args, cache_dir)
     for split, dataset in (("train", train), ("validation", validation), ("test", test)):
         if dataset is None:
             continue
         dataset, report = check_split(
             dataset, loaded.class_names, split, source_names=loaded.source_names, strict=data_args.strict,
-            num_proc=data_args.preprocessing_num_workers,
+            cache=cache,
         )
         for bad_file in report.skipped:
             logger.warning("Skipping %s: %s", bad_file.path, bad_file.reason)
         skipped = [{"split": split, "path": b.path, "reason": b.reason} for b in report.skipped]
         if data_args.check_images:  # full decode; drop_bad_images logs what it skips
-            dataset, bad = drop_bad_images(dataset, "image", split, data_args.strict,
-                                           data_args.preprocessing_num_workers)
+            dataset, bad = drop_bad_images(dataset, "image", split, data_args.strict, cache=cache)
             skipped += [{"split": split, "path": b.path, "reason": b.reason} for b in bad]
         for mismatch in report.size_mismatches[:10]:
             logger.warning("Size mismatch in %s", mismatch)
@@ -211,6 +212,7 @@ def load_detection_data(data_args: DetectionDataArguments, seed: int, cache_dir:
     for split, dataset in checked.items():
         summary[f"{split}_examples"] = len(dataset)
         summary[f"{split}_statistics"] = split_statistics(dataset, loaded.class_names)
+    summary["check_cache"] = cache.summary()
     return TaskData(
         train=checked["train"],
         validation=checked["validation"],

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, Features, Image, List, Value
 
+from recipes.check_cache import CheckCache, column_values
 from recipes.config import DataArguments, RecipeError
 from recipes.data import load_hub_splits, local_path, require_columns, undecoded
 from recipes.images import record_path
@@ -253,12 +254,13 @@ def check_and_convert_split(
     mapping: formats.LabelMapping,
     palette: formats.Palette | None,
     data_args: SegmentationDataArguments,
+    cache: CheckCache | None = None,
 ) -> tuple[Dataset, dict[str, Any]]:
     """Check every (image, mask) pair, convert the masks to class ids and report what was found.
 
     Unusable pairs (missing mask, size mismatch, unreadable file) are skipped and reported, or stop a
     ``strict`` run; unknown colours / out-of-range indices become ignore pixels, counted per file
-    (``strict``: an error naming the files).
+    (``strict``: an error naming the files). The pass is cached by ``cache`` (see :mod:`recipes.check_cache`).
     """
     features = Features({
         image_column: dataset.features[image_column],
@@ -269,15 +271,20 @@ def check_and_convert_split(
         "class_pixels": List(Value("int64")),
         "ignored_pixels": Value("int64"),
     })
-    converted = dataset.map(
+    cache = cache or CheckCache.from_args(data_args)
+    converted = cache.map(
+        dataset,
         partial(masks.check_and_convert_batch, image_column=image_column, mask_column=mask_column,
                 mapping=mapping, palette=palette, check_images=data_args.check_images),
+        check="masks",
+        split=split,
+        desc=f"Checking and converting the {split} masks",
+        file_columns=[image_column, mask_column],
+        modules=["recipes.tasks.segmentation.formats"],
         batched=True,
         batch_size=16,
-        num_proc=data_args.preprocessing_num_workers,
         remove_columns=[c for c in dataset.column_names if c != image_column],
         features=features,
-        desc=f"Checking and converting the {split} masks",
     )
     report = converted.select_columns(["problem", "invalid_pixels", "invalid_examples", "ignored_pixels"]).to_dict()
     flagged = [i for i, (reason, count) in enumerate(zip(report["problem"], report["invalid_pixels"]))
@@ -313,7 +320,7 @@ def check_and_convert_split(
     keep = [i for i, reason in enumerate(report["problem"]) if not reason]
     if not keep:
         raise RecipeError(f"No usable image/mask pairs in the {split} split (see the warnings above).")
-    class_pixels = np.asarray(converted.select(keep)["class_pixels"], dtype=np.int64).sum(axis=0)
+    class_pixels = np.asarray(column_values(converted.select(keep), "class_pixels"), dtype=np.int64).sum(axis=0)
     ignored = int(sum(report["ignored_pixels"][i] for i in keep))
     total = int(class_pixels.sum()) + ignored
     summary = {

@@ -34,6 +34,7 @@ from datasets import Dataset
 from transformers import AutoModelForSemanticSegmentation
 
 from recipes import plots
+from recipes.check_cache import CheckCache
 from recipes.config import RecipeError
 from recipes.data import pick_splits
 from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
@@ -103,16 +104,18 @@ class SemanticSegmentation(Task):
             logger.warning("%d mask(s) have no image and are not used, e.g. %s", len(source.orphan_masks),
                            source.orphan_masks[0])
         checked: dict[str, Dataset] = {}
+        cache = CheckCache.from_args(data_args, cache_dir)
         for split, dataset in (("train", train), ("validation", validation), ("test", test)):
             if dataset is None:
                 continue
             checked[split], report = check_and_convert_split(
                 dataset, split, image_column=data_args.image_column_name, mask_column=source.mask_column,
-                mapping=mapping, palette=source.palette, data_args=data_args,
+                mapping=mapping, palette=source.palette, data_args=data_args, cache=cache,
             )
             for key in ("skipped_files", "invalid_label_files"):
                 summary[key] += report.pop(key)
             summary.update(report)
+        summary["check_cache"] = cache.summary()
         log_pixel_share(summary["train_pixel_share"])
         return SegmentationData(
             train=checked["train"],

@@ -1,0 +1,187 @@
+"""Resume only the same run: a fingerprint of what shapes training, saved with every checkpoint and compared before
+a rerun continues from one.
+
+The fingerprint holds the resolved recipe's keys that change the trained model or its optimizer and schedule
+(everything but :data:`IGNORED_RECIPE_KEYS`, and of ``TrainingArguments`` only :data:`TRAINING_KEYS`) plus the
+``datasets`` fingerprints of the splits. Rerunning into an ``output_dir`` then either continues the interrupted run
+it holds, stops with the keys that differ (a different run would silently inherit the old optimizer and learning
+rate schedule), or says that the run there has finished (instead of training 0 steps and publishing it again).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from recipes.config import Recipe, RecipeError
+
+logger = logging.getLogger("recipes")
+
+FINGERPRINT_FILE = "run_fingerprint.json"
+FINGERPRINT_VERSION = 1
+
+IGNORED_RECIPE_KEYS = frozenset({
+    # run: what happens around training
+    "early_stopping_patience", "extra_metrics", "license", "card_tags", "auto_resume", "evaluate_only", "find_lr",
+    "make_plots", "max_plot_images", "resume_from_hub", "push_checkpoints",
+    # data: checks and speed (the data fingerprints catch a change of the data itself)
+    "strict", "check_images", "preprocessing_num_workers",
+    # model: where it is cached, how it is laid out in memory
+    "cache_dir", "trust_remote_code", "channels_last",
+})
+"""Run, data and model keys that do not change what is trained (every other one of these groups does)."""
+
+TRAINING_KEYS = (
+    "learning_rate", "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "warmup_ratio", "num_train_epochs",
+    "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "optim", "optim_args", "weight_decay",
+    "adam_beta1", "adam_beta2", "adam_epsilon", "max_grad_norm", "label_smoothing_factor", "bf16", "fp16", "seed",
+    "data_seed", "dataloader_drop_last", "train_sampling_strategy",
+)
+"""The ``TrainingArguments`` that shape training (output, logging, evaluation, saving, Hub, speed settings do not)."""
+
+
+def training_fingerprint(recipe: Recipe, data: Any) -> dict[str, Any]:
+    """What shapes this run: the training-relevant recipe keys and the ``_fingerprint`` of each data split."""
+    resolved = json.loads(json.dumps(recipe.to_dict(), default=str))
+    trainer_keys = {f.name for f in dataclasses.fields(TrainingArguments)}
+    keys = {
+        key: value for key, value in sorted(resolved.items())
+        if (key in TRAINING_KEYS if key in trainer_keys else key not in IGNORED_RECIPE_KEYS)
+    }
+    splits = (("train", data.train), ("validation", data.validation), ("test", data.test))
+    return {
+        "version": FINGERPRINT_VERSION,
+        "recipe": keys,
+        "data": {split: getattr(dataset, "_fingerprint", None) for split, dataset in splits if dataset is not None},
+    }
+
+
+def write_fingerprint(folder: str | Path, fingerprint: dict[str, Any]) -> Path:
+    """``folder/run_fingerprint.json``."""
+    path = Path(folder) / FINGERPRINT_FILE
+    path.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def read_fingerprint(folder: str | Path) -> dict[str, Any] | None:
+    """The fingerprint saved in ``folder``; None for checkpoints of older runs (or an unreadable file)."""
+    try:
+        return json.loads((Path(folder) / FINGERPRINT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+class FingerprintWriter(TrainerCallback):
+    """Save the run's fingerprint in every checkpoint folder the Trainer writes."""
+
+    def __init__(self, fingerprint: dict[str, Any]) -> None:
+        self.fingerprint = fingerprint
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            write_fingerprint(folder, self.fingerprint)
+
+
+def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old → new`` for each recipe key and data split that differs between two fingerprints."""
+    lines = []
+    old_keys, new_keys = old.get("recipe", {}), new.get("recipe", {})
+    for key in sorted(old_keys.keys() | new_keys.keys()):
+        if old_keys.get(key, "<absent>") != new_keys.get(key, "<absent>"):
+            lines.append(f"{key}: {_show(old_keys, key)} → {_show(new_keys, key)}")
+    old_data, new_data = old.get("data", {}), new.get("data", {})
+    for split in sorted(old_data.keys() | new_data.keys()):
+        if old_data.get(split) != new_data.get(split):
+            lines.append(f"data ({split} split, datasets fingerprint): {old_data.get(split, '<absent>')} → "
+                         f"{new_data.get(split, '<absent>')} (other files, or the same files at another path)")
+    return lines
+
+
+def _show(values: dict[str, Any], key: str) -> str:
+    return json.dumps(values[key]) if key in values else "<absent>"
+
+
+def check_checkpoint(checkpoint: str | Path, fingerprint: dict[str, Any], explicit: bool) -> None:
+    """Compare the run with the checkpoint it is about to continue. A checkpoint found in ``output_dir`` of another
+    run stops it (:class:`RecipeError`); one named by ``resume_from_checkpoint``/``resume_from_hub`` is the user's
+    choice, so a difference is only warned about; one without a fingerprint (older runs) is resumed with a warning."""
+    saved = read_fingerprint(checkpoint)
+    if saved is None:
+        if not explicit:
+            logger.warning("%s has no %s (saved by an older version): resuming it without checking that it is the "
+                           "same run.", checkpoint, FINGERPRINT_FILE)
+        return
+    changed = differences(saved, fingerprint)
+    if not changed:
+        return
+    listing = "\n".join(f"  {line}" for line in changed)
+    if explicit:
+        logger.warning("Resuming %s with settings that differ from the run that saved it (its optimizer, learning-"
+                       "rate schedule and step count are restored as they were):\n%s", checkpoint, listing)
+        return
+    output_dir = Path(checkpoint).parent
+    raise RecipeError(
+        f"{output_dir} holds {Path(checkpoint).name} of a different run; resuming it would silently restore that "
+        f"run's optimizer and learning-rate schedule. What differs (saved → now):\n{listing}\n"
+        f"Fix: use a new --output_dir for this run, or --auto_resume false to start over in {output_dir}. "
+        f"(To continue that checkpoint with the new settings anyway: --resume_from_checkpoint {checkpoint})"
+    )
+
+
+def finished_run(recipe: Recipe, fingerprint: dict[str, Any]) -> str | None:
+    """When ``output_dir`` holds a run that finished (final model and ``trainer_state.json``, which the lifecycle
+    saves after training) with this fingerprint: the message saying so and how to train again. A finished run of
+    other settings stops with the differences (:class:`RecipeError`)."""
+    output_dir = Path(recipe.training.output_dir)
+    state_file = output_dir / "trainer_state.json"
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    if not state_file.is_file() or not any((output_dir / name).is_file() for name in weights):
+        return None
+    saved = read_fingerprint(output_dir)
+    if saved is None:  # finished before the final fingerprint was written: its last checkpoint has one
+        last = last_checkpoint(output_dir)
+        saved = read_fingerprint(last) if last else None
+    changed = differences(saved, fingerprint) if saved is not None else []
+    if changed:
+        listing = "\n".join(f"  {line}" for line in changed)
+        last = last_checkpoint(output_dir)
+        extend = f" (To continue its {Path(last).name} with the new settings: --resume_from_checkpoint {last})"
+        raise RecipeError(
+            f"{output_dir} holds a finished run with other settings. What differs (saved → now):\n{listing}\n"
+            f"Fix: use a new --output_dir for this run, or --auto_resume false to start over in {output_dir} "
+            f"(its model and checkpoints are overwritten).{extend if last else ''}"
+        )
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    step, max_steps = state.get("global_step", 0), state.get("max_steps", 0)
+    stopped = "" if step >= max_steps else ", stopped early"
+    return (
+        f"{output_dir} holds a finished run (step {step} of {max_steps}{stopped}; model, metrics and card saved): "
+        "nothing trained, nothing pushed. To train again use a new --output_dir, or --auto_resume false to start "
+        f"over in {output_dir}; to publish this one: vision-recipes push {output_dir} --repo-id USER/NAME"
+    )
+
+
+def existing_metrics(output_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """The metrics a finished run saved (``eval_results.json``, ``test_results.json``...), by split."""
+    metrics = {}
+    for split in ("train", "eval", "test"):
+        path = Path(output_dir) / f"{split}_results.json"
+        if path.is_file():
+            metrics[split] = json.loads(path.read_text(encoding="utf-8"))
+    return metrics
+
+
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir``, or None."""
+    return get_last_checkpoint(str(output_dir)) if os.path.isdir(output_dir) else None

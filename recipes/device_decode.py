@@ -1,0 +1,107 @@
+"""Training images decoded on the accelerator (``gpu_decode``): DataLoader workers only read the encoded bytes;
+the main process decodes the batch with nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``) and runs the same
+augmentation and pixel steps there. For CPU-starved GPU machines, where JPEG decoding is the bottleneck.
+
+Files that nvJPEG must not take (other formats, EXIF-rotated, CMYK/YCCK JPEGs) are decoded by the worker as
+usual, so every image arrives upright and RGB exactly as on the CPU path.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from recipes.transforms import JPEG_MAGIC, ProcessorGeometry, decode_to_tensor, normalize_batch, processor_pixel_values
+
+EXIF_ORIENTATION = 0x0112
+ROTATED = range(2, 9)
+"""EXIF orientations that turn or mirror the image (1 is upright; 0 and other values are ignored by decoders)."""
+
+
+@dataclass
+class EncodedImages:
+    """A batch's images as the workers left them: 1-D ``uint8`` JPEG bytes (``encoded[i]``) or decoded
+    (C, H, W) ``uint8`` pixels. Not a tensor or list, so the Trainer and accelerate leave it on the CPU, where
+    nvJPEG reads its input."""
+
+    items: list[torch.Tensor]
+    encoded: list[bool]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def device_decodable_bytes(record: Any) -> torch.Tensor | None:
+    """The record's JPEG bytes as a 1-D ``uint8`` tensor when nvJPEG can decode them to the same upright RGB
+    pixels as the CPU path (baseline/progressive YCbCr or grayscale, no EXIF rotation); else ``None``."""
+    data = record.get("bytes") if isinstance(record, dict) else None
+    if data is None and isinstance(record, dict) and record.get("path"):
+        if not str(record["path"]).lower().endswith((".jpg", ".jpeg")):
+            return None
+        try:
+            with open(record["path"], "rb") as handle:
+                data = handle.read()
+        except OSError:
+            return None  # the CPU path reports the file
+    if data is None or data[:2] != JPEG_MAGIC:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as header:  # reads the header only
+            if header.mode not in ("RGB", "L") or header.getexif().get(EXIF_ORIENTATION, 1) in ROTATED:
+                return None
+    except Exception:
+        return None  # let the CPU path decode it and name the file if it is broken
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def encode_for_device(records: list[Any]) -> tuple[list[torch.Tensor], list[bool]]:
+    """Worker side: JPEG bytes for the device where possible, decoded pixels otherwise."""
+    items, encoded = [], []
+    for record in records:
+        data = device_decodable_bytes(record)
+        items.append(data if data is not None else decode_to_tensor(record))
+        encoded.append(data is not None)
+    return items, encoded
+
+
+def decode_batch(batch: EncodedImages, device: torch.device) -> list[torch.Tensor]:
+    """Decode the encoded items in one batched call on ``device``; move the rest there."""
+    positions = [i for i, flag in enumerate(batch.encoded) if flag]
+    images = [item if flag else item.to(device, non_blocking=True) for item, flag in zip(batch.items, batch.encoded)]
+    if positions:
+        try:
+            decoded = decode_jpeg([batch.items[i] for i in positions], mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:  # a file nvJPEG rejects: decode those one by one on the CPU (names a broken file)
+            decoded = [decode_to_tensor({"bytes": bytes(batch.items[i].numpy())}).to(device) for i in positions]
+        for position, image in zip(positions, decoded):
+            images[position] = image
+    return images
+
+
+def pixels_on_device(
+    inputs: dict[str, Any], device: torch.device, *, augment: Callable[[torch.Tensor], torch.Tensor],
+    processor: Any, fast: ProcessorGeometry | None,
+) -> dict[str, Any]:
+    """The Trainer-side half of ``gpu_decode``: ``encoded_images`` → ``pixel_values`` on ``device`` (decode,
+    the training augmentation image by image, then the processor's pixel steps for the stacked batch)."""
+    batch: EncodedImages = inputs.pop("encoded_images")
+    images = [augment(image) for image in decode_batch(batch, device)]
+    if fast is not None:
+        pixel_values = normalize_batch(torch.stack(images), fast)
+    else:
+        pixel_values = processor_pixel_values(processor, images, sized=True).to(device)
+    inputs["pixel_values"] = pixel_values
+    return inputs
+
+
+def collate_encoded_images(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Collate of ``gpu_decode`` training batches: the images stay encoded (:class:`EncodedImages`)."""
+    labels = torch.tensor([example["labels"] for example in examples])
+    items = EncodedImages([e["encoded_image"] for e in examples], [bool(e["is_encoded"]) for e in examples])
+    return {"encoded_images": items, "labels": labels}

@@ -1,0 +1,205 @@
+"""``vision-recipes demo MODEL [--port 7860 --host 127.0.0.1 --share --threshold 0.5]``: try a fine-tuned model
+(output folder or Hub id) in the browser. Upload an image and see the top classes (classification), the boxes
+with label and score (detection, with a score threshold slider) or the mask overlay and a legend of the classes
+present (segmentation). The validation images the training run saved (``examples/``) are offered as examples.
+Needs Gradio: ``pip install -e ".[demo]"``."""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from transformers import pipeline
+
+from recipes.config import RecipeError
+from recipes.examples import EXAMPLES_DIR
+from recipes.images import IMAGE_EXTENSIONS, to_rgb
+from recipes.modes.loading import FineTuned, load_fine_tuned
+
+TOP_K = 5
+
+
+# --- drawing (one function per task) -------------------------------------------------------------------------
+
+
+def palette_for(model_dir: Path | None, num_labels: int) -> np.ndarray:
+    """``(num_labels, 3)`` uint8 class colours: the dataset palette saved beside the model (``palette.json``,
+    written by segmentation runs) when present, else matplotlib's tab10/tab20 colours."""
+    from matplotlib import colormaps
+
+    name, size = ("tab10", 10) if num_labels <= 10 else ("tab20", 20)
+    fallback = (np.array([colormaps[name](i % size)[:3] for i in range(num_labels)]) * 255).round()
+    path = model_dir / "palette.json" if model_dir is not None else None
+    if path is not None and path.is_file():
+        saved = json.loads(path.read_text())
+        return np.array([saved.get(str(i), fallback[i]) for i in range(num_labels)], dtype=np.uint8)
+    return fallback.astype(np.uint8)
+
+
+def draw_detections(image: Image.Image, detections: list[dict[str, Any]], colours: np.ndarray,
+                    label2id: dict[str, int]) -> Image.Image:
+    """The image with each detection's box and a ``label score`` tag, coloured by class."""
+    image = image.copy()
+    draw = ImageDraw.Draw(image)
+    width = max(2, round(min(image.size) / 150))
+    font = ImageFont.load_default(size=max(12, round(min(image.size) / 25)))
+    for found in detections:
+        box = found["box"]
+        colour = tuple(int(c) for c in colours[label2id.get(found["label"], 0) % len(colours)])
+        corners = (box["xmin"], box["ymin"], box["xmax"], box["ymax"])
+        draw.rectangle(corners, outline=colour, width=width)
+        tag = f"{found['label']} {found['score']:.2f}"
+        left, top, right, bottom = draw.textbbox((box["xmin"], box["ymin"]), tag, font=font)
+        lift = min(bottom - top + 2 * width, box["ymin"])  # above the box, or inside it at the top edge
+        draw.rectangle((left, top - lift, right + 2 * width, bottom - lift + width), fill=colour)
+        draw.text((box["xmin"] + width, box["ymin"] - lift), tag, fill=(255, 255, 255), font=font)
+    return image
+
+
+def draw_segmentation(image: Image.Image, label_map: np.ndarray, colours: np.ndarray, id2label: dict[int, str],
+                      alpha: float = 0.5) -> tuple[Image.Image, list[tuple[str, tuple[int, int, int], float]]]:
+    """The image blended with the class colour of each pixel, and the legend: ``(name, colour, pixel share)``
+    of every class present, largest first."""
+    blended = (1 - alpha) * np.asarray(image, dtype=np.float32) + alpha * colours[label_map].astype(np.float32)
+    ids, counts = np.unique(label_map, return_counts=True)
+    legend = [(id2label.get(int(i), str(i)), tuple(int(c) for c in colours[i]), count / label_map.size)
+              for i, count in sorted(zip(ids, counts), key=lambda pair: -pair[1])]
+    return Image.fromarray(blended.round().astype(np.uint8)), legend
+
+
+def legend_html(legend: list[tuple[str, tuple[int, int, int], float]]) -> str:
+    """The legend as HTML: one colour swatch, class name and pixel share per class."""
+    items = "".join(
+        f'<li style="list-style:none;margin:2px 0"><span style="display:inline-block;width:1em;height:1em;'
+        f'vertical-align:middle;margin-right:.4em;border:1px solid #888;background:rgb{colour}"></span>'
+        f"{html.escape(name)} <small>{share:.1%}</small></li>"
+        for name, colour, share in legend
+    )
+    return f'<p style="margin:0"><b>Legend</b></p><ul class="legend" style="padding:0;margin:0">{items}</ul>'
+
+
+# --- prediction ----------------------------------------------------------------------------------------------
+
+
+def classify(pipe: Any, image: Image.Image) -> dict[str, float]:
+    """``{label: score}`` of the top classes."""
+    top_k = min(TOP_K, pipe.model.config.num_labels)
+    return {found["label"]: float(found["score"]) for found in pipe(to_rgb(image), top_k=top_k)}
+
+
+def detect(pipe: Any, colours: np.ndarray, image: Image.Image, threshold: float) -> tuple[Image.Image, list[list]]:
+    """The annotated image and one ``[label, score, xmin, ymin, xmax, ymax]`` row per detection."""
+    image = to_rgb(image)
+    detections = sorted(pipe(image, threshold=threshold), key=lambda found: -found["score"])
+    rows = [[found["label"], round(float(found["score"]), 3), *(int(found["box"][k]) for k in
+             ("xmin", "ymin", "xmax", "ymax"))] for found in detections]
+    return draw_detections(image, detections, colours, pipe.model.config.label2id), rows
+
+
+def segment(pipe: Any, colours: np.ndarray, image: Image.Image) -> tuple[Image.Image, str]:
+    """The mask overlay and its legend (HTML)."""
+    image = to_rgb(image)
+    config = pipe.model.config
+    label_map = np.zeros((image.height, image.width), dtype=np.int64)
+    for found in pipe(image, subtask="semantic"):
+        label_map[np.asarray(found["mask"]) > 0] = config.label2id[found["label"]]
+    overlay, legend = draw_segmentation(image, label_map, colours, config.id2label)
+    return overlay, legend_html(legend)
+
+
+def make_predictor(fine_tuned: FineTuned) -> Callable[..., Any]:
+    """The task's prediction function: ``classify(image)``, ``detect(image, threshold)`` or ``segment(image)``;
+    the preprocessing is the model's own image processor, through ``transformers.pipeline``."""
+    pipe = pipeline(fine_tuned.task.pipeline_tag, model=fine_tuned.model, image_processor=fine_tuned.image_processor,
+                    device=fine_tuned.device)
+    config = fine_tuned.config
+    if fine_tuned.task.pipeline_tag == "image-classification":
+        return partial(classify, pipe)
+    colours = palette_for(fine_tuned.local_dir, config.num_labels)
+    if fine_tuned.task.pipeline_tag == "object-detection":
+        return partial(detect, pipe, colours)
+    return partial(segment, pipe, colours)
+
+
+def example_images(model_dir: Path | None) -> list[str]:
+    """The validation images the training run saved beside the model (``examples/``); none for Hub ids."""
+    folder = model_dir / EXAMPLES_DIR if model_dir is not None else None
+    if folder is None or not folder.is_dir():
+        return []
+    return [str(path) for path in sorted(folder.iterdir()) if path.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+# --- the app -------------------------------------------------------------------------------------------------
+
+
+def build_app(fine_tuned: FineTuned, threshold: float = 0.5) -> Any:
+    """A Gradio ``Blocks`` app for ``fine_tuned`` (``.launch()`` it); predictions run on each upload."""
+    try:
+        import gradio as gr
+    except ImportError as err:
+        raise RecipeError('The demo needs Gradio: pip install -e ".[demo]"') from err
+    tag, config = fine_tuned.task.pipeline_tag, fine_tuned.config
+    predict = make_predictor(fine_tuned)
+    name = fine_tuned.local_dir.name if fine_tuned.local_dir is not None else fine_tuned.reference
+    with gr.Blocks(title=f"{name} — Vision Recipes demo") as app:
+        architecture = type(fine_tuned.model).__name__
+        gr.Markdown(f"## {html.escape(name)}\n{tag} · {config.num_labels} classes · `{architecture}`")
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="pil", label="Image", sources=["upload", "clipboard"], elem_id="image")
+                inputs = [image]
+                if tag == "object-detection":
+                    inputs.append(gr.Slider(0.0, 1.0, value=threshold, step=0.05, label="Score threshold",
+                                            elem_id="threshold"))
+            with gr.Column():
+                if tag == "image-classification":
+                    top_k = min(TOP_K, config.num_labels)
+                    outputs = [gr.Label(num_top_classes=top_k, label="Top classes", elem_id="prediction")]
+                elif tag == "object-detection":
+                    outputs = [gr.Image(type="pil", label="Detections", format="png", elem_id="prediction"),
+                               gr.Dataframe(headers=["label", "score", "xmin", "ymin", "xmax", "ymax"],
+                                            label="Boxes", interactive=False, elem_id="boxes")]
+                else:
+                    outputs = [gr.Image(type="pil", label="Segmentation", format="png", elem_id="prediction"),
+                               gr.HTML(label="Legend", elem_id="legend")]
+        examples = example_images(fine_tuned.local_dir)
+        if examples:
+            gr.Examples(examples=examples, inputs=image, label="Validation images", elem_id="examples")
+
+        def run(picture: Image.Image | None, *options: float) -> Any:
+            if picture is None:
+                return None if len(outputs) == 1 else (None,) * len(outputs)
+            return predict(picture, *options)
+
+        triggers = [image.change] + [control.release for control in inputs[1:]]
+        gr.on(triggers, run, inputs=inputs, outputs=outputs)
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vision-recipes demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="Output folder of `vision-recipes train` or a Hub model id")
+    parser.add_argument("--threshold", type=float, default=0.5, help="Initial detection score threshold (0-1)")
+    parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (0.0.0.0: every interface)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="Also create a temporary public gradio.live link")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    args = parser.parse_args(argv)
+    if not 0.0 <= args.threshold <= 1.0:
+        parser.error(f"--threshold {args.threshold}: choose a score between 0 and 1")
+    try:
+        app = build_app(load_fine_tuned(args.model, device=args.device), threshold=args.threshold)
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    app.launch(server_name=args.host, server_port=args.port, share=args.share)
+    return 0

@@ -1,0 +1,450 @@
+"""Streamed training data: a ``datasets.IterableDataset`` read while training.
+
+Sources are a Hub dataset or local ``*.parquet`` / webdataset ``*.tar`` shards. The stream is shuffled through a
+seeded buffer (reshuffled every pass with ``set_epoch``) and split across processes with
+``datasets.distributed.split_dataset_by_node``; every process then builds its own loader (no ``accelerate``
+re-sharding or batch dispatching), and all processes end a pass together as soon as one of them runs out, so
+distributed training never waits on a process that has no batch. Bad records (undecodable images, bad labels)
+are skipped and counted as they come. Each checkpoint stores, per process and loader worker, how many records
+of the current pass were consumed, so a resumed run continues where it stopped (re-reading, not decoding, the
+records before that point).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from datasets import Dataset, Image, IterableDataset, IterableDatasetDict, load_dataset
+from datasets.distributed import split_dataset_by_node
+from torch.utils.data import DataLoader, get_worker_info
+from transformers import TrainerCallback, TrainingArguments
+
+from recipes.config import DataArguments, RecipeError
+from recipes.images import BadImageError, record_path
+
+logger = logging.getLogger("recipes")
+
+STREAM_META = "_stream"
+"""Key of the per-example bookkeeping (position, bad record, example key) that travels beside the model inputs."""
+STATE_DIR = "stream_state"
+"""Folder of each checkpoint with one ``rank<N>.json`` stream position per process."""
+SHARD_BUILDERS = {".parquet": "parquet", ".tar": "webdataset"}
+MAX_LISTED_BAD = 100
+
+
+def check_streaming_recipe(data_args: DataArguments, args: TrainingArguments, task: str, supported: bool) -> None:
+    """Stop before any work when a streaming recipe cannot run."""
+    if not data_args.streaming:
+        return
+    if not supported:
+        raise RecipeError(
+            f"streaming is supported for image-classification only for now (task {task}); "
+            "run without `streaming` (the data is then downloaded and prepared first)."
+        )
+    if args.max_steps is None or args.max_steps <= 0:
+        raise RecipeError(
+            "streaming datasets have no length: set max_steps (optimizer steps; one pass over N examples takes "
+            "about N / (per_device_train_batch_size x processes x gradient_accumulation_steps) steps)."
+        )
+    if data_args.shuffle_buffer_size < 0:
+        raise RecipeError(f"shuffle_buffer_size must be 0 (no shuffling) or more, got {data_args.shuffle_buffer_size}.")
+    if "[" in data_args.train_split:
+        raise RecipeError(
+            f"Split slicing (`{data_args.train_split}`) is not available with streaming: use max_train_samples."
+        )
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def shard_files(value: str | None, option: str) -> list[str] | None:
+    """The ``*.parquet`` / ``*.tar`` files named by a glob, a file or a folder (searched recursively); None when
+    ``value`` is unset or a folder without shards (an image folder, read the usual way)."""
+    if not value:
+        return None
+    if any(char in value for char in "*?["):
+        files = sorted(glob.glob(str(Path(value).expanduser()), recursive=True))
+        if not files:
+            raise RecipeError(f"`{option}` {value} matches no files.")
+    else:
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise RecipeError(f"`{option}` points to {path}, which does not exist.")
+        if path.is_dir():
+            files = sorted(str(p) for suffix in SHARD_BUILDERS for p in path.rglob(f"*{suffix}"))
+            if not files:
+                return None
+        else:
+            files = [str(path)]
+    kinds = {Path(f).suffix.lower() for f in files}
+    if not kinds <= set(SHARD_BUILDERS) or len(kinds) != 1:
+        raise RecipeError(
+            f"`{option}`: streaming reads shards of one kind, *.parquet or webdataset *.tar; got {sorted(kinds)}."
+        )
+    return files
+
+
+def load_streams(data_args: DataArguments, cache_dir: str | None = None) -> dict[str, IterableDataset]:
+    """Streamed splits: every split of the Hub dataset ``dataset_name``, or the local shards of
+    ``train_file``/``train_dir`` (and ``validation_…``/``test_…`` when they hold shards)."""
+    if data_args.dataset_name:
+        name, config = data_args.dataset_name, data_args.dataset_config_name
+        try:
+            loaded = load_dataset(name, config, streaming=True, cache_dir=cache_dir)
+        except Exception as err:  # datasets raises many types; the user needs the id and the fix
+            raise RecipeError(
+                f"Could not stream dataset `{name}`{f' ({config})' if config else ''}: {err}. Check the id and your "
+                "network/HF_TOKEN, or use --train_file 'shards/*.parquet' for local shards."
+            ) from err
+        return dict(loaded) if isinstance(loaded, IterableDatasetDict) else {"train": loaded}
+    streams = {}
+    for split in ("train", "validation", "test"):
+        option = f"{split}_file" if getattr(data_args, f"{split}_file") else f"{split}_dir"
+        files = shard_files(getattr(data_args, option), option)
+        if files is None:
+            if split == "train":
+                raise RecipeError(
+                    "streaming needs `dataset_name` (a Hub dataset) or local shards: --train_file 'data/*.parquet' "
+                    "(or *.tar webdataset shards), or --train_dir with such files."
+                )
+            continue
+        builder = SHARD_BUILDERS[Path(files[0]).suffix.lower()]
+        try:
+            streams[split] = load_dataset(builder, data_files=files, split="train", streaming=True)
+        except Exception as err:
+            raise RecipeError(f"Cannot stream the {builder} shards of `{option}` ({files[0]}, …): {err}") from err
+        logger.info("Streaming the %s split from %d %s shard(s)", split, len(files), builder)
+    return streams
+
+
+def undecoded_stream(stream: IterableDataset, column: str) -> IterableDataset:
+    """Keep ``column`` as ``{"bytes", "path"}`` records so our transforms decode (and can report) each image."""
+    feature = (stream.features or {}).get(column)
+    if isinstance(feature, Image) and feature.decode:
+        return stream.cast_column(column, Image(decode=False))
+    return stream
+
+
+def materialise(stream: IterableDataset, limit: int) -> Dataset:
+    """The first ``limit`` records of a stream as a map-style dataset (validation/test sets)."""
+    rows = list(stream.take(limit))
+    if not rows:
+        raise RecipeError("The stream is empty: no examples to evaluate on.")
+    return Dataset.from_list(rows, features=stream.features)
+
+
+def per_process_stream(
+    stream: IterableDataset, *, seed: int, buffer_size: int, rank: int, world_size: int, limit: int | None = None
+) -> IterableDataset:
+    """This process's part of the training stream: (at most ``limit`` records), shuffled with a seeded buffer,
+    then split by node. The same seed on every process gives every process the same order to split, so each
+    record goes to exactly one process."""
+    if limit is not None:
+        stream = stream.take(limit)
+    if buffer_size > 0:
+        stream = stream.shuffle(seed=seed, buffer_size=buffer_size)
+    if world_size > 1:
+        stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+    return stream
+
+
+# --------------------------------------------------------------------------- examples and batches
+
+
+def example_key(record: Any) -> str:
+    """A short identity of an image record (its path, else a hash of its bytes), for debug logs."""
+    if isinstance(record, dict):
+        if record.get("bytes"):
+            return hashlib.sha1(record["bytes"]).hexdigest()[:16]
+        return str(record.get("path"))
+    return str(record)
+
+
+class StreamingExamples(torch.utils.data.IterableDataset):
+    """Transformed training examples of one process's stream. Each carries its position (loader worker, index in
+    that worker's part of the pass); a record that fails ``check`` or the transform becomes a bad-record marker
+    instead, counted by :class:`StreamLoader`."""
+
+    def __init__(
+        self,
+        stream: IterableDataset,
+        transform: Callable[[dict[str, list]], dict[str, list]],
+        image_column: str,
+        check: Callable[[dict[str, Any]], str | None] | None = None,
+        keep_keys: bool = False,
+    ) -> None:
+        self.stream = stream
+        self.transform = transform
+        self.image_column = image_column
+        self.check = check
+        self.keep_keys = keep_keys
+        self.resume: dict[int, int] = {}
+        """Records to pass over, per loader worker, at the start of the next pass (a resumed run)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        start = self.resume.get(worker, 0)
+        for index, record in enumerate(self.stream):
+            if index >= start:
+                yield self.example(record, worker, index)
+
+    def example(self, record: dict[str, Any], worker: int, index: int) -> dict[str, Any]:
+        meta: dict[str, Any] = {"position": (worker, index)}
+        image = record.get(self.image_column)
+        if self.keep_keys:
+            meta["key"] = example_key(image)
+        reason = self.check(record) if self.check is not None else None
+        if reason is None:
+            try:
+                transformed = self.transform({key: [value] for key, value in record.items()})
+            except (BadImageError, OSError, ValueError, RuntimeError) as err:
+                reason = str(err)
+        if reason is not None:
+            meta["bad"] = {"path": record_path(image, fallback=f"record {index} (worker {worker})"), "reason": reason}
+            return {STREAM_META: meta}
+        example = {key: values[0] for key, values in transformed.items()}
+        example[STREAM_META] = meta
+        return example
+
+
+def collate_stream(examples: list[dict[str, Any]], *, collate: Callable[[list[dict]], dict]) -> dict[str, Any]:
+    """The task's collate on the good examples of a batch, with every example's bookkeeping beside it."""
+    metas = [example.pop(STREAM_META) for example in examples]
+    good = [example for example in examples if example]
+    batch = collate(good) if good else {}
+    batch[STREAM_META] = metas
+    return batch
+
+
+def _all_processes(flag: bool, device: torch.device) -> bool:
+    """``flag`` on every process (one tiny all-reduce; plain ``flag`` outside distributed runs)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    if torch.distributed.get_world_size() == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
+    return bool(value.item())
+
+
+@dataclass
+class StreamProgress:
+    """What this process has consumed of the stream: position in the current pass, counts, bad records."""
+
+    rank: int = 0
+    world_size: int = 1
+    num_workers: int = 0
+    stream_epoch: int = 0
+    positions: dict[int, int] = field(default_factory=dict)
+    exhausted: bool = False
+    examples_seen: int = 0
+    passes_completed: int = 0
+    dropped_at_pass_end: int = 0
+    bad_records: int = 0
+    bad: list[dict[str, Any]] = field(default_factory=list)
+    key_log: Path | None = None
+
+    def begin_pass(self, epoch: int) -> None:
+        self.stream_epoch, self.positions, self.exhausted = epoch, {}, False
+
+    def consumed(self, metas: list[dict[str, Any]], trained: bool) -> None:
+        """Record a batch's examples: trained on, or (``trained`` false) dropped at the end of a pass."""
+        keys = []
+        for meta in metas:
+            worker, index = meta["position"]
+            self.positions[worker] = max(self.positions.get(worker, 0), index + 1)
+            if "bad" in meta:
+                self.bad_records += 1
+                if len(self.bad) < MAX_LISTED_BAD:
+                    self.bad.append({"rank": self.rank, "pass": self.stream_epoch, **meta["bad"]})
+                logger.warning("Skipping a bad streamed record: %s: %s", meta["bad"]["path"], meta["bad"]["reason"])
+            elif trained:
+                self.examples_seen += 1
+                keys.append(meta.get("key"))
+            else:
+                self.dropped_at_pass_end += 1
+        if self.key_log is not None and keys:
+            with self.key_log.open("a", encoding="utf-8") as log:
+                log.writelines(f"{self.stream_epoch}\t{key}\n" for key in keys)
+
+    def state(self) -> dict[str, Any]:
+        """The position to resume from (the next pass when this one is finished) and the counts so far."""
+        done = self.exhausted
+        return {
+            "epoch": self.stream_epoch + 1 if done else self.stream_epoch,
+            "positions": {} if done else {str(k): v for k, v in self.positions.items()},
+            "world_size": self.world_size,
+            "num_workers": self.num_workers,
+            "examples_seen": self.examples_seen,
+            "passes_completed": self.passes_completed,
+            "dropped_at_pass_end": self.dropped_at_pass_end,
+            "bad_records": self.bad_records,
+            "bad": self.bad,
+        }
+
+
+class StreamLoader:
+    """The Trainer's training loader for a stream: a ``DataLoader`` over this process's
+    :class:`StreamingExamples`, ending each pass on every process as soon as one process has no batch left.
+
+    The Trainer numbers passes from 0 again after a resume; ``epoch_offset`` maps them to the stream's passes."""
+
+    def __init__(self, dataloader: DataLoader, examples: StreamingExamples, progress: StreamProgress,
+                 device: torch.device) -> None:
+        self.dataloader = dataloader
+        self.examples = examples
+        self.progress = progress
+        self.device = device
+        self.epoch_offset = 0
+        self.resume_epoch: int | None = None
+        self.resume_positions: dict[int, int] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        stream_epoch = self.epoch_offset + epoch
+        self.progress.begin_pass(stream_epoch)
+        self.examples.set_epoch(stream_epoch)
+        resuming = stream_epoch == self.resume_epoch
+        self.examples.resume = dict(self.resume_positions) if resuming else {}
+        if resuming:
+            self.progress.positions = dict(self.resume_positions)
+
+    def __iter__(self):
+        iterator = iter(self.dataloader)
+        while True:
+            batch, metas = self._next_batch(iterator)
+            if not _all_processes(batch is not None, self.device):
+                if batch is not None:
+                    self.progress.consumed(metas, trained=False)
+                self.progress.exhausted = True
+                self.progress.passes_completed += 1
+                return
+            self.progress.consumed(metas, trained=True)
+            yield batch
+
+    def _next_batch(self, iterator) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+        for batch in iterator:
+            metas = batch.pop(STREAM_META)
+            if batch:
+                return batch, metas
+            self.progress.consumed(metas, trained=True)  # a batch of bad records only
+        return None, []
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint's :meth:`StreamProgress.state` of this process."""
+        progress = self.progress
+        layout = (state.get("world_size"), state.get("num_workers"))
+        same_layout = layout == (progress.world_size, progress.num_workers)
+        self.epoch_offset = self.resume_epoch = int(state["epoch"])
+        if same_layout:
+            self.resume_positions = {int(k): int(v) for k, v in state.get("positions", {}).items()}
+        else:
+            logger.warning(
+                "The checkpoint's stream position was saved with %s processes x %s loader workers, this run has "
+                "%s x %s: pass %d restarts from its beginning (some examples of it are seen twice).",
+                state.get("world_size"), state.get("num_workers"), progress.world_size, progress.num_workers,
+                self.resume_epoch,
+            )
+        for key in ("examples_seen", "passes_completed", "dropped_at_pass_end", "bad_records"):
+            setattr(progress, key, int(state.get(key, 0)))
+        progress.bad = list(state.get("bad", []))
+        skipped = sum(self.resume_positions.values())
+        logger.info("Resuming the stream at pass %d, after %d record(s) of it on this process (re-read, not decoded).",
+                    self.resume_epoch, skipped)
+
+
+class StreamStateCallback(TrainerCallback):
+    """Writes this process's stream position into every checkpoint (``stream_state/rank<N>.json``)."""
+
+    def __init__(self, progress: StreamProgress) -> None:
+        self.progress = progress
+
+    def on_save(self, args: TrainingArguments, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"rank{self.progress.rank}.json").write_text(json.dumps(self.progress.state(), indent=1))
+
+
+@dataclass
+class StreamTraining:
+    """Everything a streamed training run needs: the examples, their progress, the loader and its callback."""
+
+    examples: StreamingExamples
+    progress: StreamProgress
+    loader: StreamLoader | None = None
+
+    @classmethod
+    def build(
+        cls, stream: IterableDataset, transform: Callable, check: Callable | None, data_args: DataArguments,
+        args: TrainingArguments, key_log_dir: str | None = None,
+    ) -> StreamTraining:
+        part = per_process_stream(
+            stream, seed=args.seed, buffer_size=data_args.shuffle_buffer_size, rank=args.process_index,
+            world_size=args.world_size, limit=data_args.max_train_samples,
+        )
+        key_log = None
+        if key_log_dir:
+            Path(key_log_dir).mkdir(parents=True, exist_ok=True)
+            key_log = Path(key_log_dir) / f"rank{args.process_index}.tsv"
+        examples = StreamingExamples(part, transform, data_args.image_column_name, check, keep_keys=bool(key_log))
+        progress = StreamProgress(rank=args.process_index, world_size=args.world_size,
+                                  num_workers=args.dataloader_num_workers, key_log=key_log)
+        logger.info("Streaming training data: process %d of %d, shuffle buffer %d, %s.", args.process_index,
+                    args.world_size, data_args.shuffle_buffer_size,
+                    f"{stream.n_shards} shard(s)" if hasattr(stream, "n_shards") else "")
+        return cls(examples=examples, progress=progress)
+
+    def make_loader(self, trainer: Any, drop_last: bool) -> StreamLoader:
+        """The training loader (``RecipeTrainer.train_loader``), built once and reused across passes."""
+        if self.loader is None:
+            args = trainer.args
+            workers = args.dataloader_num_workers
+            dataloader = DataLoader(
+                self.examples,
+                batch_size=trainer._train_batch_size,
+                collate_fn=partial(collate_stream, collate=trainer.data_collator),
+                num_workers=workers,
+                pin_memory=args.dataloader_pin_memory,
+                prefetch_factor=args.dataloader_prefetch_factor if workers else None,
+                drop_last=drop_last,
+            )
+            self.loader = StreamLoader(dataloader, self.examples, self.progress, args.device)
+        return self.loader
+
+    def restore(self, checkpoint: str | None, trainer: Any) -> None:
+        """Continue from the stream position saved in ``checkpoint`` (nothing saved: from the start, warned)."""
+        if not checkpoint:
+            return
+        path = Path(checkpoint) / STATE_DIR / f"rank{self.progress.rank}.json"
+        loader = self.make_loader(trainer, trainer.drop_incomplete_batch or trainer.args.dataloader_drop_last)
+        if not path.is_file():
+            logger.warning("%s has no stream position (%s): the stream starts from its beginning.", checkpoint, path)
+            return
+        loader.restore(json.loads(path.read_text()))
+
+    def summary(self) -> dict[str, Any]:
+        """Counts of every process together (a collective call: every process must make it)."""
+        states = [self.progress.state()]
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            states = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(states, self.progress.state())
+        total = {key: sum(s[key] for s in states) for key in ("examples_seen", "dropped_at_pass_end", "bad_records")}
+        bad = [record for s in states for record in s["bad"]][:MAX_LISTED_BAD]
+        return {
+            **total,
+            "passes_completed": min(s["passes_completed"] for s in states),
+            "examples_seen_per_process": [s["examples_seen"] for s in states],
+            "skipped_records": bad,
+        }

@@ -1,0 +1,142 @@
+"""The GPU-path options, exercised on the CPU: ``gpu_decode`` (the same decode + augmentation + pixel steps, run
+in the main process on the model's device) and ``torch_compile`` reaching the model."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import REPO, shared_dataset
+from PIL import Image
+
+from recipes import device_decode
+from recipes.device_decode import EncodedImages, encode_for_device, pixels_on_device
+from recipes.tasks.classification.transforms import build_train_augmentation, transform_classification_batch
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels
+
+GEOMETRY = ProcessorGeometry(height=64, width=64, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
+
+
+def _jpeg(size: tuple[int, int], seed: int, **save: object) -> bytes:
+    pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=torch.Generator().manual_seed(seed),
+                           dtype=torch.uint8).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=save.pop("format", "JPEG"), **save)
+    return buffer.getvalue()
+
+
+def _rotated_jpeg() -> bytes:
+    image = Image.open(io.BytesIO(_jpeg((40, 30), 3)))
+    exif = Image.Exif()
+    exif[device_decode.EXIF_ORIENTATION] = 6  # rotate 90° on display
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", exif=exif)
+    return buffer.getvalue()
+
+
+def test_jpegs_travel_encoded_and_the_rest_is_decoded_by_the_worker() -> None:
+    records = [{"bytes": _jpeg((48, 32), 0), "path": "a.jpg"}, {"bytes": _jpeg((20, 20), 1, format="PNG"),
+               "path": "b.png"}, {"bytes": _rotated_jpeg(), "path": "c.jpg"}]
+    items, encoded = encode_for_device(records)
+    assert encoded == [True, False, False]
+    assert items[0].dim() == 1 and items[1].shape == (3, 20, 20)
+    assert items[2].shape == (3, 40, 30)  # EXIF rotation applied by the worker, as on the CPU path
+
+
+def test_device_path_gives_the_cpu_path_pixels_exactly() -> None:
+    """Deterministic preset: the main-process decode + augmentation + normalisation equals the worker path."""
+    records = [{"bytes": _jpeg((96, 80), seed), "path": f"{seed}.jpg"} for seed in range(3)]
+    records.append({"bytes": _jpeg((70, 90), 9, format="PNG"), "path": "x.png"})
+    augment = build_train_augmentation("none", GEOMETRY.height, GEOMETRY.width)
+    worker = transform_classification_batch({"image": records, "label": [0, 1, 2, 0]}, image_column="image",
+                                            label_column="label", augment=augment)
+    expected = collate_images_and_labels([{"pixel_values": p, "labels": 0} for p in worker["pixel_values"]],
+                                         processor=None, fast=GEOMETRY)["pixel_values"]
+    items, encoded = encode_for_device(records)
+    inputs = pixels_on_device({"encoded_images": EncodedImages(items, encoded)}, torch.device("cpu"),
+                              augment=augment, processor=None, fast=GEOMETRY)
+    assert "encoded_images" not in inputs
+    assert torch.equal(inputs["pixel_values"], expected)
+
+
+@pytest.mark.real_data
+def test_gpu_decode_runs_through_the_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--gpu_decode true`` end to end (on the CPU here): every training batch goes through the device-side
+    decode, real Food-101 JPEGs, and the run trains and evaluates."""
+    from recipes.lifecycle import run
+    from recipes.parse import parse_recipe
+
+    food = shared_dataset("food101-mini")
+    calls: list[int] = []
+    original = device_decode.decode_batch
+    monkeypatch.setattr(device_decode, "decode_batch",
+                        lambda batch, device: calls.append(sum(batch.encoded)) or original(batch, device))
+    recipe = parse_recipe([str(REPO / "configs/quickstart/classification.yaml"), "--train_dir",
+                           str(food / "train"), "--validation_dir", str(food / "test"), "--gpu_decode", "true",
+                           "--augmentation", "basic", "--max_train_samples", "16", "--max_eval_samples", "8",
+                           "--max_steps", "2", "--per_device_train_batch_size", "8", "--make_plots", "false",
+                           "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"])
+    context = run(recipe)
+    assert calls == [8, 8]  # two steps, every JPEG decoded by the device path
+    assert context.metrics["train"]["train_samples"] == 16
+    assert "eval_accuracy" in json.loads((tmp_path / "out" / "eval_results.json").read_text())
+
+
+def test_gpu_decode_and_the_decode_cache_exclude_each_other() -> None:
+    from recipes.config import RecipeError
+    from recipes.parse import parse_recipe
+    from recipes.tasks import get_task
+
+    recipe = parse_recipe([str(REPO / "configs/quickstart/classification.yaml"), "--gpu_decode", "true",
+                           "--cache_decoded_images", "true"])
+    with pytest.raises(RecipeError, match="choose one"):
+        get_task("image-classification").device_transform(None, recipe.data)
+
+
+def test_torch_compile_reaches_the_model(tmp_path: Path, shapes_dir: Path) -> None:
+    """``torch_compile: true`` (a TrainingArguments key, so a recipe key) compiles the model the Trainer trains
+    (the `eager` backend keeps it fast; the option and the wiring are what is tested)."""
+    from torch._dynamo.utils import counters
+
+    from recipes.lifecycle import run
+    from recipes.parse import parse_recipe
+
+    counters.clear()
+    recipe = parse_recipe([str(REPO / "configs/quickstart/classification.yaml"), "--train_dir", str(shapes_dir),
+                           "--torch_compile", "true", "--torch_compile_backend", "eager", "--max_steps", "1",
+                           "--make_plots", "false", "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"])
+    assert recipe.training.torch_compile and recipe.training.torch_compile_backend == "eager"
+    run(recipe)
+    assert counters["stats"]["unique_graphs"] > 0
+
+
+def test_gpu_benchmark_without_a_gpu_says_so_and_exits_0() -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_training"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env={**__import__("os").environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "No CUDA GPU" in result.stdout
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_gpu_benchmark_code_path_on_the_cpu(tmp_path: Path) -> None:
+    """The benchmark's measurement code on a tiny ViT on the CPU (the figures only mean something on a GPU)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "gpu.json"
+    result = subprocess.run([sys.executable, "-m", "benchmarks.gpu_training", "--device", "cpu", "--quick",
+                             "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {"synthetic", "input pipeline"} <= set(report["images_per_second"])
+    assert all(v > 0 for v in report["images_per_second"].values())
+    assert report["flops_per_image"] > 0
+
+

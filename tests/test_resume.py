@@ -1,0 +1,203 @@
+"""Checkpoints on the Hub and resuming: checkpoint pushes during training, ``resume_from_hub`` on a new machine,
+and the run fingerprint that keeps a rerun from continuing a stale or finished run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import assert_ok, run_cli
+
+from recipes.checkpoints import (
+    FINGERPRINT_FILE,
+    check_checkpoint,
+    differences,
+    finished_run,
+    training_fingerprint,
+    write_fingerprint,
+)
+from recipes.config import RecipeError
+from recipes.hub import CheckpointPusher, download_checkpoint
+from recipes.parse import parse_recipe
+from recipes.tasks import get_task
+
+QUICKSTART = "configs/quickstart/classification.yaml"
+REPO_ID = "user/shapes-run"
+
+
+def _fingerprint(*args: str, train: str = "aaaa") -> dict:
+    recipe = parse_recipe([QUICKSTART, "--output_dir", "out", *args])
+    return training_fingerprint(recipe, SimpleNamespace(train=SimpleNamespace(_fingerprint=train),
+                                                        validation=SimpleNamespace(_fingerprint="vvvv"), test=None))
+
+
+def test_the_fingerprint_holds_what_shapes_training_and_nothing_else() -> None:
+    base = _fingerprint()
+    same = _fingerprint("--output_dir", "elsewhere", "--logging_steps", "3", "--per_device_eval_batch_size", "2",
+                        "--dataloader_num_workers", "4", "--push_to_hub", "--hub_model_id", "a/b", "--hub_token",
+                        "hf_secret", "--make_plots", "false", "--push_checkpoints", "true", "--save_total_limit", "5",
+                        "--report_to", "none", "--auto_resume", "false")
+    assert differences(base, same) == []
+    assert "hf_secret" not in json.dumps(same)
+    changed = differences(base, _fingerprint("--learning_rate", "1e-4", "--num_train_epochs", "3", "--seed", "1",
+                                             "--config_overrides", '{"embedding_size": 8}', train="bbbb"))
+    named = {line.split(":")[0] for line in changed}
+    assert named == {"learning_rate", "num_train_epochs", "seed", "config_overrides", "data (train split, datasets "
+                     "fingerprint)"}
+    assert "learning_rate: 0.003 → 0.0001" in changed
+
+
+def test_checkpoint_of_another_run_stops_auto_resume_and_warns_when_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    checkpoint = tmp_path / "out" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    write_fingerprint(checkpoint, _fingerprint())
+    check_checkpoint(checkpoint, _fingerprint(), explicit=False)  # same run: continues silently
+    with pytest.raises(RecipeError) as info:
+        check_checkpoint(checkpoint, _fingerprint("--learning_rate", "1e-4"), explicit=False)
+    message = str(info.value)
+    assert "learning_rate: 0.003 → 0.0001" in message
+    assert "--output_dir" in message and "--auto_resume false" in message
+    assert f"--resume_from_checkpoint {checkpoint}" in message
+    with caplog.at_level(logging.WARNING, logger="recipes"):
+        check_checkpoint(checkpoint, _fingerprint("--learning_rate", "1e-4"), explicit=True)
+        (checkpoint / FINGERPRINT_FILE).unlink()
+        check_checkpoint(checkpoint, _fingerprint("--learning_rate", "1e-4"), explicit=False)
+    warnings = [record.getMessage() for record in caplog.records]
+    assert "differ" in warnings[0] and "learning_rate" in warnings[0]
+    assert "older version" in warnings[1]
+
+
+def test_resume_from_hub_errors_say_what_is_wrong(tmp_path: Path, fake_hub) -> None:
+    with pytest.raises(RecipeError, match="`user/missing` not found"):
+        download_checkpoint("user/missing", tmp_path / "a", token=fake_hub.token, endpoint=fake_hub.url)
+    fake_hub.seed("user/model-only", {"config.json": b"{}"})
+    with pytest.raises(RecipeError, match=r"holds no checkpoints.*--push_checkpoints true"):
+        download_checkpoint("user/model-only", tmp_path / "b", token=fake_hub.token, endpoint=fake_hub.url)
+    with pytest.raises(RecipeError, match="not authorised") as info:
+        download_checkpoint("user/model-only", tmp_path / "c", token="hf_wrong_secret", endpoint=fake_hub.url)
+    assert "hf_wrong_secret" not in str(info.value)
+
+
+def test_pusher_mirrors_the_kept_checkpoints_even_when_rotated_during_the_upload(tmp_path: Path, fake_hub) -> None:
+    out = tmp_path / "out"
+    pusher = CheckpointPusher.start(REPO_ID, fake_hub.token, endpoint=fake_hub.url)
+    args, control = SimpleNamespace(output_dir=str(out)), SimpleNamespace()
+    for step in (1, 2, 3):
+        folder = out / f"checkpoint-{step}"
+        folder.mkdir(parents=True)
+        (folder / "optimizer.pt").write_bytes(bytes([step]) * 64)
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        if step == 3:  # the Trainer rotates checkpoint-1 away (save_total_limit 2) before on_save
+            shutil.rmtree(out / "checkpoint-1")
+        pusher.on_save(args, SimpleNamespace(global_step=step, is_world_process_zero=True), control)
+        if step == 2:
+            shutil.rmtree(folder)  # rotated away while its upload may still run: the staged copy is pushed
+            (out / "checkpoint-2").mkdir()
+    pusher.wait()
+    assert pusher.pushed == ["checkpoint-1", "checkpoint-2", "checkpoint-3"] and not pusher.last_failed
+    files = fake_hub.files(REPO_ID)
+    assert sorted(name for name in files if name.startswith("checkpoints/")) == [
+        "checkpoints/checkpoint-2/optimizer.pt", "checkpoints/checkpoint-2/trainer_state.json",
+        "checkpoints/checkpoint-3/optimizer.pt", "checkpoints/checkpoint-3/trainer_state.json",
+    ]
+    assert files["checkpoints/checkpoint-2/optimizer.pt"] == bytes([2]) * 64
+    assert not list(out.glob(".checkpoint-push-*")), "staged copies are removed after their upload"
+
+
+def _tokenless(root: Path, token: str) -> list[Path]:
+    return [path for path in root.rglob("*") if path.is_file() and token.encode() in path.read_bytes()]
+
+
+@pytest.mark.slow
+def test_checkpoints_on_the_hub_resume_on_a_new_machine_and_reruns_never_continue_a_stale_run(
+    tmp_path: Path, shapes_dir: Path, fake_hub
+) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(shapes_dir, data)
+    # 77 training images, batches of 32 (the incomplete one dropped for BatchNorm): 2 steps and a checkpoint per epoch.
+    common = [QUICKSTART, "--train_dir", str(data), "--augmentation", "none", "--dataloader_num_workers", "0",
+              "--per_device_train_batch_size", "32", "--num_train_epochs", "2", "--make_plots", "false",
+              "--logging_steps", "1"]
+    first = tmp_path / "machine-1" / "run"
+    push = ["--push_checkpoints", "true", "--push_to_hub", "--hub_model_id", REPO_ID, "--hub_token", fake_hub.token]
+    env = fake_hub.client_env(tmp_path / "hf_home", token=False)  # the token only comes from the command line
+    result = run_cli(*common, "--output_dir", str(first), *push, env=env)
+    assert_ok(result)
+    titles = [commit.title for commit in fake_hub.commits(REPO_ID)]
+    assert titles[1:3] == ["Training checkpoint checkpoint-2", "Training checkpoint checkpoint-4"]
+    files = fake_hub.files(REPO_ID)
+    for step in (2, 4):
+        for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
+                     FINGERPRINT_FILE):
+            assert f"checkpoints/checkpoint-{step}/{name}" in files
+    assert "model.safetensors" in files and "README.md" in files  # the final push, as before
+    token = fake_hub.token
+    assert not [name for name, content in files.items() if token.encode() in content]
+    assert not _tokenless(first.parent, token) and token not in result.stdout + result.stderr
+    full_metrics = json.loads((first / "eval_results.json").read_text())
+    full_state = json.loads((first / "trainer_state.json").read_text())
+
+    # Rerunning the finished run: says so, trains nothing, pushes nothing.
+    commits = len(fake_hub.commits(REPO_ID))
+    weights = (first / "model.safetensors").stat().st_mtime_ns
+    again = run_cli(*common, "--output_dir", str(first), *push, env=env)
+    assert_ok(again)
+    assert "holds a finished run (step 4 of 4" in again.stdout and "--auto_resume false" in again.stdout
+    assert "train_runtime" not in again.stdout + again.stderr
+    assert len(fake_hub.commits(REPO_ID)) == commits and (first / "model.safetensors").stat().st_mtime_ns == weights
+
+    # A changed learning rate or changed data would silently continue the old run: both stop, saying what differs.
+    stale = run_cli(*common, "--output_dir", str(first), "--learning_rate", "1e-3")
+    assert stale.returncode == 2, stale.stderr[-3000:]
+    assert "learning_rate: 0.003 → 0.001" in stale.stderr
+    assert "--output_dir" in stale.stderr and "--auto_resume false" in stale.stderr
+    next(data.glob("circle/*.png")).unlink()
+    recipe = parse_recipe([*common, "--output_dir", str(first)])
+    task_data = get_task(recipe.run.task).load_data(recipe.data, seed=recipe.training.seed)
+    with pytest.raises(RecipeError, match=r"data \(train split") as info:
+        finished_run(recipe, training_fingerprint(recipe, task_data))
+    assert "learning_rate" not in str(info.value)
+    shutil.copytree(shapes_dir / "circle", data / "circle", dirs_exist_ok=True)
+
+    # The first machine died right after pushing checkpoint-2: roll the Hub back to that commit.
+    repo = fake_hub.repo(REPO_ID)
+    del repo.commits[titles.index("Training checkpoint checkpoint-2") + 1:]
+    second = tmp_path / "machine-2" / "run"
+    resumed = run_cli(*common, "--output_dir", str(second), "--resume_from_hub", REPO_ID,
+                      env=fake_hub.client_env(tmp_path / "hf_home_2"))
+    assert_ok(resumed)
+    assert f"Resuming from checkpoint-2 of {REPO_ID}" in resumed.stderr
+    assert "differ from the run that saved it" not in resumed.stderr
+    state = json.loads((second / "trainer_state.json").read_text())
+    assert state["global_step"] == full_state["global_step"] == 4
+    losses = {entry["step"]: entry["loss"] for entry in state["log_history"] if "loss" in entry}
+    full_losses = {entry["step"]: entry["loss"] for entry in full_state["log_history"] if "loss" in entry}
+    assert sorted(losses) == sorted(full_losses) == [1, 2, 3, 4]  # 1-2 come with checkpoint-2, 3-4 trained here
+    assert losses == pytest.approx(full_losses, rel=1e-4)
+    manifest = json.loads((second / "run_manifest.json").read_text())
+    assert manifest["resumed_from"] == str(second / "checkpoint-2")
+    metrics = json.loads((second / "eval_results.json").read_text())
+    assert metrics["eval_accuracy"] == pytest.approx(full_metrics["eval_accuracy"])
+    assert metrics["eval_loss"] == pytest.approx(full_metrics["eval_loss"], rel=1e-4)
+    assert not _tokenless(second.parent, token)
+
+
+def test_a_failed_checkpoint_push_is_reported_without_the_token(tmp_path: Path, fake_hub) -> None:
+    from huggingface_hub import HfApi
+
+    folder = tmp_path / "out" / "checkpoint-1"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text("{}")
+    pusher = CheckpointPusher(HfApi(endpoint=fake_hub.url, token="hf_secret_value"), REPO_ID)
+    pusher.on_save(SimpleNamespace(output_dir=str(folder.parent)), SimpleNamespace(global_step=1,
+                   is_world_process_zero=True), SimpleNamespace())
+    pusher.wait()
+    assert pusher.last_failed and not pusher.pushed
+    assert "hf_secret_value" not in pusher.failed["checkpoint-1"]
+    assert (folder / "trainer_state.json").is_file() and not list(folder.parent.glob(".checkpoint-push-*"))
