@@ -8,7 +8,7 @@ from typing import Any
 from torchvision.transforms import v2
 
 from recipes.config import RecipeError
-from recipes.transforms import decode_to_tensor, encode_raw_rgb, processor_pixel_values
+from recipes.transforms import decode_augmented, decode_to_tensor, encode_raw_rgb, processor_pixel_values
 
 # --------------------------------------------------------------------------- transforms
 
@@ -34,10 +34,11 @@ def transform_classification_batch(
     """``with_transform`` function: decode to ``uint8`` tensors, then either augment them to the processor's
     output size (training: ``uint8``, normalised per batch in the collate) or, without ``augment``, run the
     image processor itself (evaluation: exactly the ``pixel_values`` that ``pipeline()`` computes)."""
-    images = [decode_to_tensor(record) for record in batch[image_column]]
-    if augment is not None:
-        pixel_values = [augment(image) for image in images]
+    records = batch[image_column]
+    if augment is not None:  # decoding and cropping in one step: only the resolution the crop needs
+        pixel_values = [decode_augmented(record, augment) for record in records]
     else:
+        images = [decode_to_tensor(record) for record in records]
         pixel_values = list(processor_pixel_values(processor, images, sized=False))
     return {"pixel_values": pixel_values, "labels": list(batch[label_column])}
 
