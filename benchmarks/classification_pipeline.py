@@ -9,9 +9,13 @@ variant alike:
    - ``naive``: the HF-docs pipeline: ``datasets`` PIL decode -> ``.convert("RGB")`` ->
      ``Compose([RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize])`` per image,
      default collate;
-   - ``ours``: undecoded records -> ``decode_to_tensor`` (libjpeg-turbo) -> torchvision v2
-     ``basic`` preset on ``uint8`` tensors (``transform_classification_batch`` via
-     ``with_transform``) -> ``collate_images_and_labels`` (processor pixel steps per batch);
+   - ``ours-before``: the previous default: undecoded records -> ``decode_to_tensor`` (full
+     libjpeg-turbo decode) -> torchvision v2 ``basic`` preset on ``uint8`` tensors ->
+     ``collate_images_and_labels`` (processor pixel steps once per batch);
+   - ``ours``: the default (``transform_classification_batch`` via ``with_transform``): the crop
+     box is drawn from the JPEG header, the JPEG decoded at the smallest DCT scale that keeps the
+     box's resolution (``recipes.crop_decode``), crop+resize and flip through the functional
+     kernels -> the same collate;
    - ``ours+cache``: the same on the decode cache (``cache_decoded_images``: raw RGB records
      built once by ``decode_into_cache``; its one-time build cost is reported on its own);
 2. where the time goes: milliseconds per image and per stage (read, decode, crop+resize, flip,
@@ -26,6 +30,7 @@ Augmentation is equivalent in every variant: RandomResizedCrop(224, scale (0.08,
 processor's mean/std, giving float32 (B, 3, 224, 224) batches.
 
     python -m benchmarks.classification_pipeline [--quick] [--json results.json] [--data-dir DIR]
+        [--crop-histograms crops.png]  (crop-scale / aspect-ratio histograms, previous vs current path)
 
 Figures are medians over the rounds; ratios are medians of the per-round ratios (each round runs
 every variant back to back, so slow drifts of the machine's load cancel out).
@@ -49,8 +54,6 @@ from typing import Any
 import datasets
 import torch
 import transformers
-from datasets import Dataset
-from datasets import Image as ImageFeature
 from torch.utils.data import DataLoader, default_collate
 from transformers import (
     PrinterCallback,
@@ -60,10 +63,10 @@ from transformers import (
 )
 
 from benchmarks.food101_pipelines import (
+    BEFORE,
     CACHED,
     DEFAULT_DATA_DIR,
     DESCRIPTIONS,
-    IMAGE_COLUMN,
     LABEL_COLUMN,
     NAIVE,
     OURS,
@@ -77,22 +80,13 @@ from benchmarks.food101_pipelines import (
     load_food101,
     log,
     median_ratios,
-    naive_augmentation,
     resolve_data_dir,
     rotated,
     torch_threads,
 )
+from benchmarks.pipeline_stages import measure_stages
 from recipes.modeling import RecipeTrainer
-from recipes.tasks.classification.transforms import (
-    build_train_augmentation,
-)
-from recipes.transforms import (
-    ProcessorGeometry,
-    decode_to_tensor,
-    normalize_batch,
-    processor_pixel_values,
-    verified_fast_normalisation,
-)
+from recipes.transforms import ProcessorGeometry, processor_pixel_values
 
 
 def make_loader(variant: Variant, num_workers: int, batch_size: int, seed: int) -> DataLoader:
@@ -152,78 +146,6 @@ def measure_transforms(
         "ratios": {name: median_ratios(per_round, name, NAIVE) for name in variants if name != NAIVE},
         "batch": first_batches[NAIVE],
     }
-
-
-# --------------------------------------------------------------------------- 2. stage breakdown
-
-
-class StageClock:
-    """Accumulates the wall time of named stages."""
-
-    def __init__(self) -> None:
-        self.seconds = dict.fromkeys(STAGES, 0.0)
-
-    def __call__(self, stage: str, function: Callable, *args: Any) -> Any:
-        start = time.perf_counter()
-        result = function(*args)
-        self.seconds[stage] += time.perf_counter() - start
-        return result
-
-
-def stage_pass(
-    pipeline: str, source: Dataset, geometry: ProcessorGeometry, batch_size: int
-) -> dict[str, float]:
-    """One single-threaded pass over ``source`` (undecoded records), timing each stage: ms per image."""
-    clock = StageClock()
-    records_of = source.with_format(None)
-    naive = naive_augmentation(geometry)
-    crop, flip, to_tensor, normalize = naive.transforms
-    ours = build_train_augmentation("basic", geometry.height, geometry.width)
-    our_crop, our_flip = ours.transforms
-    processor = benchmark_processor()
-    fast = verified_fast_normalisation(processor)
-    decode_pil = ImageFeature().decode_example  # what datasets does for the HF-docs pipeline
-    for begin in range(0, len(source), batch_size):
-        rows = clock("read records", records_of.__getitem__, slice(begin, begin + batch_size))
-        examples = []
-        for record, label in zip(rows[IMAGE_COLUMN], rows[LABEL_COLUMN]):
-            if pipeline == NAIVE:
-                image = clock("decode", lambda r: decode_pil(r).convert("RGB"), record)
-                image = clock("flip", flip, clock("crop+resize", crop, image))
-                pixels = clock("normalize", normalize, clock("to tensor", to_tensor, image))
-            else:
-                image = clock("decode", decode_to_tensor, record)
-                pixels = clock("flip", our_flip, clock("crop+resize", our_crop, image))
-            examples.append({"pixel_values": pixels, "labels": label})
-        if pipeline == NAIVE:
-            clock("collate", default_collate, examples)
-        else:
-            stacked = clock("collate", lambda e: torch.stack([x["pixel_values"] for x in e]), examples)
-            clock("collate", lambda e: torch.tensor([x["labels"] for x in e], dtype=torch.long), examples)
-            clock("normalize", lambda s: normalize_batch(s, fast) if fast is not None
-                  else processor_pixel_values(processor, list(s), sized=True), stacked)
-    return {stage: 1000 * seconds / len(source) for stage, seconds in clock.seconds.items()}
-
-
-def measure_stages(
-    sources: dict[str, Dataset], geometry: ProcessorGeometry, settings: Settings
-) -> dict[str, dict[str, float]]:
-    """Median ms per image of each stage, per pipeline, over interleaved single-threaded passes."""
-    if settings.stage_images is not None:
-        sources = {n: s.select(range(min(settings.stage_images, len(s)))) for n, s in sources.items()}
-    passes: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
-    with torch_threads(1):
-        for index in range(settings.stage_rounds + 1):  # the first round warms caches up
-            for name in rotated(VARIANTS, index):
-                timings = stage_pass(name, sources[name], geometry, settings.batch_size)
-                if index:
-                    passes[name].append(timings)
-    result: dict[str, Any] = {}
-    for name, runs in passes.items():
-        stages = {stage: statistics.median(run[stage] for run in runs) for stage in STAGES}
-        stages["total"] = statistics.median(sum(run.values()) for run in runs)
-        result[name] = stages
-    return result
 
 
 # --------------------------------------------------------------------------- 3. end to end
@@ -363,6 +285,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="torch threads of the training process (default 1: the DataLoader worker gets the other core "
         "of a 2-core machine; on a loaded machine more threads make the tiny model's steps erratic)",
     )
+    parser.add_argument("--crop-histograms", type=Path, help="save crop-scale/aspect histograms (previous vs "
+                        "current crop path) to this PNG, with their KS-test p-values")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -414,7 +338,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{settings.batch_size}, {settings.train_rounds} run(s) per variant"
         )
         runs_dir = Path(workdir) / "runs"
-        report["end_to_end"] = measure_end_to_end(variants, geometry, num_labels, settings, runs_dir)
+        trained = {name: variant for name, variant in variants.items() if name != BEFORE}
+        report["end_to_end"] = measure_end_to_end(trained, geometry, num_labels, settings, runs_dir)
+    if args.crop_histograms:
+        from benchmarks.crop_distribution import write_crop_histograms
+
+        report["crop_distribution"] = write_crop_histograms(args.crop_histograms, seed=settings.seed)
+        log(f"crop histograms written to {args.crop_histograms}: {report['crop_distribution']}")
 
     env["load_average_end"] = list(os.getloadavg())
     report["seconds"] = time.perf_counter() - started
@@ -447,6 +377,9 @@ def print_report(report: dict[str, Any]) -> None:
         lines.append(
             f"{label} ratio ours/naive: {ratios[OURS]:.2f}x default, {ratios[CACHED]:.2f}x with decode cache"
         )
+    lines.append(f"TRANSFORM  (1 worker) ratio ours/ours-before: "
+                 f"{transform_ratios[OURS] / transform_ratios[BEFORE]:.2f}x (previous default: "
+                 f"{transform_ratios[BEFORE]:.2f}x naive)")
     reached = [name for name in (OURS, CACHED) if transforms["workers_1"]["ratios"][name] >= 2.5]
     verdict = f"reached by {', '.join(reached)}" if reached else "not reached"
     lines.append(f"target >= 2.5x train-transform throughput: {verdict}")

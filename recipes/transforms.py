@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
+from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from recipes.config import RecipeError
+from recipes.crop_decode import apply_transform, jpeg_random_resized_crop
 from recipes.images import BadImageError, load_rgb
 
 JPEG_MAGIC = b"\xff\xd8"
@@ -128,6 +130,43 @@ def collate_images_and_labels(
     return {"pixel_values": pixel_values, "labels": labels}
 
 
+def record_bytes(record: Any) -> bytes | None:
+    """The encoded bytes of a ``{"bytes", "path"}`` record (a JPEG path is read), else ``None``."""
+    data = record.get("bytes") if isinstance(record, dict) else None
+    if data is None and isinstance(record, dict) and record.get("path"):
+        path = record["path"]
+        if str(path).lower().endswith((".jpg", ".jpeg")):
+            try:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            except OSError as err:
+                raise BadImageError(f"Cannot read image {path}: {err}") from err
+    return data
+
+
+def decode_augmented(record: Any, augment: v2.Compose) -> torch.Tensor:
+    """Decode ``record`` and apply the training ``augment`` to it, as ``augment(decode_to_tensor(record))`` does.
+
+    When the augmentation starts with a ``RandomResizedCrop`` and the record is a JPEG, the box is drawn from
+    the header and only the resolution it needs is decoded (:mod:`recipes.crop_decode`); every other record is
+    decoded in full (:func:`decode_to_tensor`: any format, EXIF orientation, errors naming the file). Crops and
+    flips run their functional kernels with the transforms' own random draws."""
+    if not isinstance(augment, v2.Compose):
+        return augment(decode_to_tensor(record))
+    transforms = list(augment.transforms)
+    pixels = None
+    if transforms and type(transforms[0]) is v2.RandomResizedCrop:
+        data = record_bytes(record) if not isinstance(record, (torch.Tensor, np.ndarray)) else None
+        pixels = jpeg_random_resized_crop(data, transforms[0]) if data is not None else None
+        if pixels is not None:
+            transforms = transforms[1:]
+    if pixels is None:
+        pixels = decode_to_tensor(record)
+    for transform in transforms:
+        pixels = apply_transform(transform, pixels)
+    return pixels
+
+
 def decode_to_tensor(record: Any) -> torch.Tensor:
     """Decode an image record into an upright RGB ``uint8`` tensor (C, H, W).
 
@@ -138,15 +177,7 @@ def decode_to_tensor(record: Any) -> torch.Tensor:
         return record
     if isinstance(record, np.ndarray):
         return torch.from_numpy(np.ascontiguousarray(record)).permute(2, 0, 1)
-    data = record.get("bytes") if isinstance(record, dict) else None
-    if data is None and isinstance(record, dict) and record.get("path"):
-        path = record["path"]
-        if str(path).lower().endswith((".jpg", ".jpeg")):
-            try:
-                with open(path, "rb") as handle:
-                    data = handle.read()
-            except OSError as err:
-                raise BadImageError(f"Cannot read image {path}: {err}") from err
+    data = record_bytes(record)
     if data is not None and data[: len(RAW_MAGIC)] == RAW_MAGIC:
         return decode_raw_rgb(data)
     if data is not None and data[:2] == JPEG_MAGIC:

@@ -12,6 +12,7 @@ from recipes.device_decode import collate_encoded_images, encode_for_device
 from recipes.transforms import (
     ProcessorGeometry,
     collate_images_and_labels,
+    decode_augmented,
     decode_to_tensor,
     encode_raw_rgb,
     processor_pixel_values,
@@ -41,10 +42,11 @@ def transform_classification_batch(
     """``with_transform`` function: decode to ``uint8`` tensors, then either augment them to the processor's
     output size (training: ``uint8``, normalised per batch in the collate) or, without ``augment``, run the
     image processor itself (evaluation: exactly the ``pixel_values`` that ``pipeline()`` computes)."""
-    images = [decode_to_tensor(record) for record in batch[image_column]]
-    if augment is not None:
-        pixel_values = [augment(image) for image in images]
+    records = batch[image_column]
+    if augment is not None:  # decoding and cropping in one step: only the resolution the crop needs
+        pixel_values = [decode_augmented(record, augment) for record in records]
     else:
+        images = [decode_to_tensor(record) for record in records]
         pixel_values = list(processor_pixel_values(processor, images, sized=False))
     return {"pixel_values": pixel_values, "labels": list(batch[label_column])}
 

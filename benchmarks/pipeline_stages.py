@@ -1,0 +1,128 @@
+"""Where the time of each classification input pipeline goes: milliseconds per image and per stage (read,
+decode, crop+resize, flip, to-tensor, normalise, collate), single-threaded like a ``DataLoader`` worker.
+
+``ours-before`` is the previous default (full libjpeg-turbo decode, then the torchvision v2 ``Compose``);
+``ours`` the current one (crop box drawn from the JPEG header, decode at the smallest DCT scale that keeps the
+box's resolution, crop+resize and flip through the functional kernels: ``recipes.transforms.decode_augmented``,
+whose steps are timed here one by one)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from datasets import Dataset
+from datasets import Image as ImageFeature
+from torch.utils.data import default_collate
+
+from benchmarks.food101_pipelines import (
+    BEFORE,
+    CACHED,
+    IMAGE_COLUMN,
+    LABEL_COLUMN,
+    NAIVE,
+    STAGES,
+    VARIANTS,
+    Settings,
+    benchmark_processor,
+    naive_augmentation,
+    rotated,
+    torch_threads,
+)
+from recipes.crop_decode import apply_transform, crop_box, dct_scale, decode_scaled, jpeg_header, resized_crop_scaled
+from recipes.tasks.classification.transforms import build_train_augmentation
+from recipes.transforms import (
+    ProcessorGeometry,
+    decode_to_tensor,
+    normalize_batch,
+    processor_pixel_values,
+    record_bytes,
+    verified_fast_normalisation,
+)
+
+
+class StageClock:
+    """Accumulates the wall time of named stages."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+
+    def __call__(self, stage: str, function: Callable, *args: Any) -> Any:
+        start = time.perf_counter()
+        result = function(*args)
+        self.seconds[stage] += time.perf_counter() - start
+        return result
+
+
+def fast_path(clock: StageClock, record: Any, crop: Any, flip: Any) -> torch.Tensor:
+    """``decode_augmented`` step by step (JPEG records: every image of food101-mini)."""
+    def decode(record: Any) -> tuple:
+        data = record_bytes(record)
+        height, width, orientation = jpeg_header(data)
+        box = crop_box(crop, height, width)
+        return box, height, width, decode_scaled(data, height, width, orientation, dct_scale(box, tuple(crop.size)))
+
+    box, height, width, pixels = clock("decode", decode, record)
+    pixels = clock("crop+resize", resized_crop_scaled, pixels, box, height, width, crop)
+    return clock("flip", apply_transform, flip, pixels)
+
+
+def stage_pass(pipeline: str, source: Dataset, geometry: ProcessorGeometry, batch_size: int) -> dict[str, float]:
+    """One single-threaded pass over ``source`` (undecoded records), timing each stage: ms per image."""
+    clock = StageClock()
+    records_of = source.with_format(None)
+    crop, flip, to_tensor, normalize = naive_augmentation(geometry).transforms
+    our_crop, our_flip = build_train_augmentation("basic", geometry.height, geometry.width).transforms
+    processor = benchmark_processor()
+    fast = verified_fast_normalisation(processor)
+    decode_pil = ImageFeature().decode_example  # what datasets does for the HF-docs pipeline
+    for begin in range(0, len(source), batch_size):
+        rows = clock("read records", records_of.__getitem__, slice(begin, begin + batch_size))
+        examples = []
+        for record, label in zip(rows[IMAGE_COLUMN], rows[LABEL_COLUMN]):
+            if pipeline == NAIVE:
+                image = clock("decode", lambda r: decode_pil(r).convert("RGB"), record)
+                image = clock("flip", flip, clock("crop+resize", crop, image))
+                pixels = clock("normalize", normalize, clock("to tensor", to_tensor, image))
+            elif pipeline == BEFORE:
+                image = clock("decode", decode_to_tensor, record)
+                pixels = clock("flip", our_flip, clock("crop+resize", our_crop, image))
+            elif pipeline == CACHED:
+                image = clock("decode", decode_to_tensor, record)
+                image = clock("crop+resize", apply_transform, our_crop, image)
+                pixels = clock("flip", apply_transform, our_flip, image)
+            else:
+                pixels = fast_path(clock, record, our_crop, our_flip)
+            examples.append({"pixel_values": pixels, "labels": label})
+        if pipeline == NAIVE:
+            clock("collate", default_collate, examples)
+        else:
+            stacked = clock("collate", lambda e: torch.stack([x["pixel_values"] for x in e]), examples)
+            clock("collate", lambda e: torch.tensor([x["labels"] for x in e], dtype=torch.long), examples)
+            clock("normalize", lambda s: normalize_batch(s, fast) if fast is not None
+                  else processor_pixel_values(processor, list(s), sized=True), stacked)
+    return {stage: 1000 * seconds / len(source) for stage, seconds in clock.seconds.items()}
+
+
+def measure_stages(
+    sources: dict[str, Dataset], geometry: ProcessorGeometry, settings: Settings
+) -> dict[str, dict[str, float]]:
+    """Median ms per image of each stage, per pipeline, over interleaved single-threaded passes."""
+    if settings.stage_images is not None:
+        sources = {n: s.select(range(min(settings.stage_images, len(s)))) for n, s in sources.items()}
+    passes: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
+    with torch_threads(1):
+        for index in range(settings.stage_rounds + 1):  # the first round warms caches up
+            for name in rotated(VARIANTS, index):
+                timings = stage_pass(name, sources[name], geometry, settings.batch_size)
+                if index:
+                    passes[name].append(timings)
+    result: dict[str, Any] = {}
+    for name, runs in passes.items():
+        stages = {stage: statistics.median(run[stage] for run in runs) for stage in STAGES}
+        stages["total"] = statistics.median(sum(run.values()) for run in runs)
+        result[name] = stages
+    return result

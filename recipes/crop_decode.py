@@ -1,0 +1,178 @@
+"""Random-resized crops decoded straight from JPEG bytes (the default training input path).
+
+The crop box is drawn by the preset's own ``RandomResizedCrop`` from the size in the JPEG header (upright, EXIF
+orientation applied), so the crop distribution is exactly torchvision's; the JPEG is then decoded with
+libjpeg-turbo's DCT scaling (``simplejpeg``) at the smallest 1/2, 1/4 or 1/8 scale at which the box still has at
+least the output resolution, and the box is cut and resized from that smaller image. Anything unusual (no
+``simplejpeg``, not a JPEG, a JPEG libjpeg-turbo cannot decode to RGB) returns ``None``: the caller then takes the
+full-decode path, which handles every format and reports bad files by name.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+try:  # optional at run time: without it, training decodes at full size (same crops, slower)
+    import simplejpeg
+except ImportError:  # pragma: no cover - depends on the environment
+    simplejpeg = None
+
+EXIF_ORIENTATION_TAG = 0x0112
+STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI: no length field
+SCALES = (8, 4, 2)
+
+
+def _tiff_orientation(tiff: bytes) -> int:
+    """The orientation tag of IFD0 in an EXIF TIFF block; 1 when absent or malformed."""
+    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
+    if order is None or len(tiff) < 8:
+        return 1
+    offset = int.from_bytes(tiff[4:8], order)
+    count = int.from_bytes(tiff[offset : offset + 2], order) if offset + 2 <= len(tiff) else 0
+    for entry in range(offset + 2, offset + 2 + 12 * count, 12):
+        if entry + 12 > len(tiff):
+            break
+        if int.from_bytes(tiff[entry : entry + 2], order) == EXIF_ORIENTATION_TAG:
+            value = int.from_bytes(tiff[entry + 8 : entry + 10], order)
+            return value if 1 <= value <= 8 else 1
+    return 1
+
+
+def jpeg_exif_orientation(data: bytes) -> int:
+    """EXIF orientation (1-8) of JPEG bytes, read from the first ``Exif`` APP1 segment before the image data;
+    1 (upright) when there is none or it is malformed, as decoders assume."""
+    position, size = 2, len(data)
+    while position + 4 <= size:
+        if data[position] != 0xFF:
+            return 1
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker in STANDALONE_MARKERS:
+            position += 2
+            continue
+        if marker in (0xDA, 0xD9):  # start of scan / end of image: no metadata after this
+            return 1
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker == 0xE1 and data[position + 4 : position + 10] == b"Exif\x00\x00":
+            return _tiff_orientation(data[position + 10 : position + 2 + length])
+        position += 2 + length
+    return 1
+
+
+def orient(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
+    """Apply an EXIF orientation to a (C, H, W) tensor, as ``PIL.ImageOps.exif_transpose`` does to an image."""
+    if orientation in (5, 6, 7, 8):
+        pixels = pixels.transpose(-2, -1)
+    flips = {2: (-1,), 3: (-2, -1), 4: (-2,), 6: (-1,), 7: (-2, -1), 8: (-2,)}.get(orientation)
+    return pixels.flip(flips) if flips else pixels
+
+
+def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
+    """(upright height, upright width, EXIF orientation) of JPEG bytes, or ``None`` when this path cannot decode
+    them (no ``simplejpeg``, not a JPEG, unreadable header)."""
+    if simplejpeg is None or data[:2] != b"\xff\xd8":
+        return None
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except (ValueError, RuntimeError):
+        return None
+    orientation = jpeg_exif_orientation(data)
+    return (width, height, orientation) if orientation >= 5 else (height, width, orientation)
+
+
+def crop_box(crop: v2.RandomResizedCrop, height: int, width: int) -> dict[str, int]:
+    """The box ``crop`` draws for an image of this (upright) size: torchvision's ``RandomResizedCrop`` sampling
+    (area fraction uniform in ``crop.scale``, log aspect ratio uniform in ``log(crop.ratio)``, ten tries, then
+    the central fallback; uniform position), with all its random numbers from one ``torch.rand`` call instead
+    of a dozen small tensor operations (a quarter of the crop's cost)."""
+    area, (low, high) = height * width, crop.scale
+    log_low, log_high = math.log(crop.ratio[0]), math.log(crop.ratio[1])
+    for u_area, u_ratio, u_top, u_left in torch.rand((10, 4), dtype=torch.float64).tolist():
+        target_area = area * (low + u_area * (high - low))
+        aspect_ratio = math.exp(log_low + u_ratio * (log_high - log_low))
+        w, h = round(math.sqrt(target_area * aspect_ratio)), round(math.sqrt(target_area / aspect_ratio))
+        if 0 < w <= width and 0 < h <= height:
+            top, left = min(int(u_top * (height - h + 1)), height - h), min(int(u_left * (width - w + 1)), width - w)
+            return {"top": top, "left": left, "height": h, "width": w}
+    in_ratio = width / height
+    if in_ratio < min(crop.ratio):
+        w, h = width, round(width / min(crop.ratio))
+    elif in_ratio > max(crop.ratio):
+        w, h = round(height * max(crop.ratio)), height
+    else:
+        w, h = width, height
+    return {"top": (height - h) // 2, "left": (width - w) // 2, "height": h, "width": w}
+
+
+def dct_scale(box: dict[str, int], size: tuple[int, int]) -> int:
+    """The largest reduction (8, 4, 2 or 1) at which the box keeps at least the output size ``(height, width)``."""
+    return next((k for k in SCALES if box["height"] >= k * size[0] and box["width"] >= k * size[1]), 1)
+
+
+def decode_scaled(data: bytes, height: int, width: int, orientation: int, scale: int) -> torch.Tensor | None:
+    """Upright RGB ``uint8`` (C, H, W) pixels decoded at about 1/``scale`` of the upright size (at least
+    ``ceil(size / scale)``), or ``None`` when libjpeg-turbo cannot decode them to RGB."""
+    stored_h, stored_w = (width, height) if orientation >= 5 else (height, width)
+    try:
+        array = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_height=math.ceil(stored_h / scale), min_width=math.ceil(stored_w / scale)
+        )
+    except (ValueError, RuntimeError):
+        return None
+    return orient(torch.from_numpy(array).permute(2, 0, 1), orientation)  # channels-last view: resize's fast path
+
+
+def scaled_box(box: dict[str, int], height: int, width: int, scaled: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of ``box``, drawn in the ``height`` x ``width`` frame, in the same image
+    decoded at size ``scaled``: edges rounded to the nearest scaled pixel, at least one pixel."""
+    scale_y, scale_x = scaled[0] / height, scaled[1] / width
+    top, left = round(box["top"] * scale_y), round(box["left"] * scale_x)
+    bottom = max(top + 1, round((box["top"] + box["height"]) * scale_y))
+    right = max(left + 1, round((box["left"] + box["width"]) * scale_x))
+    return top, left, bottom - top, right - left
+
+
+def resized_crop_scaled(
+    pixels: torch.Tensor, box: dict[str, int], height: int, width: int, crop: v2.RandomResizedCrop
+) -> torch.Tensor:
+    """Cut ``box`` (drawn in the full-size ``height`` x ``width`` frame) out of ``pixels`` (the same image,
+    possibly decoded smaller) and resize it to the crop's output size, with its interpolation and antialiasing."""
+    top, left, box_h, box_w = scaled_box(box, height, width, tuple(pixels.shape[-2:]))
+    return F.resized_crop(
+        pixels, top, left, box_h, box_w, list(crop.size), interpolation=crop.interpolation, antialias=crop.antialias
+    ).contiguous()
+
+
+def jpeg_random_resized_crop(data: bytes, crop: v2.RandomResizedCrop) -> torch.Tensor | None:
+    """``crop`` applied to the upright RGB image in JPEG ``data``, decoding no more resolution than the drawn box
+    needs; ``None`` when this path cannot decode ``data`` (the caller decodes it in full instead)."""
+    header = jpeg_header(data)
+    if header is None:
+        return None
+    height, width, orientation = header
+    box = crop_box(crop, height, width)
+    pixels = decode_scaled(data, height, width, orientation, dct_scale(box, tuple(crop.size)))
+    return None if pixels is None else resized_crop_scaled(pixels, box, height, width, crop)
+
+
+def random_resized_crop(pixels: torch.Tensor, crop: v2.RandomResizedCrop) -> torch.Tensor:
+    """``crop`` applied to decoded pixels through the functional kernel (same box, no transform-wrapper cost)."""
+    box = crop_box(crop, pixels.shape[-2], pixels.shape[-1])
+    return resized_crop_scaled(pixels, box, pixels.shape[-2], pixels.shape[-1], crop)
+
+
+def apply_transform(transform: Any, pixels: torch.Tensor) -> torch.Tensor:
+    """One augmentation step; crops and flips run their functional kernels with the transform's own random
+    draws (identical results, a fraction of the v2 wrapper's per-call cost), anything else runs as is."""
+    if type(transform) is v2.RandomResizedCrop:
+        return random_resized_crop(pixels, transform)
+    if type(transform) is v2.RandomHorizontalFlip:
+        return pixels if torch.rand(1) >= transform.p else pixels.flip(-1)
+    return transform(pixels)

@@ -1,0 +1,143 @@
+"""The default training input path: random-resized crops decoded from JPEG headers at reduced DCT scale."""
+
+from __future__ import annotations
+
+import io
+import math
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.stats import ks_2samp
+from torchvision.transforms import v2
+
+from recipes.crop_decode import (
+    crop_box,
+    dct_scale,
+    decode_scaled,
+    jpeg_exif_orientation,
+    jpeg_header,
+    resized_crop_scaled,
+    scaled_box,
+)
+from recipes.images import BadImageError
+from recipes.tasks.classification.transforms import build_train_augmentation
+from recipes.transforms import decode_augmented, decode_to_tensor
+
+
+def tiff_orientation_block(orientation: int, little_endian: bool) -> bytes:
+    """A minimal EXIF block (one IFD0 entry: the orientation) in either byte order."""
+    order = "<" if little_endian else ">"
+    head = (b"II" if little_endian else b"MM") + struct.pack(order + "HI", 42, 8)
+    ifd = struct.pack(order + "H", 1) + struct.pack(order + "HHIHH", 0x0112, 3, 1, orientation, 0)
+    return b"Exif\x00\x00" + head + ifd + struct.pack(order + "I", 0)
+
+
+def photo_jpeg(height: int, width: int, orientation: int = 1, little_endian: bool = False) -> bytes:
+    """A smooth, asymmetric colour photo stand-in (so flips and rotations show) as JPEG bytes."""
+    y, x = np.mgrid[0:height, 0:width]
+    pixels = np.stack([255 * x / width, 255 * y / height, 127 + 100 * np.sin(x / 17.0) * np.cos(y / 23.0)], -1)
+    buffer = io.BytesIO()
+    exif = tiff_orientation_block(orientation, little_endian) if orientation > 1 else b""
+    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=92, exif=exif)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("little_endian", [False, True])
+def test_exif_orientation_is_read_and_applied_exactly_like_the_full_decode(little_endian: bool) -> None:
+    for orientation in range(1, 9):
+        data = photo_jpeg(40, 64, orientation, little_endian)
+        assert jpeg_exif_orientation(data) == orientation
+        assert Image.open(io.BytesIO(data)).getexif().get(0x0112, 1) == orientation
+        height, width, found = jpeg_header(data)
+        expected = decode_to_tensor({"bytes": data, "path": "x.jpg"})  # torchvision, EXIF applied
+        assert (height, width, found) == (*expected.shape[-2:], orientation)
+        assert torch.equal(decode_scaled(data, height, width, found, 1), expected), orientation
+
+
+def test_reduced_decode_keeps_at_least_the_output_resolution_in_the_box() -> None:
+    data, crop = photo_jpeg(1200, 1600), build_train_augmentation("basic", 224, 224).transforms[0]
+    torch.manual_seed(0)
+    scales = set()
+    for _ in range(25):
+        box = crop_box(crop, 1200, 1600)
+        scale = dct_scale(box, (224, 224))
+        scales.add(scale)
+        pixels = decode_scaled(data, 1200, 1600, 1, scale)
+        assert pixels.shape[-2:] == (math.ceil(1200 / scale), math.ceil(1600 / scale))
+        _, _, box_h, box_w = scaled_box(box, 1200, 1600, tuple(pixels.shape[-2:]))
+        assert (box_h >= 224 and box_w >= 224) or scale == 1
+    assert scales >= {1, 2, 4}
+
+
+def test_the_fast_path_matches_cropping_the_full_decode() -> None:
+    """The same box cut from a DCT-scaled decode and from the full decode gives nearly the same pixels."""
+    data = photo_jpeg(1200, 1600)
+    crop = v2.RandomResizedCrop((224, 224), scale=(0.9, 1.0), antialias=True)  # large boxes: scale 4
+    full = decode_to_tensor({"bytes": data})
+    torch.manual_seed(1)
+    box = crop_box(crop, 1200, 1600)
+    assert dct_scale(box, (224, 224)) == 4
+    reduced = decode_scaled(data, 1200, 1600, 1, 4)
+    fast = resized_crop_scaled(reduced, box, 1200, 1600, crop)
+    exact = resized_crop_scaled(full, box, 1200, 1600, crop)
+    assert fast.shape == exact.shape == (3, 224, 224) and fast.dtype == torch.uint8
+    assert (fast.float() - exact.float()).abs().mean() < 2.0
+
+
+def crop_statistics(boxes: list[tuple[float, float, float, float]], height: int, width: int) -> dict[str, np.ndarray]:
+    """Area fraction, log aspect ratio and horizontal/vertical centre of (top, left, height, width) boxes."""
+    array = np.array(boxes, dtype=np.float64)
+    top, left, box_h, box_w = array.T
+    return {"area": box_h * box_w / (height * width), "log_ratio": np.log(box_w / box_h),
+            "centre_y": (top + box_h / 2) / height, "centre_x": (left + box_w / 2) / width}
+
+
+def effective_boxes(crop: v2.RandomResizedCrop, height: int, width: int, count: int) -> list[tuple]:
+    """The boxes the fast path actually cuts (in the reduced image, mapped back to full-size units)."""
+    boxes = []
+    for _ in range(count):
+        box = crop_box(crop, height, width)
+        scale = dct_scale(box, tuple(crop.size))
+        scaled = (math.ceil(height / scale), math.ceil(width / scale))  # libjpeg-turbo's scaled size
+        top, left, box_h, box_w = scaled_box(box, height, width, scaled)
+        sy, sx = scaled[0] / height, scaled[1] / width
+        boxes.append((top / sy, left / sx, box_h / sy, box_w / sx))
+    return boxes
+
+
+def torchvision_boxes(crop: v2.RandomResizedCrop, height: int, width: int, count: int) -> list[tuple]:
+    placeholder = torch.empty((1, 1, 1), dtype=torch.uint8).expand(1, height, width)
+    params = [crop.make_params([placeholder]) for _ in range(count)]
+    return [(p["top"], p["left"], p["height"], p["width"]) for p in params]
+
+
+@pytest.mark.parametrize(("height", "width"), [(384, 512), (512, 512), (3000, 4000)])
+def test_crop_distribution_equals_torchvision_random_resized_crop(height: int, width: int) -> None:
+    """Two-sample KS tests on area fraction, aspect ratio and position: the fast path vs torchvision; a crop
+    with a slightly different scale range (0.12 instead of 0.08) must be told apart (the test has power)."""
+    torch.manual_seed(0)
+    crop = build_train_augmentation("basic", 224, 224).transforms[0]
+    reference = crop_statistics(torchvision_boxes(crop, height, width, 2000), height, width)
+    ours = crop_statistics(effective_boxes(crop, height, width, 2000), height, width)
+    for name in reference:
+        assert ks_2samp(reference[name], ours[name]).pvalue > 1e-3, name
+    biased = v2.RandomResizedCrop((224, 224), scale=(0.12, 1.0), antialias=True)
+    wrong = crop_statistics(effective_boxes(biased, height, width, 2000), height, width)
+    assert ks_2samp(reference["area"], wrong["area"]).pvalue < 1e-3
+
+
+def test_non_jpeg_and_bad_files_take_the_full_decode_path(tmp_path) -> None:
+    augment = build_train_augmentation("strong", 32, 48)
+    png, grey = io.BytesIO(), io.BytesIO()
+    Image.new("RGBA", (80, 60), (10, 200, 30, 128)).save(png, "PNG")
+    Image.new("L", (80, 60), 77).save(grey, "JPEG")
+    for data in (png.getvalue(), grey.getvalue()):
+        out = decode_augmented({"bytes": data, "path": "a"}, augment)
+        assert out.shape == (3, 32, 48) and out.dtype == torch.uint8
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(photo_jpeg(64, 64)[:300])
+    with pytest.raises(BadImageError, match=r"broken\.jpg"):
+        decode_augmented({"bytes": None, "path": str(broken)}, augment)
