@@ -1,5 +1,5 @@
 """Draw one prediction on its image: the top labels (classification), boxes (detection), a mask blend with a
-legend (segmentation). Used by ``vision-recipes predict --visualize`` and usable by the demo:
+legend (segmentation). Used by ``vision-recipes predict --visualize`` and the demo:
 ``render(task_name, image, prediction, palette=..., id2label=...) -> PIL.Image``.
 
 Predictions are the dicts of :class:`recipes.tasks.base.PredictionSink` (``label``/``score``/``top_k``;
@@ -21,12 +21,31 @@ BACKDROP = (0, 0, 0, 170)
 
 def class_palette(model_dir: str | Path | None, num_labels: int) -> np.ndarray:
     """``(num_labels, 3)`` ``uint8`` class colours: the dataset palette saved beside the model (``palette.json``,
-    written by segmentation training) when there is one, else fixed distinct colours."""
+    written by segmentation training) when there is one, else matplotlib's tab10/tab20 colours."""
+    from matplotlib import colormaps
+
+    num_labels = max(num_labels, 1)
+    name, size = ("tab10", 10) if num_labels <= 10 else ("tab20", 20)
+    fallback = (np.array([colormaps[name](i % size)[:3] for i in range(num_labels)]) * 255).round()
     path = Path(model_dir) / "palette.json" if model_dir is not None else None
     if path is not None and path.is_file():
-        colours = json.loads(path.read_text())
-        return np.array([colours.get(str(i), [0, 0, 0]) for i in range(num_labels)], dtype=np.uint8)
-    return np.random.default_rng(0).integers(40, 255, size=(max(num_labels, 1), 3), dtype=np.uint8)
+        saved = json.loads(path.read_text())
+        return np.array([saved.get(str(i), fallback[i]) for i in range(num_labels)], dtype=np.uint8)
+    return fallback.astype(np.uint8)
+
+
+def blend_mask(image: Image.Image, ids: np.ndarray, palette: np.ndarray, opacity: float = MASK_OPACITY) -> Image.Image:
+    """``image`` blended with the class colour of each pixel of the class-id map ``ids``."""
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    colours = np.asarray(palette, dtype=np.float32)[np.clip(ids, 0, len(palette) - 1)]
+    return Image.fromarray(((1 - opacity) * base + opacity * colours).round().astype(np.uint8))
+
+
+def mask_legend(ids: np.ndarray, palette: np.ndarray, id2label: dict[int, str]) -> list[tuple[str, tuple, float]]:
+    """``(class name, colour, pixel share)`` of every class present in ``ids``, largest first."""
+    present, counts = np.unique(ids, return_counts=True)
+    return [(id2label.get(int(i), str(i)), _colour(palette, int(i)), count / ids.size)
+            for i, count in sorted(zip(present, counts), key=lambda pair: -pair[1])]
 
 
 def _font(image: Image.Image) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -82,11 +101,7 @@ def render_segmentation(
     image: Image.Image, prediction: dict[str, Any], palette: np.ndarray, id2label: dict[int, str]
 ) -> Image.Image:
     """The class colours blended over the image, and a legend of the classes present (largest first)."""
-    ids = np.asarray(prediction["mask"])
-    base = np.asarray(image.convert("RGB"), dtype=np.float32)
-    colours = np.asarray(palette, dtype=np.float32)[np.clip(ids, 0, len(palette) - 1)]
-    blended = ((1 - MASK_OPACITY) * base + MASK_OPACITY * colours).round().astype(np.uint8)
-    out = Image.fromarray(blended)
+    out = blend_mask(image, np.asarray(prediction["mask"]), palette)
     draw, font = ImageDraw.Draw(out), _font(out)
     label2id = {name: index for index, name in id2label.items()}
     shares = prediction.get("shares") or {}

@@ -16,9 +16,10 @@ from transformers import pipeline
 from recipes.cli import main as cli_main
 from recipes.examples import save_examples
 from recipes.modeling import build_image_processor
-from recipes.modes.demo import draw_segmentation, example_images, legend_html, make_predictor, palette_for
+from recipes.modes.demo import example_images, legend_html, make_predictor
 from recipes.modes.loading import load_fine_tuned
 from recipes.parse import parse_recipe
+from recipes.render import blend_mask, class_palette, mask_legend
 from recipes.tasks import get_task
 from recipes.tasks.segmentation.data import SegmentationData
 
@@ -71,7 +72,7 @@ def test_segmentation_overlay_and_legend() -> None:
     image = PILImage.new("RGB", (4, 2), (100, 100, 100))
     label_map = np.array([[0, 0, 0, 2], [0, 0, 2, 2]])
     colours = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], dtype=np.uint8)
-    overlay, legend = draw_segmentation(image, label_map, colours, NAMES, alpha=0.5)
+    overlay, legend = blend_mask(image, label_map, colours, opacity=0.5), mask_legend(label_map, colours, NAMES)
     pixels = np.asarray(overlay)
     assert pixels[0, 0].tolist() == [178, 50, 50] and pixels[0, 3].tolist() == [50, 50, 178]
     assert legend == [("alpha", (255, 0, 0), 0.625), ("gamma", (0, 0, 255), 0.375)]  # largest first, beta absent
@@ -81,8 +82,8 @@ def test_segmentation_overlay_and_legend() -> None:
 
 def test_palette_from_palette_json_else_distinct_colours(tmp_path: Path) -> None:
     (tmp_path / "palette.json").write_text(json.dumps({"0": [128, 64, 128], "1": [0, 0, 192]}))
-    assert palette_for(tmp_path, 2).tolist() == [[128, 64, 128], [0, 0, 192]]
-    fallback = palette_for(None, 12)
+    assert class_palette(tmp_path, 2).tolist() == [[128, 64, 128], [0, 0, 192]]
+    fallback = class_palette(None, 12)
     assert fallback.shape == (12, 3) and len({tuple(c) for c in fallback}) == 12
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import json
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -16,63 +15,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 from transformers import pipeline
 
 from recipes.config import RecipeError
 from recipes.examples import EXAMPLES_DIR
 from recipes.images import IMAGE_EXTENSIONS, to_rgb
 from recipes.modes.loading import FineTuned, load_fine_tuned
+from recipes.render import blend_mask, class_palette, mask_legend, render_detection
 
 TOP_K = 5
 
 
-# --- drawing (one function per task) -------------------------------------------------------------------------
-
-
-def palette_for(model_dir: Path | None, num_labels: int) -> np.ndarray:
-    """``(num_labels, 3)`` uint8 class colours: the dataset palette saved beside the model (``palette.json``,
-    written by segmentation runs) when present, else matplotlib's tab10/tab20 colours."""
-    from matplotlib import colormaps
-
-    name, size = ("tab10", 10) if num_labels <= 10 else ("tab20", 20)
-    fallback = (np.array([colormaps[name](i % size)[:3] for i in range(num_labels)]) * 255).round()
-    path = model_dir / "palette.json" if model_dir is not None else None
-    if path is not None and path.is_file():
-        saved = json.loads(path.read_text())
-        return np.array([saved.get(str(i), fallback[i]) for i in range(num_labels)], dtype=np.uint8)
-    return fallback.astype(np.uint8)
-
-
-def draw_detections(image: Image.Image, detections: list[dict[str, Any]], colours: np.ndarray,
-                    label2id: dict[str, int]) -> Image.Image:
-    """The image with each detection's box and a ``label score`` tag, coloured by class."""
-    image = image.copy()
-    draw = ImageDraw.Draw(image)
-    width = max(2, round(min(image.size) / 150))
-    font = ImageFont.load_default(size=max(12, round(min(image.size) / 25)))
-    for found in detections:
-        box = found["box"]
-        colour = tuple(int(c) for c in colours[label2id.get(found["label"], 0) % len(colours)])
-        corners = (box["xmin"], box["ymin"], box["xmax"], box["ymax"])
-        draw.rectangle(corners, outline=colour, width=width)
-        tag = f"{found['label']} {found['score']:.2f}"
-        left, top, right, bottom = draw.textbbox((box["xmin"], box["ymin"]), tag, font=font)
-        lift = min(bottom - top + 2 * width, box["ymin"])  # above the box, or inside it at the top edge
-        draw.rectangle((left, top - lift, right + 2 * width, bottom - lift + width), fill=colour)
-        draw.text((box["xmin"] + width, box["ymin"] - lift), tag, fill=(255, 255, 255), font=font)
-    return image
-
-
-def draw_segmentation(image: Image.Image, label_map: np.ndarray, colours: np.ndarray, id2label: dict[int, str],
-                      alpha: float = 0.5) -> tuple[Image.Image, list[tuple[str, tuple[int, int, int], float]]]:
-    """The image blended with the class colour of each pixel, and the legend: ``(name, colour, pixel share)``
-    of every class present, largest first."""
-    blended = (1 - alpha) * np.asarray(image, dtype=np.float32) + alpha * colours[label_map].astype(np.float32)
-    ids, counts = np.unique(label_map, return_counts=True)
-    legend = [(id2label.get(int(i), str(i)), tuple(int(c) for c in colours[i]), count / label_map.size)
-              for i, count in sorted(zip(ids, counts), key=lambda pair: -pair[1])]
-    return Image.fromarray(blended.round().astype(np.uint8)), legend
+# --- drawing (recipes.render; the legend as HTML) ------------------------------------------------------------
 
 
 def legend_html(legend: list[tuple[str, tuple[int, int, int], float]]) -> str:
@@ -101,7 +56,12 @@ def detect(pipe: Any, colours: np.ndarray, image: Image.Image, threshold: float)
     detections = sorted(pipe(image, threshold=threshold), key=lambda found: -found["score"])
     rows = [[found["label"], round(float(found["score"]), 3), *(int(found["box"][k]) for k in
              ("xmin", "ymin", "xmax", "ymax"))] for found in detections]
-    return draw_detections(image, detections, colours, pipe.model.config.label2id), rows
+    label2id = pipe.model.config.label2id
+    prediction = {"boxes": [[found["box"][k] for k in ("xmin", "ymin", "xmax", "ymax")] for found in detections],
+                  "labels": [found["label"] for found in detections],
+                  "scores": [found["score"] for found in detections],
+                  "label_ids": [label2id.get(found["label"], 0) for found in detections]}
+    return render_detection(image, prediction, colours), rows
 
 
 def segment(pipe: Any, colours: np.ndarray, image: Image.Image) -> tuple[Image.Image, str]:
@@ -111,8 +71,7 @@ def segment(pipe: Any, colours: np.ndarray, image: Image.Image) -> tuple[Image.I
     label_map = np.zeros((image.height, image.width), dtype=np.int64)
     for found in pipe(image, subtask="semantic"):
         label_map[np.asarray(found["mask"]) > 0] = config.label2id[found["label"]]
-    overlay, legend = draw_segmentation(image, label_map, colours, config.id2label)
-    return overlay, legend_html(legend)
+    return blend_mask(image, label_map, colours), legend_html(mask_legend(label_map, colours, config.id2label))
 
 
 def make_predictor(fine_tuned: FineTuned) -> Callable[..., Any]:
@@ -123,7 +82,7 @@ def make_predictor(fine_tuned: FineTuned) -> Callable[..., Any]:
     config = fine_tuned.config
     if fine_tuned.task.pipeline_tag == "image-classification":
         return partial(classify, pipe)
-    colours = palette_for(fine_tuned.local_dir, config.num_labels)
+    colours = class_palette(fine_tuned.local_dir, config.num_labels)
     if fine_tuned.task.pipeline_tag == "object-detection":
         return partial(detect, pipe, colours)
     return partial(segment, pipe, colours)
