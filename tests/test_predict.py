@@ -211,6 +211,29 @@ def test_evaluate_on_unseen_photos_matches_the_pipeline_and_updates_the_card(fin
     assert ("local dataset", "accuracy") in results  # the training run's entry stays
 
 
+@pytest.mark.real_data
+@pytest.mark.slow
+@pytest.mark.parametrize(("task", "dataset", "main_metric", "samples"),
+                         [("detection", "car-plates", "map", 6), ("segmentation", "camseq", "mean_iou", 4)])
+def test_evaluate_detection_and_segmentation_on_a_folder_alone(
+    fine_tuned, tmp_path: Path, task: str, dataset: str, main_metric: str, samples: int
+) -> None:
+    """`evaluate MODEL --validation_dir DIR` for the other two tasks: the folder's own layout (VOC; CamSeq frames,
+    colour masks and label_colors.txt), labels matched by name, the task's metrics, plots and report."""
+    model = tmp_path / "model"
+    shutil.copytree(fine_tuned(task), model, ignore=shutil.ignore_patterns("checkpoint-*"))
+    out = tmp_path / "eval"
+    result = run_mode("evaluate", str(model), "--validation_dir", str(shared_dataset(dataset)), "--max_eval_samples",
+                      str(samples), "--output_dir", str(out), "--use_cpu", "true", "--dataloader_num_workers", "0",
+                      "--per_device_eval_batch_size", "2")
+    assert_ok(result)
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["eval_samples"] == samples
+    assert 0.0 <= metrics[f"eval_{main_metric}"] <= 1.0
+    assert "evaluation.md" in {p.name for p in out.iterdir()}
+    assert f"{metrics[f'eval_{main_metric}']:.4f}" in (out / "evaluation.md").read_text()
+
+
 def test_update_card_replaces_the_same_dataset_entry_and_keeps_the_others(tmp_path: Path) -> None:
     from huggingface_hub import ModelCard
 
