@@ -40,11 +40,27 @@ from recipes.tasks import RunContext, StreamingMetric, Task, TaskData, get_task
 
 logger = logging.getLogger("recipes")
 
+class CurrentStderrHandler(logging.StreamHandler):
+    """A stream handler that writes to whatever ``sys.stderr`` is at each record (tests, notebooks and the
+    modes swap it; a handler bound to the first one would write to a closed stream later)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__/setStream assign it; the property wins
+        pass
+
+
 def setup_logging(recipe: Recipe) -> None:
     """Route ``recipes``, ``transformers`` and ``datasets`` logs to stderr at the recipe's level."""
     level = recipe.training.get_process_log_level()
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO if level <= logging.INFO or recipe.training.should_log else level)

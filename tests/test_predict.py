@@ -192,8 +192,8 @@ def test_evaluate_on_unseen_photos_matches_the_pipeline_and_updates_the_card(fin
     model = tmp_path / "model"
     shutil.copytree(fine_tuned("classification"), model, ignore=shutil.ignore_patterns("checkpoint-*"))
     test_dir = shared_dataset("food101-mini") / "test"
-    result = run_mode("evaluate", str(model), "--validation_dir", str(test_dir), "--update_card", "--use_cpu", "true",
-                      "--dataloader_num_workers", "0", "--per_device_eval_batch_size", "16")
+    result = run_mode("evaluate_model", str(model), "--validation_dir", str(test_dir), "--update_card", "--use_cpu",
+                      "true", "--dataloader_num_workers", "0", "--per_device_eval_batch_size", "16")
     assert_ok(result)
     out = model / "eval-food101-mini-test"
     metrics = json.loads((out / "eval_results.json").read_text())
@@ -223,9 +223,9 @@ def test_evaluate_detection_and_segmentation_on_a_folder_alone(
     model = tmp_path / "model"
     shutil.copytree(fine_tuned(task), model, ignore=shutil.ignore_patterns("checkpoint-*"))
     out = tmp_path / "eval"
-    result = run_mode("evaluate", str(model), "--validation_dir", str(shared_dataset(dataset)), "--max_eval_samples",
-                      str(samples), "--output_dir", str(out), "--use_cpu", "true", "--dataloader_num_workers", "0",
-                      "--per_device_eval_batch_size", "2")
+    result = run_mode("evaluate_model", str(model), "--validation_dir", str(shared_dataset(dataset)),
+                      "--max_eval_samples", str(samples), "--output_dir", str(out), "--use_cpu", "true",
+                      "--dataloader_num_workers", "0", "--per_device_eval_batch_size", "2")
     assert_ok(result)
     metrics = json.loads((out / "eval_results.json").read_text())
     assert metrics["eval_samples"] == samples

@@ -1,6 +1,6 @@
 """Evaluate a fine-tuned model on data it never saw: metrics, plots and a report.
 
-    python scripts/evaluate.py outputs/food101-vit --validation_dir food/test [--update_card]
+    python scripts/evaluate_model.py outputs/food101-vit --validation_dir food/test [--update_card]
 """
 
 import sys
