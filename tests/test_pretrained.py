@@ -261,13 +261,13 @@ def test_conditional_detr_with_a_pretrained_timm_backbone_trains_and_the_pipelin
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_find_lr_writes_the_curve_and_suggests_a_rate(tmp_path: Path) -> None:
-    """README's --find_lr command, on the real checkpoint (30 sweep steps instead of 100)."""
+    """README's --find_lr command, on the real checkpoint (30 sweep steps of 16 photos instead of 100 of 32)."""
     import json
 
     out = tmp_path / "lr-find"
     result = run_cli("configs/food101-mobilenet.yaml", "--model_name_or_path", str(shared_checkpoint(MOBILENET_V1)),
                      "--train_dir", str(shared_dataset("food101-mini") / "train"), "--find_lr", "--max_steps", "30",
-                     "--output_dir", str(out), *CPU_SIZE)
+                     "--per_device_train_batch_size", "16", "--output_dir", str(out), *CPU_SIZE)
     assert_ok(result)
     curve = json.loads((out / "lr_find.json").read_text())
     assert len(curve["learning_rates"]) >= 10 and curve["suggested"] is not None
