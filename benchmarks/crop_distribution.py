@@ -9,7 +9,6 @@ and aspect ratio with two-sample KS-test p-values.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from scipy.stats import ks_2samp
 
-from recipes.crop_decode import crop_box, dct_scale, scaled_box
+from recipes.crop_decode import crop_box, effective_box
 from recipes.tasks.classification.transforms import build_train_augmentation
 
 SIZES = ((384, 512), (512, 384), (512, 512), (3000, 4000))
@@ -33,15 +32,8 @@ def previous_boxes(crop, height: int, width: int, count: int) -> np.ndarray:
 
 def current_boxes(crop, height: int, width: int, count: int) -> np.ndarray:
     """(area fraction, aspect ratio w/h) of the boxes the current path cuts out of the reduced decode."""
-    rows = []
-    for _ in range(count):
-        box = crop_box(crop, height, width)
-        scale = dct_scale(box, tuple(crop.size))
-        scaled = (math.ceil(height / scale), math.ceil(width / scale))  # libjpeg-turbo's scaled size
-        _, _, box_h, box_w = scaled_box(box, height, width, scaled)
-        aspect = (box_w / scaled[1] * width) / (box_h / scaled[0] * height)
-        rows.append((box_h * box_w / (scaled[0] * scaled[1]), aspect))
-    return np.array(rows)
+    boxes = [effective_box(crop_box(crop, height, width), height, width, tuple(crop.size)) for _ in range(count)]
+    return np.array([(box_h * box_w / (height * width), box_w / box_h) for _, _, box_h, box_w in boxes])
 
 
 def write_crop_histograms(path: Path, samples: int = 4000, seed: int = 0) -> dict[str, float]:

@@ -139,6 +139,16 @@ def scaled_box(box: dict[str, int], height: int, width: int, scaled: tuple[int, 
     return top, left, bottom - top, right - left
 
 
+def effective_box(box: dict[str, int], height: int, width: int, size: tuple[int, int]) -> tuple[float, ...]:
+    """(top, left, height, width) in full-size units of what this path cuts for ``box``: the box rounded to the
+    pixels of the DCT-scaled decode that :func:`dct_scale` picks for output ``size`` (for distribution checks)."""
+    scale = dct_scale(box, size)
+    scaled = (math.ceil(height / scale), math.ceil(width / scale))  # libjpeg-turbo's scaled size
+    top, left, box_h, box_w = scaled_box(box, height, width, scaled)
+    sy, sx = scaled[0] / height, scaled[1] / width
+    return top / sy, left / sx, box_h / sy, box_w / sx
+
+
 def resized_crop_scaled(
     pixels: torch.Tensor, box: dict[str, int], height: int, width: int, crop: v2.RandomResizedCrop
 ) -> torch.Tensor:

@@ -17,6 +17,7 @@ from recipes.crop_decode import (
     crop_box,
     dct_scale,
     decode_scaled,
+    effective_box,
     jpeg_exif_orientation,
     jpeg_header,
     resized_crop_scaled,
@@ -97,15 +98,7 @@ def crop_statistics(boxes: list[tuple[float, float, float, float]], height: int,
 
 def effective_boxes(crop: v2.RandomResizedCrop, height: int, width: int, count: int) -> list[tuple]:
     """The boxes the fast path actually cuts (in the reduced image, mapped back to full-size units)."""
-    boxes = []
-    for _ in range(count):
-        box = crop_box(crop, height, width)
-        scale = dct_scale(box, tuple(crop.size))
-        scaled = (math.ceil(height / scale), math.ceil(width / scale))  # libjpeg-turbo's scaled size
-        top, left, box_h, box_w = scaled_box(box, height, width, scaled)
-        sy, sx = scaled[0] / height, scaled[1] / width
-        boxes.append((top / sy, left / sx, box_h / sy, box_w / sx))
-    return boxes
+    return [effective_box(crop_box(crop, height, width), height, width, tuple(crop.size)) for _ in range(count)]
 
 
 def torchvision_boxes(crop: v2.RandomResizedCrop, height: int, width: int, count: int) -> list[tuple]:

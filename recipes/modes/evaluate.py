@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import re
 import sys
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from recipes.config import RecipeError
+from recipes.modes.loading import read_manifest
 
 SOURCE_KEYS = ("dataset_name", "dataset_config_name", "train_split", "validation_split", "test_split", "train_dir",
                "validation_dir", "test_dir", "train_file", "validation_file", "test_file", "max_train_samples",
@@ -69,17 +69,6 @@ def inherited_data_keys(model_dir: Path | None, data_class: type, local_data: bo
     if local_data:
         names -= set(COLUMN_KEYS)
     return {key: recipe[key] for key in sorted(names) if key in recipe}
-
-
-def read_manifest(model_dir: Path | None) -> dict[str, Any]:
-    """The model's ``run_manifest.json`` (empty for Hub ids and folders without one)."""
-    path = model_dir / "run_manifest.json" if model_dir is not None else None
-    if path is None or not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def training_summary(model_dir: Path | None) -> dict[str, Any]:

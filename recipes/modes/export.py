@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from recipes.config import RecipeError
 from recipes.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
-from recipes.modes.loading import FineTuned, load_fine_tuned
+from recipes.modes.loading import FineTuned, load_fine_tuned, read_manifest
 from recipes.onnx_export import (
     DEFAULT_OPSET,
     EXPORTERS,
@@ -97,9 +97,9 @@ def _expand(paths: Sequence[str]) -> list[Path]:
 def validation_images(fine: FineTuned, count: int) -> list[Image.Image]:
     """The first ``count`` images of the model's own validation split, rebuilt from its ``run_manifest.json``
     (the same data arguments and seed, so the same hold-out); empty when that is not possible."""
-    if fine.local_dir is None or not (fine.local_dir / "run_manifest.json").is_file():
+    recipe = read_manifest(fine.local_dir).get("recipe")
+    if not recipe:
         return []
-    recipe = json.loads((fine.local_dir / "run_manifest.json").read_text()).get("recipe", {})
     data_class = fine.task.data_arguments_class
     known = {field.name for field in dataclasses.fields(data_class)}
     values = {key: value for key, value in recipe.items() if key in known}

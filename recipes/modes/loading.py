@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,17 @@ class FineTuned:
         """The model's folder when it is local (palette, validation images, card live there)."""
         path = Path(self.reference).expanduser()
         return path if path.is_dir() else None
+
+
+def read_manifest(model_dir: Path | None) -> dict[str, Any]:
+    """The model's ``run_manifest.json`` (empty for Hub ids and folders without one)."""
+    path = model_dir / "run_manifest.json" if model_dir is not None else None
+    if path is None or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
 
 
 def resolve_device(device: str | None) -> torch.device:
