@@ -149,33 +149,63 @@ def effective_box(box: dict[str, int], height: int, width: int, size: tuple[int,
     return top / sy, left / sx, box_h / sy, box_w / sx
 
 
+def cut_and_resize(region: torch.Tensor, size: tuple[int, int], crop: v2.RandomResizedCrop, flip: bool) -> torch.Tensor:
+    """Resize ``region`` (a (C, h, w) view of decoded pixels, often channels-last) to ``size`` with the crop's
+    interpolation and antialiasing, mirrored left-right when ``flip`` (a flip commutes with the symmetric resize
+    filter; folded into the one copy made here instead of a second pass over the output).
+
+    Bilinear/bicubic crops resize ``uint8`` straight from a channels-last copy of the region, the layout of
+    torch's vectorised ``uint8`` kernel (what ``F.resized_crop`` does on a whole image, minus the wrapper cost);
+    the output keeps that layout, which the collate's normalisation reads as is."""
+    mode = str(getattr(crop.interpolation, "value", crop.interpolation)).lower()
+    if region.dtype == torch.uint8 and crop.antialias and mode in ("bilinear", "bicubic"):
+        rows = region.permute(1, 2, 0)  # (h, w, C)
+        rows = (rows.flip(1) if flip else rows).contiguous()
+        channels, height, width = region.shape
+        batch = rows.as_strided((1, channels, height, width), (rows.numel(), 1, width * channels, channels))
+        return torch.nn.functional.interpolate(batch, size=size, mode=mode, antialias=True, align_corners=False)[0]
+    out = F.resize(region, list(size), interpolation=crop.interpolation, antialias=crop.antialias)
+    return out.flip(-1) if flip else out
+
+
 def resized_crop_scaled(
-    pixels: torch.Tensor, box: dict[str, int], height: int, width: int, crop: v2.RandomResizedCrop
+    pixels: torch.Tensor, box: dict[str, int], height: int, width: int, crop: v2.RandomResizedCrop,
+    flip: bool = False,
 ) -> torch.Tensor:
     """Cut ``box`` (drawn in the full-size ``height`` x ``width`` frame) out of ``pixels`` (the same image,
-    possibly decoded smaller) and resize it to the crop's output size, with its interpolation and antialiasing."""
+    possibly decoded smaller), resize it to the crop's output size (:func:`cut_and_resize`), mirrored when
+    ``flip``."""
     top, left, box_h, box_w = scaled_box(box, height, width, tuple(pixels.shape[-2:]))
-    return F.resized_crop(
-        pixels, top, left, box_h, box_w, list(crop.size), interpolation=crop.interpolation, antialias=crop.antialias
-    ).contiguous()
+    return cut_and_resize(pixels[..., top : top + box_h, left : left + box_w], tuple(crop.size), crop, flip)
 
 
-def jpeg_random_resized_crop(data: bytes, crop: v2.RandomResizedCrop) -> torch.Tensor | None:
-    """``crop`` applied to the upright RGB image in JPEG ``data``, decoding no more resolution than the drawn box
-    needs; ``None`` when this path cannot decode ``data`` (the caller decodes it in full instead)."""
+def draw_flip(flip: v2.RandomHorizontalFlip | None) -> bool:
+    """The horizontal-flip decision of ``flip`` (``None``: no flip), with its own random draw."""
+    return flip is not None and bool(torch.rand(1) < flip.p)
+
+
+def jpeg_random_resized_crop(
+    data: bytes, crop: v2.RandomResizedCrop, flip: v2.RandomHorizontalFlip | None = None
+) -> torch.Tensor | None:
+    """``crop`` (then ``flip``, if given) applied to the upright RGB image in JPEG ``data``, decoding no more
+    resolution than the drawn box needs; ``None`` when this path cannot decode ``data`` (the caller decodes it
+    in full instead)."""
     header = jpeg_header(data)
     if header is None:
         return None
     height, width, orientation = header
     box = crop_box(crop, height, width)
     pixels = decode_scaled(data, height, width, orientation, dct_scale(box, tuple(crop.size)))
-    return None if pixels is None else resized_crop_scaled(pixels, box, height, width, crop)
+    return None if pixels is None else resized_crop_scaled(pixels, box, height, width, crop, draw_flip(flip))
 
 
-def random_resized_crop(pixels: torch.Tensor, crop: v2.RandomResizedCrop) -> torch.Tensor:
-    """``crop`` applied to decoded pixels through the functional kernel (same box, no transform-wrapper cost)."""
+def random_resized_crop(
+    pixels: torch.Tensor, crop: v2.RandomResizedCrop, flip: v2.RandomHorizontalFlip | None = None
+) -> torch.Tensor:
+    """``crop`` (then ``flip``, if given) applied to decoded pixels through the functional kernels (same box and
+    flip draws as the transforms, without their wrapper cost)."""
     box = crop_box(crop, pixels.shape[-2], pixels.shape[-1])
-    return resized_crop_scaled(pixels, box, pixels.shape[-2], pixels.shape[-1], crop)
+    return resized_crop_scaled(pixels, box, pixels.shape[-2], pixels.shape[-1], crop, draw_flip(flip))
 
 
 def apply_transform(transform: Any, pixels: torch.Tensor) -> torch.Tensor:
@@ -184,5 +214,5 @@ def apply_transform(transform: Any, pixels: torch.Tensor) -> torch.Tensor:
     if type(transform) is v2.RandomResizedCrop:
         return random_resized_crop(pixels, transform)
     if type(transform) is v2.RandomHorizontalFlip:
-        return pixels if torch.rand(1) >= transform.p else pixels.flip(-1)
+        return pixels.flip(-1) if draw_flip(transform) else pixels
     return transform(pixels)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +14,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from recipes.config import RecipeError
-from recipes.crop_decode import apply_transform, jpeg_random_resized_crop
+from recipes.crop_decode import apply_transform, jpeg_random_resized_crop, random_resized_crop
 from recipes.images import BadImageError, load_rgb
 
 JPEG_MAGIC = b"\xff\xd8"
@@ -124,7 +126,7 @@ def collate_images_and_labels(
     if pixels[0].dtype != torch.uint8:
         pixel_values = torch.stack(pixels)
     elif fast is not None:
-        pixel_values = normalize_batch(torch.stack(pixels), fast)
+        pixel_values = normalize_batch(pixels, fast)
     else:
         pixel_values = processor_pixel_values(processor, pixels, sized=True)
     return {"pixel_values": pixel_values, "labels": labels}
@@ -147,22 +149,28 @@ def record_bytes(record: Any) -> bytes | None:
 def decode_augmented(record: Any, augment: v2.Compose) -> torch.Tensor:
     """Decode ``record`` and apply the training ``augment`` to it, as ``augment(decode_to_tensor(record))`` does.
 
-    When the augmentation starts with a ``RandomResizedCrop`` and the record is a JPEG, the box is drawn from
-    the header and only the resolution it needs is decoded (:mod:`recipes.crop_decode`); every other record is
-    decoded in full (:func:`decode_to_tensor`: any format, EXIF orientation, errors naming the file). Crops and
-    flips run their functional kernels with the transforms' own random draws."""
+    When the augmentation starts with a ``RandomResizedCrop`` (and a ``RandomHorizontalFlip``, folded into the
+    crop's one copy) and the record is a JPEG, the box is drawn from the header and only the resolution it needs
+    is decoded (:mod:`recipes.crop_decode`); every other record is decoded in full (:func:`decode_to_tensor`:
+    any format, EXIF orientation, errors naming the file). Crops and flips run their functional kernels with the
+    transforms' own random draws."""
     if not isinstance(augment, v2.Compose):
         return augment(decode_to_tensor(record))
     transforms = list(augment.transforms)
-    pixels = None
-    if transforms and type(transforms[0]) is v2.RandomResizedCrop:
-        data = record_bytes(record) if not isinstance(record, (torch.Tensor, np.ndarray)) else None
-        pixels = jpeg_random_resized_crop(data, transforms[0]) if data is not None else None
-        if pixels is not None:
-            transforms = transforms[1:]
-    if pixels is None:
+    if not transforms or type(transforms[0]) is not v2.RandomResizedCrop:
         pixels = decode_to_tensor(record)
-    for transform in transforms:
+        for transform in transforms:
+            pixels = apply_transform(transform, pixels)
+        return pixels
+    crop, flip = transforms[0], None
+    if len(transforms) > 1 and type(transforms[1]) is v2.RandomHorizontalFlip:
+        flip = transforms[1]
+    rest = transforms[2 if flip is not None else 1 :]
+    data = record_bytes(record) if not isinstance(record, (torch.Tensor, np.ndarray)) else None
+    pixels = jpeg_random_resized_crop(data, crop, flip) if data is not None else None
+    if pixels is None:
+        pixels = random_resized_crop(decode_to_tensor(record), crop, flip)
+    for transform in rest:
         pixels = apply_transform(transform, pixels)
     return pixels
 
@@ -193,30 +201,29 @@ def decode_to_tensor(record: Any) -> torch.Tensor:
     return F.pil_to_tensor(load_rgb(record))
 
 
-def _empty_float_like(pixels: torch.Tensor) -> torch.Tensor:
-    """An uninitialised float32 tensor shaped like ``pixels``; inside a ``DataLoader`` worker it is
-    allocated in shared memory (as ``default_collate`` does), so handing it to the main process
-    copies nothing."""
-    if torch.utils.data.get_worker_info() is not None and pixels.device.type == "cpu":
+def _empty_float(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """An uninitialised float32 tensor; inside a ``DataLoader`` worker it is allocated in shared memory (as
+    ``default_collate`` does), so handing it to the main process copies nothing."""
+    if torch.utils.data.get_worker_info() is not None and device.type == "cpu":
         try:
-            storage = torch.empty(0, dtype=torch.float32)._typed_storage()._new_shared(pixels.numel())
-            return torch.empty(0, dtype=torch.float32).new(storage).view(pixels.shape)
+            storage = torch.empty(0, dtype=torch.float32)._typed_storage()._new_shared(math.prod(shape))
+            return torch.empty(0, dtype=torch.float32).new(storage).view(shape)
         except (AttributeError, RuntimeError):  # private API of torch's default_collate: fall back
             pass
-    return torch.empty(pixels.shape, dtype=torch.float32, device=pixels.device)
+    return torch.empty(shape, dtype=torch.float32, device=device)
 
 
-def normalize_batch(pixels: torch.Tensor, geometry: ProcessorGeometry) -> torch.Tensor:
-    """Rescale and normalise a ``uint8`` batch (B, C, H, W) into one float32 tensor.
+def normalize_batch(pixels: torch.Tensor | Sequence[torch.Tensor], geometry: ProcessorGeometry) -> torch.Tensor:
+    """Rescale and normalise ``uint8`` images (a (B, C, H, W) batch or a list of same-size (C, H, W) images, in
+    any memory layout) into one contiguous float32 (B, C, H, W) tensor.
 
-    Computed as ``pixels * (rescale / std) - mean / std`` image by image into a single output
-    allocation, so the second pass hits the CPU cache: ~2.4x less CPU time than four batch-sized
-    temporaries (``(x * rescale - mean) / std``), which cost ~0.6-1 ms per 224x224 image.
-    """
-    mean = torch.tensor(geometry.mean, dtype=torch.float32, device=pixels.device).view(-1, 1, 1)
-    std = torch.tensor(geometry.std, dtype=torch.float32, device=pixels.device).view(-1, 1, 1)
-    scale, shift = geometry.rescale_factor / std, mean / std
-    out = _empty_float_like(pixels)
+    Computed as ``pixels * (rescale / std) - mean / std`` image by image straight into the single output
+    allocation (one fused multiply-add per image; no stacked ``uint8`` copy, no batch-sized temporaries)."""
+    first = pixels[0]
+    mean = torch.tensor(geometry.mean, dtype=torch.float32, device=first.device).view(-1, 1, 1)
+    std = torch.tensor(geometry.std, dtype=torch.float32, device=first.device).view(-1, 1, 1)
+    scale, shift = geometry.rescale_factor / std, -mean / std
+    out = _empty_float((len(pixels), *first.shape), first.device)
     for image, normalized in zip(pixels, out):
-        torch.mul(image, scale, out=normalized).sub_(shift)
+        torch.addcmul(shift, image, scale, out=normalized)
     return out

@@ -134,3 +134,24 @@ def test_non_jpeg_and_bad_files_take_the_full_decode_path(tmp_path) -> None:
     broken.write_bytes(photo_jpeg(64, 64)[:300])
     with pytest.raises(BadImageError, match=r"broken\.jpg"):
         decode_augmented({"bytes": None, "path": str(broken)}, augment)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.mark.parametrize("flip", [False, True])
+def test_crop_resize_and_folded_flip_equal_torchvision_kernels(orientation: int, flip: bool) -> None:
+    """The one-copy crop+resize(+flip) equals torchvision's ``resized_crop`` then ``hflip`` (exactly without the
+    flip; within one grey level with it, the filter being symmetric), for whole-image boxes of rotated images
+    (dense, transposed views) as well as inner boxes."""
+    data = photo_jpeg(120, 160, orientation)
+    height, width, found = jpeg_header(data)
+    pixels = decode_scaled(data, height, width, found, 1)
+    crop = build_train_augmentation("basic", 48, 64).transforms[0]
+    for box in ({"top": 0, "left": 0, "height": height, "width": width},
+                {"top": 7, "left": 11, "height": height // 2, "width": width // 3}):
+        ours = resized_crop_scaled(pixels, box, height, width, crop, flip)
+        reference = v2.functional.resized_crop(pixels.contiguous(), box["top"], box["left"], box["height"],
+                                               box["width"], [48, 64], antialias=True)
+        reference = reference.flip(-1) if flip else reference
+        assert ours.shape == (3, 48, 64) and ours.dtype == torch.uint8
+        difference = (ours.int() - reference.int()).abs().max().item()
+        assert difference <= (1 if flip else 0), (box, difference)
