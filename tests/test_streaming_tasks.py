@@ -152,7 +152,7 @@ def test_detection_stream_without_category_names_stops_clearly(tmp_path: Path) -
         str(tmp_path / "train-0.parquet"))
     args = [DETECTION, "--streaming", "true", "--train_file", str(tmp_path / "train-0.parquet"),
             "--max_eval_samples", "2", "--max_steps", "1", "--output_dir", str(tmp_path / "out")]
-    with pytest.raises(RecipeError, match="has no category names .* Set --class_names"):
+    with pytest.raises(RecipeError, match=r"has no category names .* Set --class_names"):
         load_streaming_detection(parse_recipe(args).data, seed=0)
     data = load_streaming_detection(parse_recipe([*args, "--class_names", "plate"]).data, seed=0)
     assert data.id2label == {0: "plate"} and data.summary["validation_held_out_from_stream"] == 2
@@ -202,10 +202,10 @@ def test_segmentation_streams_each_good_pair_once_and_resumes(
     tmp_path: Path, segmentation_shards, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = segmentation_shards["folder"]
-    # 12 records (2 bad), batches of 4: a pass is 3 steps; 5 steps cross into the second pass.
+    # 12 records (2 bad), batches of 4: a pass is 3 steps; 4 steps cross into the second pass.
     monkeypatch.setenv(STREAM_KEYS_ENV, str(tmp_path / "full-keys"))
     out = tmp_path / "out"
-    full = run(parse_recipe(_segmentation_args(folder, out, "--max_steps", "5")))
+    full = run(parse_recipe(_segmentation_args(folder, out, "--max_steps", "4")))
     logged = _keys(tmp_path / "full-keys")
     first_pass = [key for epoch, key in logged if epoch == 0]
     assert sorted(first_pass) == sorted(segmentation_shards["good_keys"])  # each good pair once per pass
@@ -222,7 +222,7 @@ def test_segmentation_streams_each_good_pair_once_and_resumes(
     monkeypatch.setenv(STREAM_KEYS_ENV, str(tmp_path / "resumed-keys"))
     state = json.loads((out / "checkpoint-2" / "stream_state" / "rank0.json").read_text())
     assert state["epoch"] == 0 and state["positions"] == {"0": 8}
-    resumed = run(parse_recipe(_segmentation_args(folder, out, "--max_steps", "5", "--resume_from_checkpoint",
+    resumed = run(parse_recipe(_segmentation_args(folder, out, "--max_steps", "4", "--resume_from_checkpoint",
                                                   str(out / "checkpoint-2"))))
     assert resumed.resumed_from.endswith("checkpoint-2")
     assert _keys(tmp_path / "resumed-keys") == logged[state["examples_seen"]:]  # the rest, in the same order
@@ -240,6 +240,6 @@ def test_segmentation_stream_needs_class_names(tmp_path: Path, segmentation_shar
     args = _segmentation_args(shards, tmp_path / "out", "--max_steps", "1")
     with pytest.raises(RecipeError, match="Index masks need class names: set `id2label`"):
         load_streaming_segmentation(parse_recipe(args).data, seed=0)
-    with pytest.raises(RecipeError, match="Column `masks` \\(set by `mask_column_name`\\) not found"):
+    with pytest.raises(RecipeError, match=r"Column `masks` \(set by `mask_column_name`\) not found"):
         load_streaming_segmentation(parse_recipe([*args, "--id2label", '["a", "b"]', "--mask_column_name",
                                                   "masks"]).data, seed=0)
