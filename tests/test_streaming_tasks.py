@@ -114,7 +114,9 @@ def test_detection_streams_each_good_example_once_through_the_cli(tmp_path: Path
     assert metrics["eval_samples"] == 4 and 0 <= metrics["eval_map"] <= 1
     assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "plate", "1": "sign"}
     assert "1 bad streamed record(s) skipped" in result.stderr
-    assert "| train (streamed) | 11 examples trained on |" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "| train (streamed) | 11 examples trained on |" in card and "1 bad streamed record(s)" in card
+    assert "streamed training records as they were read: clipped boxes: 1, dropped degenerate boxes: 1." in card
 
 
 def test_detection_record_check_cleans_boxes_like_the_map_style_checks() -> None:

@@ -204,7 +204,7 @@ class SemanticSegmentation(Task):
             for name, values in per_class.items():
                 rows.append(
                     f"| {name} | {fmt(values['iou'])} | {fmt(values['accuracy'])} | {values['pixels']} "
-                    f"| {share.get(name, 0.0):.2%} |"
+                    f"| {f'{share[name]:.2%}' if name in share else '-'} |"  # not counted in streamed runs
                 )
             note = ("\n\n— : class absent from both the predictions and the validation masks (left out of the "
                     "mean IoU).")
