@@ -233,7 +233,16 @@ def test_segmentation_streams_each_good_pair_once_and_resumes(
 
 
 def test_segmentation_stream_needs_class_names(tmp_path: Path, segmentation_shards) -> None:
+    """Class names from id2label.json beside a dataset's shards (here a local ``dataset_name`` folder), else a
+    clear error; a missing mask column is named."""
     from recipes.tasks.segmentation.streaming import load_streaming_segmentation
+
+    hub_style = [SEGMENTATION, "--streaming", "true", "--dataset_name", str(segmentation_shards["folder"]),
+                 "--max_eval_samples", "3", "--max_steps", "1", "--output_dir", str(tmp_path / "hub")]
+    data = load_streaming_segmentation(parse_recipe(hub_style).data, seed=0)
+    assert data.id2label[0] == "Building" and len(data.id2label) == 8  # Void ignored (ignore_labels)
+    assert len(data.validation) == 3 and data.summary["validation_examples"] == 3
+    assert data.stream_check(next(iter(data.train))) is None  # the first training pair is good
 
     shards = tmp_path / "shards"
     shards.mkdir()
