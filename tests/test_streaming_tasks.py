@@ -16,6 +16,8 @@ from PIL import Image
 from recipes.config import RecipeError
 from recipes.lifecycle import STREAM_KEYS_ENV, run
 from recipes.parse import parse_recipe
+from recipes.streaming import RECORD_COUNTS
+from recipes.tasks import get_task
 
 DETECTION = str(REPO / "configs" / "quickstart" / "detection.yaml")
 SEGMENTATION = str(REPO / "configs" / "quickstart" / "segmentation.yaml")
@@ -122,7 +124,6 @@ def test_detection_streams_each_good_example_once_through_the_cli(tmp_path: Path
 def test_detection_record_check_cleans_boxes_like_the_map_style_checks() -> None:
     """Boxes clipped, degenerate and unknown-category boxes dropped (counted); unreadable or malformed records
     are reasons to skip. ``class_names`` [sign] keeps only the ClassLabel's second category."""
-    from recipes.streaming import RECORD_COUNTS
     from recipes.tasks.detection.streaming import check_stream_record
 
     check = {"image_column": "img", "objects_column": "boxes", "source_names": ["plate", "sign"],
@@ -156,9 +157,19 @@ def test_detection_stream_without_category_names_stops_clearly(tmp_path: Path) -
             "--max_eval_samples", "2", "--max_steps", "1", "--output_dir", str(tmp_path / "out")]
     with pytest.raises(RecipeError, match=r"has no category names .* Set --class_names"):
         load_streaming_detection(parse_recipe(args).data, seed=0)
-    data = load_streaming_detection(parse_recipe([*args, "--class_names", "plate"]).data, seed=0)
+    recipe = parse_recipe([*args, "--class_names", "plate"])
+    data = load_streaming_detection(recipe.data, seed=0)
     assert data.id2label == {0: "plate"} and data.summary["validation_held_out_from_stream"] == 2
-    assert len(data.validation) == 2 and list(data.train.take(1))  # held out from the stream, the rest streams
+    assert len(data.validation) == 2  # held out from the stream: the other two stream, their ids name plates
+    assert data.summary["checks"]["validation"]["unknown_class_boxes"] == 0
+    boxes = data.summary["validation_statistics"]["boxes_per_class"]["plate"]
+    check = get_task("detection").stream_check(recipe.data, data)
+    for record in data.train:
+        assert check(record) is None
+        assert record["objects"]["category"] == [0] * len(record["objects"]["bbox"])
+        assert not record.get(RECORD_COUNTS, {}).get("unknown_class_boxes")
+        boxes += len(record["objects"]["bbox"])
+    assert boxes > 0
 
 
 # ----------------------------------------------------------------------------- semantic segmentation

@@ -38,8 +38,9 @@ logger = logging.getLogger("recipes")
 def stream_category_names(
     stream: IterableDataset, column: str, class_names: list[str] | None
 ) -> tuple[list[str], list[str] | None]:
-    """``(class names, the stream's ClassLabel names)``: the names the model learns are ``class_names`` when set
-    (boxes of other categories are dropped, as in the map-style path), else the ``ClassLabel``'s."""
+    """``(class names, names of the records' category ids)``: the names the model learns are ``class_names`` when
+    set (with a ``ClassLabel``, boxes of its other categories are dropped, as in the map-style path), else the
+    ``ClassLabel``'s; integer categories without a ``ClassLabel`` are indices into ``class_names``."""
     source = classlabel_names((stream.features or {}).get(column))
     names = list(class_names or source or [])
     if not names:
@@ -48,7 +49,7 @@ def stream_category_names(
             "stream cannot be scanned for them before training. Set --class_names with every category in "
             "label-id order (e.g. --class_names car plate), or store the categories as a ClassLabel feature."
         )
-    return names, source
+    return names, source or names
 
 
 def _malformed(boxes: list[Any], categories: list[Any]) -> str | None:
@@ -133,7 +134,7 @@ def load_streaming_detection(data_args: DetectionDataArguments, seed: int, cache
 
 def record_check(data_args: DetectionDataArguments, data: TaskData):
     """The per-record check of the training stream ``data.train`` (see :func:`check_stream_record`)."""
-    source_names = classlabel_names((data.train.features or {}).get(data_args.objects_column_name))
+    _, source_names = stream_category_names(data.train, data_args.objects_column_name, data_args.class_names)
     return partial(check_stream_record, image_column=data_args.image_column_name,
                    objects_column=data_args.objects_column_name, source_names=source_names,
                    label2id={name: i for i, name in data.id2label.items()})
