@@ -91,7 +91,8 @@ def detection_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, obje
 
 def _detection_args(folder: Path, out: Path, *extra: str) -> list[str]:
     return [DETECTION, "--streaming", "true", "--train_file", str(folder / "train-*.parquet"), "--validation_file",
-            str(folder / "validation-*.parquet"), "--max_eval_samples", "4", "--output_dir", str(out), *SMALL, *extra]
+            str(folder / "validation-*.parquet"), "--max_eval_samples", "4", "--output_dir", str(out),
+            "--image_processor_overrides", '{"size": {"height": 64, "width": 64}}', *SMALL, *extra]
 
 
 @pytest.mark.slow
@@ -207,13 +208,18 @@ def segmentation_shards(tmp_path_factory: pytest.TempPathFactory) -> dict[str, o
 def _segmentation_args(folder: Path, out: Path, *extra: str) -> list[str]:
     return [SEGMENTATION, "--streaming", "true", "--train_file", str(folder / "train-*.parquet"),
             "--validation_file", str(folder / "validation-*.parquet"), "--max_eval_samples", "4", "--output_dir",
-            str(out), *SMALL, *extra]
+            str(out), "--image_processor_overrides", '{"size": {"height": 32, "width": 32}}', *SMALL, *extra]
 
 
 @pytest.mark.slow
 def test_segmentation_streams_each_good_pair_once_and_resumes(
     tmp_path: Path, segmentation_shards, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import datasets
+
+    # datasets waits 5 s for Arrow's reader threads whenever a parquet stream closes (each pass end, each run's
+    # end): a guard for interpreter shutdown, which this in-process test does not reach in the meantime.
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
     folder = segmentation_shards["folder"]
     # 12 records (2 bad), batches of 4: a pass is 3 steps; 4 steps cross into the second pass.
     monkeypatch.setenv(STREAM_KEYS_ENV, str(tmp_path / "full-keys"))
