@@ -7,9 +7,8 @@ re-sharding or batch dispatching), and all processes end a pass together as soon
 distributed training never waits on a process that has no batch. Bad records (undecodable images, bad labels,
 boxes or masks the task's record check refuses) are skipped and counted as they come; what a check fixes in a good
 record (e.g. clipped boxes) is counted too. A streamed run's evaluation splits are map-style (:func:`stream_splits`).
-Each checkpoint stores, per process and loader worker, how many records
-of the current pass were consumed, so a resumed run continues where it stopped (re-reading, not decoding, the
-records before that point).
+Each checkpoint stores, per process and loader worker, how many records of the current pass were consumed, so a
+resumed run continues where it stopped (re-reading, not decoding, the records before that point).
 """
 
 from __future__ import annotations
