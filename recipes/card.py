@@ -121,6 +121,10 @@ def _data_table(summary: dict[str, Any]) -> str:
     note = f"\n\n{len(skipped)} unreadable file(s) were skipped (listed in `run_manifest.json`)." if skipped else ""
     if isinstance(stream, dict) and stream.get("bad_records"):
         note += f"\n\n{stream['bad_records']} bad streamed record(s) were skipped (listed in `run_manifest.json`)."
+    if isinstance(stream, dict) and stream.get("record_checks"):
+        checks = sorted(stream["record_checks"].items())
+        fixed = ", ".join(f"{name.replace('_', ' ')}: {count}" for name, count in checks)
+        note += f"\n\nFixed in the streamed training records as they were read: {fixed}."
     return "\n".join(rows) + note
 
 

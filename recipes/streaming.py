@@ -4,10 +4,11 @@ Sources are a Hub dataset or local ``*.parquet`` / webdataset ``*.tar`` shards. 
 seeded buffer (reshuffled every pass with ``set_epoch``) and split across processes with
 ``datasets.distributed.split_dataset_by_node``; every process then builds its own loader (no ``accelerate``
 re-sharding or batch dispatching), and all processes end a pass together as soon as one of them runs out, so
-distributed training never waits on a process that has no batch. Bad records (undecodable images, bad labels)
-are skipped and counted as they come. Each checkpoint stores, per process and loader worker, how many records
-of the current pass were consumed, so a resumed run continues where it stopped (re-reading, not decoding, the
-records before that point).
+distributed training never waits on a process that has no batch. Bad records (undecodable images, bad labels,
+boxes or masks the task's record check refuses) are skipped and counted as they come; what a check fixes in a good
+record (e.g. clipped boxes) is counted too. A streamed run's evaluation splits are map-style (:func:`stream_splits`).
+Each checkpoint stores, per process and loader worker, how many records of the current pass were consumed, so a
+resumed run continues where it stopped (re-reading, not decoding, the records before that point).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import glob
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -29,12 +30,16 @@ from torch.utils.data import DataLoader, get_worker_info
 from transformers import TrainerCallback, TrainingArguments
 
 from recipes.config import DataArguments, RecipeError
+from recipes.data import SPLIT_ALIASES, local_path
 from recipes.images import BadImageError, record_path
 
 logger = logging.getLogger("recipes")
 
 STREAM_META = "_stream"
 """Key of the per-example bookkeeping (position, bad record, example key) that travels beside the model inputs."""
+RECORD_COUNTS = "_stream_counts"
+"""Key under which a task's record check may leave named counts of what it fixed in a good record (e.g. clipped
+boxes); they are summed over the run into the report's ``record_checks``."""
 STATE_DIR = "stream_state"
 """Folder of each checkpoint with one ``rank<N>.json`` stream position per process."""
 SHARD_BUILDERS = {".parquet": "parquet", ".tar": "webdataset"}
@@ -47,8 +52,8 @@ def check_streaming_recipe(data_args: DataArguments, args: TrainingArguments, ta
         return
     if not supported:
         raise RecipeError(
-            f"streaming is supported for image-classification only for now (task {task}); "
-            "run without `streaming` (the data is then downloaded and prepared first)."
+            f"streaming is not supported for the task {task}; run without `streaming` (the data is then "
+            "downloaded and prepared first)."
         )
     if args.max_steps is None or args.max_steps <= 0:
         raise RecipeError(
@@ -157,6 +162,102 @@ def per_process_stream(
     return stream
 
 
+# --------------------------------------------------------------------------- splits of a streamed run
+
+
+def training_stream(
+    data_args: DataArguments, columns: dict[str, str], cache_dir: str | None = None
+) -> tuple[dict[str, IterableDataset], str]:
+    """The streamed splits (:func:`load_streams`) and the name of the training one, whose ``columns``
+    (recipe option → column name) are checked to exist."""
+    streams = load_streams(data_args, cache_dir)
+    train_name = data_args.train_split if data_args.dataset_name else "train"
+    if train_name not in streams:
+        raise RecipeError(f"Split `{train_name}` not found; available splits: {sorted(streams)}.")
+    names = streams[train_name].column_names
+    for option, column in columns.items():
+        if names is not None and column not in names:
+            raise RecipeError(
+                f"Column `{column}` (set by `{option}`) not found in the stream. Available columns: {names}. "
+                f"Set `--{option}` to one of them."
+            )
+    return streams, train_name
+
+
+@dataclass
+class StreamSplits:
+    """A streamed run's splits: the training stream (undecoded) and map-style evaluation splits, still to be
+    checked by the task."""
+
+    train: IterableDataset
+    validation: Dataset
+    test: Dataset | None
+    summary: dict[str, Any]
+
+
+def _evaluation_split(
+    split: str, streams: dict[str, IterableDataset], data_args: DataArguments, train_name: str,
+    read_folder: Callable[[str, Path], Dataset] | None, undecode: Callable[[IterableDataset], IterableDataset],
+) -> Dataset | None:
+    """A map-style evaluation split: a local folder (``<split>_dir`` without shards, read by ``read_folder``),
+    else the stream's split (its first ``max_eval_samples`` records)."""
+    folder = local_path(getattr(data_args, f"{split}_dir"), f"{split}_dir")
+    if folder is not None and split not in streams:
+        if read_folder is None:
+            raise RecipeError(f"`{split}_dir` {folder}: this task reads streamed evaluation splits only; give "
+                              f"*.parquet / *.tar shards there, or a `{split}` split of the Hub dataset.")
+        return read_folder(split, folder)
+    explicit = getattr(data_args, f"{split}_split")
+    if data_args.dataset_name and explicit and explicit not in streams:
+        raise RecipeError(f"Split `{explicit}` not found; available splits: {sorted(streams)}.")
+    name = explicit or next((n for n in SPLIT_ALIASES[split] if n in streams and n != train_name), None)
+    if name is None:
+        return None
+    if data_args.max_eval_samples is None:
+        raise RecipeError(
+            f"streaming: set max_eval_samples, the number of {split} examples read from the `{name}` stream "
+            f"(or give a local folder with --{split}_dir)."
+        )
+    logger.info("Taking the first %d records of the streamed `%s` split for %s.", data_args.max_eval_samples, name,
+                split)
+    return materialise(undecode(streams[name]), data_args.max_eval_samples)
+
+
+def stream_splits(
+    streams: dict[str, IterableDataset], train_name: str, data_args: DataArguments, *,
+    file_columns: Sequence[str], read_folder: Callable[[str, Path], Dataset] | None = None,
+) -> StreamSplits:
+    """The training stream and the evaluation splits of a streamed run: local folders (``read_folder``), the
+    stream's validation/test splits (the test split doubles as validation when there is no validation split), or
+    the first ``max_eval_samples`` training records held out. ``file_columns`` (image, mask…) stay undecoded."""
+
+    def undecode(stream: IterableDataset) -> IterableDataset:
+        for column in file_columns:
+            stream = undecoded_stream(stream, column)
+        return stream
+
+    train = undecode(streams[train_name])
+    split = partial(_evaluation_split, streams=streams, data_args=data_args, train_name=train_name,
+                    read_folder=read_folder, undecode=undecode)
+    validation = split("validation")
+    if validation is None and not data_args.test_split:  # the dataset's test split doubles as validation
+        validation, test = split("test"), None
+    else:
+        test = split("test")
+    summary: dict[str, Any] = {"skipped_files": [], "streaming": True}
+    if validation is None:
+        if data_args.max_eval_samples is None:
+            raise RecipeError(
+                "streaming: the data has no validation split; set max_eval_samples to hold out the first records "
+                "of the training stream, or give --validation_dir (a local folder) or a validation split."
+            )
+        validation = materialise(train, data_args.max_eval_samples)
+        train = train.skip(data_args.max_eval_samples)
+        summary["validation_held_out_from_stream"] = len(validation)
+        logger.info("Held out the first %d records of the training stream as validation.", len(validation))
+    return StreamSplits(train=train, validation=validation, test=test, summary=summary)
+
+
 # --------------------------------------------------------------------------- examples and batches
 
 
@@ -207,6 +308,7 @@ class StreamingExamples(torch.utils.data.IterableDataset):
         if self.keep_keys:
             meta["key"] = example_key(image)
         reason = self.check(record) if self.check is not None else None
+        counts = record.pop(RECORD_COUNTS, None)
         if reason is None:
             try:
                 transformed = self.transform({key: [value] for key, value in record.items()})
@@ -215,6 +317,8 @@ class StreamingExamples(torch.utils.data.IterableDataset):
         if reason is not None:
             meta["bad"] = {"path": record_path(image, fallback=f"record {index} (worker {worker})"), "reason": reason}
             return {STREAM_META: meta}
+        if counts:
+            meta["counts"] = dict(counts)
         example = {key: values[0] for key, values in transformed.items()}
         example[STREAM_META] = meta
         return example
@@ -255,6 +359,8 @@ class StreamProgress:
     dropped_at_pass_end: int = 0
     bad_records: int = 0
     bad: list[dict[str, Any]] = field(default_factory=list)
+    record_checks: dict[str, int] = field(default_factory=dict)
+    """What the task's record check fixed in the good records trained on (e.g. ``clipped_boxes``)."""
     key_log: Path | None = None
 
     def begin_pass(self, epoch: int) -> None:
@@ -274,6 +380,8 @@ class StreamProgress:
             elif trained:
                 self.examples_seen += 1
                 keys.append(meta.get("key"))
+                for name, count in meta.get("counts", {}).items():
+                    self.record_checks[name] = self.record_checks.get(name, 0) + int(count)
             else:
                 self.dropped_at_pass_end += 1
         if self.key_log is not None and keys:
@@ -293,6 +401,7 @@ class StreamProgress:
             "dropped_at_pass_end": self.dropped_at_pass_end,
             "bad_records": self.bad_records,
             "bad": self.bad,
+            "record_checks": dict(self.record_checks),
         }
 
 
@@ -360,6 +469,7 @@ class StreamLoader:
         for key in ("examples_seen", "passes_completed", "dropped_at_pass_end", "bad_records"):
             setattr(progress, key, int(state.get(key, 0)))
         progress.bad = list(state.get("bad", []))
+        progress.record_checks = {str(k): int(v) for k, v in state.get("record_checks", {}).items()}
         skipped = sum(self.resume_positions.values())
         logger.info("Resuming the stream at pass %d, after %d record(s) of it on this process (re-read, not decoded).",
                     self.resume_epoch, skipped)
@@ -442,9 +552,14 @@ class StreamTraining:
             torch.distributed.all_gather_object(states, self.progress.state())
         total = {key: sum(s[key] for s in states) for key in ("examples_seen", "dropped_at_pass_end", "bad_records")}
         bad = [record for s in states for record in s["bad"]][:MAX_LISTED_BAD]
+        checks: dict[str, int] = {}
+        for s in states:
+            for name, count in s.get("record_checks", {}).items():
+                checks[name] = checks.get(name, 0) + count
         return {
             **total,
             "passes_completed": min(s["passes_completed"] for s in states),
             "examples_seen_per_process": [s["examples_seen"] for s in states],
             "skipped_records": bad,
+            "record_checks": checks,
         }

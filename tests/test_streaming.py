@@ -13,6 +13,7 @@ from conftest import TWO_CPU_PROCESSES, assert_ok, run_cli
 from recipes.config import RecipeError
 from recipes.lifecycle import STREAM_KEYS_ENV, run
 from recipes.parse import parse_recipe
+from recipes.streaming import check_streaming_recipe
 
 QUICKSTART = "configs/quickstart/classification.yaml"
 BROKEN = b"\x89PNG\r\n\x1a\n truncated: not an image"
@@ -169,15 +170,15 @@ def test_local_parquet_stream_resumes_where_it_stopped(
     assert resumed.data.summary["streaming"]["bad_records"] == full.data.summary["streaming"]["bad_records"] >= 1
 
 
-def test_streaming_without_max_steps_or_for_another_task_stops_clearly(tmp_path: Path, parquet_shards) -> None:
+def test_streaming_without_max_steps_or_for_a_task_without_it_stops_clearly(tmp_path: Path, parquet_shards) -> None:
     folder = parquet_shards["folder"]
     args = [QUICKSTART, "--streaming", "true", "--train_file", str(folder / "train-*.parquet"), "--output_dir",
             str(tmp_path / "out"), *SMALL]
     with pytest.raises(RecipeError, match="streaming datasets have no length: set max_steps"):
         run(parse_recipe(args))
-    with pytest.raises(RecipeError, match="streaming is supported for image-classification only for now"):
-        run(parse_recipe(["configs/quickstart/detection.yaml", "--streaming", "true", "--max_steps", "2",
-                          "--output_dir", str(tmp_path / "det"), "--use_cpu", "true"]))
+    recipe = parse_recipe([*args, "--max_steps", "2"])
+    with pytest.raises(RecipeError, match="streaming is not supported for the task some-task"):
+        check_streaming_recipe(recipe.data, recipe.training, "some-task", supported=False)
     with pytest.raises(RecipeError, match="set max_eval_samples"):
         run(parse_recipe([*args, "--max_steps", "2"]))  # no validation split and nothing to hold out
 

@@ -1,5 +1,5 @@
-"""Image classification from a stream: class names known up front, evaluation sets taken from the stream (or a
-local image folder), label checks for the streamed training records."""
+"""Image classification from a stream: class names known up front, label checks for the streamed training records;
+the evaluation splits (:func:`recipes.streaming.stream_splits`) are image folders or taken from the stream."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, IterableDataset
 
 from recipes.config import RecipeError
-from recipes.data import SPLIT_ALIASES, drop_bad_images, local_path, undecoded
-from recipes.streaming import load_streams, materialise, undecoded_stream
+from recipes.data import drop_bad_images, undecoded
+from recipes.streaming import stream_splits, training_stream
 from recipes.tasks.base import TaskData
 from recipes.tasks.classification.data import ClassificationDataArguments, class_folder_splits
 
@@ -78,64 +78,19 @@ def encode_labels(dataset: Dataset, column: str, names: list[str], where: str) -
     return dataset.map(convert, batched=True, features=features, desc=f"Encoding the {where} labels")
 
 
-def _evaluation_split(
-    split: str, streams: dict[str, IterableDataset], data_args: ClassificationDataArguments, train_name: str
-) -> Dataset | None:
-    """A map-style evaluation split: an image folder (``<split>_dir`` without shards), else the stream's split
-    (its first ``max_eval_samples`` records)."""
-    folder = local_path(getattr(data_args, f"{split}_dir"), f"{split}_dir")
-    if folder is not None and split not in streams:
-        return class_folder_splits({split: folder}, data_args.image_column_name, data_args.label_column_name)[split]
-    explicit = getattr(data_args, f"{split}_split")
-    if data_args.dataset_name and explicit and explicit not in streams:
-        raise RecipeError(f"Split `{explicit}` not found; available splits: {sorted(streams)}.")
-    name = explicit or next((n for n in SPLIT_ALIASES[split] if n in streams and n != train_name), None)
-    if name is None:
-        return None
-    if data_args.max_eval_samples is None:
-        raise RecipeError(
-            f"streaming: set max_eval_samples, the number of {split} examples read from the `{name}` stream "
-            "(or give a local image folder with --validation_dir)."
-        )
-    logger.info("Taking the first %d records of the streamed `%s` split for %s.", data_args.max_eval_samples, name,
-                split)
-    return materialise(undecoded_stream(streams[name], data_args.image_column_name), data_args.max_eval_samples)
-
-
 def load_streaming_classification(data_args: ClassificationDataArguments, seed: int,
                                   cache_dir: str | None = None) -> TaskData:
     """Streamed training split (an ``IterableDataset``, undecoded) and map-style evaluation splits."""
-    streams = load_streams(data_args, cache_dir)
-    train_name = data_args.train_split if data_args.dataset_name else "train"
-    if train_name not in streams:
-        raise RecipeError(f"Split `{train_name}` not found; available splits: {sorted(streams)}.")
     image_column, label_column = data_args.image_column_name, data_args.label_column_name
-    train = streams[train_name]
-    if train.column_names is not None and image_column not in train.column_names:
-        raise RecipeError(
-            f"Column `{image_column}` (set by `image_column_name`) not found in the stream. Available columns: "
-            f"{train.column_names}. Set `--image_column_name` to one of them."
-        )
-    names = stream_class_names(train, label_column, data_args.class_names)
-    train = undecoded_stream(train, image_column)
-    validation = _evaluation_split("validation", streams, data_args, train_name)
-    if validation is None and not data_args.test_split:  # the dataset's test split doubles as validation
-        validation, test = _evaluation_split("test", streams, data_args, train_name), None
-    else:
-        test = _evaluation_split("test", streams, data_args, train_name)
-    summary: dict[str, Any] = {"skipped_files": [], "streaming": True}
-    if validation is None:
-        if data_args.max_eval_samples is None:
-            raise RecipeError(
-                "streaming: the data has no validation split; set max_eval_samples to hold out the first records "
-                "of the training stream, or give --validation_dir (an image folder) or a validation split."
-            )
-        validation = materialise(train, data_args.max_eval_samples)
-        train = train.skip(data_args.max_eval_samples)
-        summary["validation_held_out_from_stream"] = len(validation)
-        logger.info("Held out the first %d records of the training stream as validation.", len(validation))
+    streams, train_name = training_stream(data_args, {"image_column_name": image_column}, cache_dir)
+    names = stream_class_names(streams[train_name], label_column, data_args.class_names)
+    splits = stream_splits(
+        streams, train_name, data_args, file_columns=[image_column],
+        read_folder=lambda split, folder: class_folder_splits({split: folder}, image_column, label_column)[split],
+    )
+    summary = splits.summary
     checked = {}
-    for split, dataset in (("validation", validation), ("test", test)):
+    for split, dataset in (("validation", splits.validation), ("test", splits.test)):
         if dataset is None:
             continue
         dataset = encode_labels(undecoded(dataset, image_column), label_column, names, f"{split} split")
@@ -147,7 +102,7 @@ def load_streaming_classification(data_args: ClassificationDataArguments, seed: 
         summary[f"{split}_examples"] = len(dataset)
         summary[f"{split}_per_class"] = {names[i]: int(c) for i, c in enumerate(counts)}
         checked[split] = dataset
-    return TaskData(train=train, validation=checked["validation"], test=checked.get("test"),
+    return TaskData(train=splits.train, validation=checked["validation"], test=checked.get("test"),
                     id2label=dict(enumerate(names)), dataset_id=data_args.dataset_name, summary=summary)
 
 

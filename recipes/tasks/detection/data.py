@@ -59,17 +59,17 @@ class LoadedSplits:
     counts: Counter = field(default_factory=Counter)
 
 
-def _classlabel_names(feature: Any) -> list[str] | None:
+def classlabel_names(feature: Any) -> list[str] | None:
     """Names of the ``ClassLabel`` nested in an ``objects`` feature (dict of lists or list of dicts)."""
     if isinstance(feature, ClassLabel):
         return list(feature.names)
     if isinstance(feature, dict):
         for key in ("category", "categories"):
             if key in feature:
-                return _classlabel_names(feature[key])
+                return classlabel_names(feature[key])
         return None
     inner = getattr(feature, "feature", None)
-    return _classlabel_names(inner) if inner is not None else None
+    return classlabel_names(inner) if inner is not None else None
 
 
 def _found_names(datasets: Sequence[Dataset]) -> list[str]:
@@ -82,6 +82,16 @@ def _found_names(datasets: Sequence[Dataset]) -> list[str]:
     return sorted_names(names)
 
 
+def canonical_columns(dataset: Dataset, image_column: str, objects_column: str) -> Dataset:
+    """A Hub split with its image and objects columns named ``image`` and ``objects`` (image undecoded)."""
+    for column, canonical in ((image_column, "image"), (objects_column, "objects")):
+        if column != canonical:
+            if canonical in dataset.column_names:
+                dataset = dataset.remove_columns(canonical)
+            dataset = dataset.rename_column(column, canonical)
+    return undecoded(dataset, "image")
+
+
 def _load_hub(data_args: DetectionDataArguments, cache_dir: str | None) -> LoadedSplits:
     splits = load_hub_splits(data_args, cache_dir)
     image_column, objects_column = data_args.image_column_name, data_args.objects_column_name
@@ -92,18 +102,13 @@ def _load_hub(data_args: DetectionDataArguments, cache_dir: str | None) -> Loade
             {"image_column_name": image_column, "objects_column_name": objects_column},
             f"the {split} split of {data_args.dataset_name}",
         )
-        for column, canonical in ((image_column, "image"), (objects_column, "objects")):
-            if column != canonical:
-                if canonical in dataset.column_names:
-                    dataset = dataset.remove_columns(canonical)
-                dataset = dataset.rename_column(column, canonical)
-        prepared[split] = undecoded(dataset, "image")
-    source_names = _classlabel_names(next(iter(prepared.values())).features["objects"])
+        prepared[split] = canonical_columns(dataset, image_column, objects_column)
+    source_names = classlabel_names(next(iter(prepared.values())).features["objects"])
     class_names = data_args.class_names or source_names or _found_names(list(prepared.values()))
     return LoadedSplits(prepared, class_names, source_names=source_names)
 
 
-def _single_split(result: ReadResult, wanted: str, folder: Path) -> list[dict[str, Any]]:
+def single_split(result: ReadResult, wanted: str, folder: Path) -> list[dict[str, Any]]:
     if wanted in result.splits:
         return result.splits[wanted]
     if len(result.splits) == 1:
@@ -128,7 +133,7 @@ def _load_local(data_args: DetectionDataArguments) -> LoadedSplits:
     if subfolders:
         for split, folder in subfolders.items():
             result = read_detection_folder(folder, data_args.dataset_format, data_args.class_names)
-            rows[split] = _single_split(result, split, folder)
+            rows[split] = single_split(result, split, folder)
             results.append((f"{split} ({folder.name}/)", result))
     else:
         result = read_detection_folder(train_dir, data_args.dataset_format, data_args.class_names)
@@ -138,7 +143,7 @@ def _load_local(data_args: DetectionDataArguments) -> LoadedSplits:
         folder = local_path(value, f"{split}_dir")
         if folder is not None:
             result = read_detection_folder(folder, data_args.dataset_format, data_args.class_names)
-            rows[split] = _single_split(result, split, folder)
+            rows[split] = single_split(result, split, folder)
             results.append((f"{split}_dir", result))
     problems = [{"split": where, "path": p.path, "reason": p.reason} for where, r in results for p in r.problems]
     if problems and data_args.strict:
@@ -162,25 +167,17 @@ def _load_local(data_args: DetectionDataArguments) -> LoadedSplits:
     return LoadedSplits(splits, class_names, problems=problems, counts=counts)
 
 
-def load_detection_data(data_args: DetectionDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
-    """Read, split and check detection data into :class:`TaskData` (summary included)."""
-    loaded = _load_hub(data_args, cache_dir) if data_args.dataset_name else _load_local(data_args)
-    if not loaded.class_names:
-        raise RecipeError("The data has no labelled boxes and no `class_names` were given: nothing to learn.")
-    train, validation, test = pick_splits(loaded.splits, data_args, seed)
-    summary: dict[str, Any] = {
-        "class_names": loaded.class_names,
-        "skipped_files": list(loaded.problems),
-        "reader_counts": dict(loaded.counts),
-        "checks": {},
-    }
+def check_splits(
+    splits: dict[str, Dataset | None], class_names: list[str], source_names: list[str] | None,
+    data_args: DetectionDataArguments, summary: dict[str, Any], cache: CheckCache,
+) -> dict[str, Dataset]:
+    """Box and image checks of each split (:func:`check_split`), reported into ``summary``; the usable splits."""
     checked: dict[str, Dataset] = {}
-    cache = CheckCache.from_args(data_args, cache_dir)
-    for split, dataset in (("train", train), ("validation", validation), ("test", test)):
+    for split, dataset in splits.items():
         if dataset is None:
             continue
         dataset, report = check_split(
-            dataset, loaded.class_names, split, source_names=loaded.source_names, strict=data_args.strict,
+            dataset, class_names, split, source_names=source_names, strict=data_args.strict,
             cache=cache,
         )
         for bad_file in report.skipped:
@@ -204,14 +201,32 @@ def load_detection_data(data_args: DetectionDataArguments, seed: int, cache_dir:
             len(objects["bbox"]) for objects in dataset["objects"]
         ):
             raise RecipeError(
-                f"None of the training boxes belongs to `class_names` {loaded.class_names}: all "
+                f"None of the training boxes belongs to `class_names` {class_names}: all "
                 f"{report.counts['unknown_class_boxes']} were dropped. Set `class_names` to the data's classes "
                 "(e.g. --class_names car person) or remove it to take them from the data."
             )
         checked[split] = dataset
     for split, dataset in checked.items():
         summary[f"{split}_examples"] = len(dataset)
-        summary[f"{split}_statistics"] = split_statistics(dataset, loaded.class_names)
+        summary[f"{split}_statistics"] = split_statistics(dataset, class_names)
+    return checked
+
+
+def load_detection_data(data_args: DetectionDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
+    """Read, split and check detection data into :class:`TaskData` (summary included)."""
+    loaded = _load_hub(data_args, cache_dir) if data_args.dataset_name else _load_local(data_args)
+    if not loaded.class_names:
+        raise RecipeError("The data has no labelled boxes and no `class_names` were given: nothing to learn.")
+    train, validation, test = pick_splits(loaded.splits, data_args, seed)
+    summary: dict[str, Any] = {
+        "class_names": loaded.class_names,
+        "skipped_files": list(loaded.problems),
+        "reader_counts": dict(loaded.counts),
+        "checks": {},
+    }
+    cache = CheckCache.from_args(data_args, cache_dir)
+    checked = check_splits({"train": train, "validation": validation, "test": test}, loaded.class_names,
+                           loaded.source_names, data_args, summary, cache)
     summary["check_cache"] = cache.summary()
     return TaskData(
         train=checked["train"],

@@ -17,6 +17,7 @@ from recipes.tasks.detection.data import DetectionDataArguments, load_detection_
 from recipes.tasks.detection.metric import DetectionMetric, detections_at_original_size
 from recipes.tasks.detection.outputs import DetectionSink
 from recipes.tasks.detection.report import data_checks_markdown, precision_recall_plot, prediction_grid
+from recipes.tasks.detection.streaming import load_streaming_detection, record_check
 from recipes.tasks.detection.transforms import (
     DetectionBatch,
     build_detection_augmentation,
@@ -47,13 +48,19 @@ class ObjectDetection(Task):
         "mar_10": "mAR@10",
         "mar_100": "mAR@100",
     }
+    supports_streaming = True
 
     def forced_training_arguments(self) -> dict[str, Any]:
         # Labels are lists of per-image dicts and predictions one dict per image: gather them as objects.
         return {**super().forced_training_arguments(), "eval_use_gather_object": True}
 
     def load_data(self, data_args: DetectionDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
+        if data_args.streaming:
+            return load_streaming_detection(data_args, seed, cache_dir)
         return load_detection_data(data_args, seed, cache_dir)
+
+    def stream_check(self, data_args: DetectionDataArguments, data: TaskData) -> Callable:
+        return record_check(data_args, data)
 
     def transforms(self, image_processor: Any, data_args: DetectionDataArguments, data: TaskData):
         augment = build_detection_augmentation(data_args.augmentation, image_processor)

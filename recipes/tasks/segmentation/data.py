@@ -39,6 +39,8 @@ class SegmentationData(TaskData):
     """Value of ignored pixels in the converted class-id PNGs."""
     label_lookup: tuple[int, ...] | None = None
     """Stored class id → model class id, when evaluation translates the data's ids to a checkpoint's."""
+    stream_check: Any = None
+    """Streamed runs: the check + conversion of each training (image, mask) record (``Task.stream_check``)."""
 
 
 @dataclass
@@ -138,9 +140,9 @@ def load_segmentation_source(data_args: SegmentationDataArguments, cache_dir: st
     layout = layouts.pop()
     palette = _local_palette(data_args, listings, layout)
     if palette is not None:
-        class_names = _palette_class_names(data_args, palette)
+        class_names = palette_class_names(data_args, palette)
     else:
-        class_names = _index_class_names(data_args, _id2label_near(train_dir))
+        class_names = index_class_names(data_args, id2label_near(train_dir))
     splits = {}
     for split, listing in listings.items():
         if not listing.images:
@@ -183,7 +185,7 @@ def _local_palette(
     return palette
 
 
-def _palette_class_names(data_args: SegmentationDataArguments, palette: formats.Palette) -> list[str]:
+def palette_class_names(data_args: SegmentationDataArguments, palette: formats.Palette) -> list[str]:
     """Colour masks are named by their palette; an ``id2label`` in the recipe is not used (said so)."""
     if data_args.id2label is not None:
         logger.warning("`id2label` is not used: the classes of colour masks come from their palette %s.",
@@ -191,14 +193,14 @@ def _palette_class_names(data_args: SegmentationDataArguments, palette: formats.
     return list(palette.names)
 
 
-def _id2label_near(folder: Path) -> Path | None:
+def id2label_near(folder: Path) -> Path | None:
     for where in (folder, folder.parent):
         if (where / formats.ID2LABEL_FILE_NAME).is_file():
             return where / formats.ID2LABEL_FILE_NAME
     return None
 
 
-def _index_class_names(data_args: SegmentationDataArguments, found: Path | dict[int, str] | None) -> list[str]:
+def index_class_names(data_args: SegmentationDataArguments, found: Path | dict[int, str] | None) -> list[str]:
     """Raw class names of index masks: the recipe's ``id2label`` (else ``found``), with reduce_labels'
     background prepended (``id2label`` names the classes after the reduction)."""
     if data_args.id2label is not None:
@@ -238,11 +240,26 @@ def _hub_source(data_args: SegmentationDataArguments, cache_dir: str | None) -> 
     }
     palette = formats.read_palette_file(data_args.label_colors_file) if data_args.label_colors_file else None
     if palette is not None:
-        class_names = _palette_class_names(data_args, palette)
+        class_names = palette_class_names(data_args, palette)
     else:
         found = None if data_args.id2label is not None else formats.hub_id2label(data_args.dataset_name, cache_dir)
-        class_names = _index_class_names(data_args, found)
+        class_names = index_class_names(data_args, found)
     return SegmentationSource(splits, mask_column, class_names, palette, "hub", ordered=False)
+
+
+def label_mapping(source: SegmentationSource, data_args: SegmentationDataArguments) -> formats.LabelMapping:
+    """How the source's raw mask values become training class ids (``reduce_labels``, ``ignore_labels``)."""
+    mapping = formats.build_label_mapping(
+        source.class_names,
+        reduce_labels=data_args.reduce_labels,
+        ignore_labels=data_args.ignore_labels,
+        ignore_index=data_args.ignore_index,
+        raw_ignore_value=data_args.ignore_index if source.palette is None and data_args.ignore_index >= 0 else None,
+    )
+    if mapping.dropped:
+        logger.info("Mapped to ignore_index %d (reduce_labels / ignore_labels): %s", data_args.ignore_index,
+                    ", ".join(mapping.dropped))
+    return mapping
 
 
 def check_and_convert_split(

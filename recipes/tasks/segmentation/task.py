@@ -43,12 +43,14 @@ from recipes.tasks.segmentation.data import (
     SegmentationData,
     SegmentationDataArguments,
     check_and_convert_split,
+    label_mapping,
     load_segmentation_source,
     log_pixel_share,
 )
 from recipes.tasks.segmentation.metric import SegmentationMetric
 from recipes.tasks.segmentation.outputs import SegmentationSink
 from recipes.tasks.segmentation.report import fmt, labels_note, prediction_grid, training_palette
+from recipes.tasks.segmentation.streaming import load_streaming_segmentation
 from recipes.tasks.segmentation.transforms import (
     build_train_augmentation,
     logits_to_class_ids,
@@ -75,19 +77,13 @@ class SemanticSegmentation(Task):
         "mean_accuracy": "Mean accuracy",
         "overall_accuracy": "Pixel accuracy",
     }
+    supports_streaming = True
 
     def load_data(self, data_args: SegmentationDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
+        if data_args.streaming:
+            return load_streaming_segmentation(data_args, seed, cache_dir)
         source = load_segmentation_source(data_args, cache_dir)
-        mapping = formats.build_label_mapping(
-            source.class_names,
-            reduce_labels=data_args.reduce_labels,
-            ignore_labels=data_args.ignore_labels,
-            ignore_index=data_args.ignore_index,
-            raw_ignore_value=data_args.ignore_index if source.palette is None and data_args.ignore_index >= 0 else None,
-        )
-        if mapping.dropped:
-            logger.info("Mapped to ignore_index %d (reduce_labels / ignore_labels): %s", data_args.ignore_index,
-                        ", ".join(mapping.dropped))
+        mapping = label_mapping(source, data_args)
         train, validation, test = pick_splits(source.splits, data_args, seed, ordered_holdout=source.ordered)
         summary: dict[str, Any] = {
             "layout": source.layout,
@@ -147,6 +143,9 @@ class SemanticSegmentation(Task):
             partial(transform_segmentation_batch, augment=None, **common),
         )
 
+    def stream_check(self, data_args: SegmentationDataArguments, data: SegmentationData) -> Callable | None:
+        return data.stream_check
+
     def relabel(
         self, data: SegmentationData, data_args: SegmentationDataArguments, data_to_model: dict[int, int],
         id2label: dict[int, str],
@@ -205,7 +204,7 @@ class SemanticSegmentation(Task):
             for name, values in per_class.items():
                 rows.append(
                     f"| {name} | {fmt(values['iou'])} | {fmt(values['accuracy'])} | {values['pixels']} "
-                    f"| {share.get(name, 0.0):.2%} |"
+                    f"| {f'{share[name]:.2%}' if name in share else '-'} |"  # not counted in streamed runs
                 )
             note = ("\n\n— : class absent from both the predictions and the validation masks (left out of the "
                     "mean IoU).")
