@@ -47,7 +47,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -102,12 +101,13 @@ def make_loader(variant: Variant, num_workers: int, batch_size: int, seed: int) 
     )
 
 
-def run_epoch(loader: DataLoader) -> tuple[int, float, dict[str, Any]]:
-    """Iterate once over ``loader``: (images, seconds, description of the first batch)."""
+def run_epoch(loader: DataLoader, consume: Callable[[dict], dict]) -> tuple[int, float, dict[str, Any]]:
+    """Iterate once over ``loader``, each batch made ready for the model by ``consume`` (the training process's
+    share of the pipeline): (images, seconds, description of the first ready batch)."""
     images, first = 0, {}
     start = time.perf_counter()
     for batch in loader:
-        pixels = batch["pixel_values"]
+        pixels = consume(batch)["pixel_values"]
         if not first:
             first = {"shape": list(pixels.shape), "dtype": str(pixels.dtype).removeprefix("torch.")}
         images += pixels.shape[0]
@@ -123,13 +123,15 @@ def measure_transforms(
     }
     per_round: dict[str, list[float]] = {name: [] for name in variants}
     first_batches: dict[str, Any] = {}
-    with torch_threads(1) if num_workers == 0 else nullcontext():
+    # One thread in this process: with no worker it does everything, like a worker; with one worker it only
+    # finishes each batch (normalize_on_device) on its own core, as the training process would on the GPU.
+    with torch_threads(1):
         for name, loader in loaders.items():
             for _ in range(warmup):
-                _, _, first_batches[name] = run_epoch(loader)
+                _, _, first_batches[name] = run_epoch(loader, variants[name].consume)
         for index in range(rounds):
             for name in rotated(list(variants), index):
-                images, seconds, first = run_epoch(loaders[name])
+                images, seconds, first = run_epoch(loaders[name], variants[name].consume)
                 first_batches.setdefault(name, first)
                 per_round[name].append(images / seconds)
             log(
@@ -180,7 +182,8 @@ def tiny_vit(num_labels: int, seed: int) -> ViTForImageClassification:
 
 
 def train_images_per_s(
-    dataset: Any, collate: Callable, num_labels: int, settings: Settings, output_dir: Path
+    dataset: Any, collate: Callable, num_labels: int, settings: Settings, output_dir: Path,
+    device_transform: Callable | None = None,
 ) -> dict[str, float]:
     """Images/s through ``Trainer.train`` (wall clock of the call, worker start-up included)."""
     args = TrainingArguments(
@@ -191,7 +194,8 @@ def train_images_per_s(
         disable_tqdm=True, use_cpu=True,
     )
     trainer = RecipeTrainer(
-        model=tiny_vit(num_labels, settings.seed), args=args, train_dataset=dataset, data_collator=collate
+        model=tiny_vit(num_labels, settings.seed), args=args, train_dataset=dataset, data_collator=collate,
+        device_transform=device_transform,
     )
     trainer.remove_callback(PrinterCallback)  # no metrics dict printed after each run
     with torch_threads(settings.train_threads):
@@ -218,15 +222,17 @@ def measure_end_to_end(
     for example in premade_examples:
         example["pixel_values"] = processor_pixel_values(processor, [example["pixel_values"]], sized=True)[0]
     premade = PremadeBatches(premade_examples, len(variants[NAIVE].dataset))
-    sources: dict[str, tuple[Any, Callable]] = {n: (v.dataset, v.collate) for n, v in variants.items()}
-    sources["no data cost"] = (premade, default_collate)
+    sources: dict[str, tuple[Any, Callable, Callable | None]] = {
+        n: (v.dataset, v.collate, v.device_transform) for n, v in variants.items()
+    }
+    sources["no data cost"] = (premade, default_collate, None)
     per_round: dict[str, list[float]] = {name: [] for name in sources}
     trainer_reported: dict[str, list[float]] = {name: [] for name in sources}
     for index in range(settings.train_rounds):
         for name in rotated(list(sources), index):
-            dataset, collate = sources[name]
+            dataset, collate, device_transform = sources[name]
             run_dir = workdir / f"{index}-{name.replace('+', '-').replace(' ', '-')}"
-            figures = train_images_per_s(dataset, collate, num_labels, settings, run_dir)
+            figures = train_images_per_s(dataset, collate, num_labels, settings, run_dir, device_transform)
             per_round[name].append(figures["images_per_s"])
             trainer_reported[name].append(figures["trainer_samples_per_second"])
         done = ", ".join(f"{n} {v[-1]:.0f}" for n, v in per_round.items())

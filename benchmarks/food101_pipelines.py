@@ -38,6 +38,7 @@ from recipes.transforms import (
     ProcessorGeometry,
     collate_images_and_labels,
     decode_to_tensor,
+    normalize_uint8_inputs,
     verified_fast_normalisation,
 )
 
@@ -50,7 +51,8 @@ VARIANTS = (NAIVE, BEFORE, OURS, CACHED)
 DESCRIPTIONS = {
     NAIVE: "HF docs: PIL decode + Compose(RRC, flip, ToTensor, Normalize) per image, default collate",
     BEFORE: "previous default: undecoded records, full libjpeg-turbo decode, v2 RRC+flip on uint8, batch normalise",
-    OURS: "default: crop box from the JPEG header, decode at the DCT scale the box needs, crop+resize+flip kernels",
+    OURS: "default: crop box from the JPEG header, decode at the DCT scale the box needs, one-copy crop+resize+flip, "
+          "uint8 batches normalised by the consuming process (normalize_on_device)",
     CACHED: "ours on the decode cache (raw RGB records, no JPEG decoding per epoch)",
 }
 STAGES = ("read records", "decode", "crop+resize", "flip", "to tensor", "normalize", "collate")
@@ -95,6 +97,12 @@ class Variant:
     name: str
     dataset: Dataset
     collate: Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]
+    device_transform: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None
+    """What the training process does to each batch before the model (``normalize_on_device``)."""
+
+    def consume(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The batch as the model receives it: ``device_transform`` applied, on the CPU here."""
+        return batch if self.device_transform is None else self.device_transform(batch, torch.device("cpu"))
 
 
 # --------------------------------------------------------------------------- helpers
@@ -225,15 +233,17 @@ def build_variants(
         transform_classification_batch, image_column=IMAGE_COLUMN, label_column=LABEL_COLUMN, augment=ours
     )
     processor = benchmark_processor()
-    ours_collate = partial(collate_images_and_labels, processor=processor,
-                           fast=verified_fast_normalisation(processor))
+    fast = verified_fast_normalisation(processor)
+    before_collate = partial(collate_images_and_labels, processor=processor, fast=fast)  # normalised in the worker
+    ours_collate = partial(collate_images_and_labels, processor=processor, fast=fast, keep_uint8=True)
+    on_device = partial(normalize_uint8_inputs, geometry=fast)  # the default normalize_on_device
     variants = {
         NAIVE: Variant(
             NAIVE, dataset.with_transform(partial(naive_transform, augment=naive)), default_collate
         ),
-        BEFORE: Variant(BEFORE, raw.with_transform(partial(before_transform, augment=ours)), ours_collate),
-        OURS: Variant(OURS, raw.with_transform(ours_transform), ours_collate),
-        CACHED: Variant(CACHED, cached.with_transform(ours_transform), ours_collate),
+        BEFORE: Variant(BEFORE, raw.with_transform(partial(before_transform, augment=ours)), before_collate),
+        OURS: Variant(OURS, raw.with_transform(ours_transform), ours_collate, on_device),
+        CACHED: Variant(CACHED, cached.with_transform(ours_transform), ours_collate, on_device),
     }
     cache = {
         "build_seconds": build_s,

@@ -52,7 +52,7 @@ def input_pipeline(data_dir: Path, processor: Any, batch: int, workers: int, ste
     repeats = max(1, -(-(steps + 5) * batch // len(data.train)))  # one epoch covers every step: no restarts
     dataset = concatenate_datasets([data.train] * repeats).with_transform(train_transform)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
-                        collate_fn=task.collator(processor, data), pin_memory=torch.cuda.is_available(),
+                        collate_fn=task.collator(processor, data, recipe.data), pin_memory=torch.cuda.is_available(),
                         persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
     return loader, task.device_transform(processor, recipe.data)
 

@@ -181,7 +181,7 @@ def resized_crop_scaled(
 
 def draw_flip(flip: v2.RandomHorizontalFlip | None) -> bool:
     """The horizontal-flip decision of ``flip`` (``None``: no flip), with its own random draw."""
-    return flip is not None and bool(torch.rand(1) < flip.p)
+    return flip is not None and torch.rand(1).item() < flip.p
 
 
 def jpeg_random_resized_crop(

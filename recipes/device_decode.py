@@ -89,7 +89,10 @@ def pixels_on_device(
     processor: Any, fast: ProcessorGeometry | None,
 ) -> dict[str, Any]:
     """The Trainer-side half of ``gpu_decode``: ``encoded_images`` → ``pixel_values`` on ``device`` (decode,
-    the training augmentation image by image, then the processor's pixel steps for the stacked batch)."""
+    the training augmentation image by image, then the processor's pixel steps for the stacked batch); batches
+    without encoded images pass unchanged."""
+    if "encoded_images" not in inputs:
+        return inputs
     batch: EncodedImages = inputs.pop("encoded_images")
     images = [augment(image) for image in decode_batch(batch, device)]
     if fast is not None:

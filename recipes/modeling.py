@@ -249,11 +249,16 @@ class RecipeTrainer(Trainer):
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
-        # The task's device-side transform (gpu_decode) turns encoded training images into pixel_values here,
-        # in the main process, on the model's device.
-        if self.device_transform is not None and "encoded_images" in inputs:
-            inputs = self.device_transform(inputs, self.args.device)
-        return super().compute_loss(model, inputs, *args, **kwargs)
+        return super().compute_loss(model, self.device_inputs(inputs), *args, **kwargs)
+
+    def device_inputs(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The task's device-side transform of a batch (``gpu_decode``: encoded images → ``pixel_values``;
+        ``normalize_on_device``: ``uint8`` → normalised ``pixel_values``), run here in the training process on
+        the model's device; batches it has nothing to do for pass unchanged."""
+        return self.device_transform(inputs, self.args.device) if self.device_transform is not None else inputs
+
+    def prediction_step(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        return super().prediction_step(model, self.device_inputs(inputs), *args, **kwargs)
 
     def get_train_dataloader(self) -> Any:
         if self.train_loader is not None:  # a streamed dataset brings its own loader (recipes.streaming)

@@ -156,6 +156,8 @@ def range_test(
         for group in optimizer.param_groups:
             group["lr"] = lr * group["initial_lr"] / base  # keeps the groups' ratios (layer decay, backbone)
         inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        if hasattr(trainer, "device_inputs"):  # gpu_decode / normalize_on_device batches
+            inputs = trainer.device_inputs(inputs)
         loss = model(**inputs).loss
         optimizer.zero_grad()
         loss.backward()

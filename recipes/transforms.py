@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -114,22 +115,61 @@ def verified_fast_normalisation(processor: Any) -> ProcessorGeometry | None:
 
 
 def collate_images_and_labels(
-    examples: list[dict[str, Any]], *, processor: Any, fast: ProcessorGeometry | None = None
+    examples: list[dict[str, Any]], *, processor: Any, fast: ProcessorGeometry | None = None,
+    keep_uint8: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Stack examples into model inputs. ``uint8`` images come from a training augmentation at the processor's
     output size and get the processor's pixel steps here, once per batch (``fast``: the verified equivalent
-    from :func:`verified_fast_normalisation`); float images were fully processed by the evaluation transform.
-    Labels (class ids or masks) are stacked."""
+    from :func:`verified_fast_normalisation`), or, with ``fast`` and ``keep_uint8``, stay ``uint8`` for the
+    training process to normalise on its device (:func:`normalize_uint8_inputs`); float images were fully
+    processed by the evaluation transform. Labels (class ids or masks) are stacked."""
     labels = [example["labels"] for example in examples]
     labels = torch.stack(labels) if isinstance(labels[0], torch.Tensor) else torch.tensor(labels)
     pixels = [example["pixel_values"] for example in examples]
     if pixels[0].dtype != torch.uint8:
         pixel_values = torch.stack(pixels)
+    elif fast is not None and keep_uint8:
+        pixel_values = stack_uint8(pixels)
     elif fast is not None:
         pixel_values = normalize_batch(pixels, fast)
     else:
         pixel_values = processor_pixel_values(processor, pixels, sized=True)
     return {"pixel_values": pixel_values, "labels": labels}
+
+
+def stack_uint8(pixels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Same-size ``uint8`` (C, H, W) images as one (B, C, H, W) batch in channels-last layout (the layout the
+    crop path produces, so each image is one plain copy), in shared memory inside a ``DataLoader`` worker."""
+    channels, height, width = pixels[0].shape
+    rows = _empty_shared((len(pixels), height, width, channels), torch.uint8, pixels[0].device)
+    batch = rows.permute(0, 3, 1, 2)
+    for image, slot in zip(pixels, batch):
+        slot.copy_(image)
+    return batch
+
+
+def normalize_uint8_inputs(
+    inputs: dict[str, Any], device: torch.device, *, geometry: ProcessorGeometry
+) -> dict[str, Any]:
+    """Training-process half of ``normalize_on_device``: ``uint8`` ``pixel_values`` (as the workers collated
+    them) moved to ``device`` and rescaled + normalised there; anything else is returned unchanged."""
+    pixels = inputs.get("pixel_values")
+    if isinstance(pixels, torch.Tensor) and pixels.dtype == torch.uint8:
+        inputs["pixel_values"] = normalize_batch(pixels.to(device, non_blocking=True), geometry)
+    return inputs
+
+
+def uint8_batches(processor: Any, data_args: Any) -> tuple[ProcessorGeometry | None, bool]:
+    """``(fast, keep_uint8)`` for a collate: the verified normalisation constants of ``processor`` and whether
+    training batches stay ``uint8`` until the training process (``data_args.normalize_on_device``)."""
+    fast = verified_fast_normalisation(processor)
+    return fast, bool(fast is not None and getattr(data_args, "normalize_on_device", False))
+
+
+def device_normaliser(processor: Any, data_args: Any) -> Callable[[dict[str, Any], torch.device], dict] | None:
+    """The Trainer-side transform that normalises ``uint8`` training batches (``None`` when they never come)."""
+    fast, keep_uint8 = uint8_batches(processor, data_args)
+    return partial(normalize_uint8_inputs, geometry=fast) if keep_uint8 else None
 
 
 def record_bytes(record: Any) -> bytes | None:
@@ -201,16 +241,16 @@ def decode_to_tensor(record: Any) -> torch.Tensor:
     return F.pil_to_tensor(load_rgb(record))
 
 
-def _empty_float(shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """An uninitialised float32 tensor; inside a ``DataLoader`` worker it is allocated in shared memory (as
+def _empty_shared(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """An uninitialised tensor; inside a ``DataLoader`` worker it is allocated in shared memory (as
     ``default_collate`` does), so handing it to the main process copies nothing."""
     if torch.utils.data.get_worker_info() is not None and device.type == "cpu":
         try:
-            storage = torch.empty(0, dtype=torch.float32)._typed_storage()._new_shared(math.prod(shape))
-            return torch.empty(0, dtype=torch.float32).new(storage).view(shape)
+            storage = torch.empty(0, dtype=dtype)._typed_storage()._new_shared(math.prod(shape))
+            return torch.empty(0, dtype=dtype).new(storage).view(shape)
         except (AttributeError, RuntimeError):  # private API of torch's default_collate: fall back
             pass
-    return torch.empty(shape, dtype=torch.float32, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
 
 
 def normalize_batch(pixels: torch.Tensor | Sequence[torch.Tensor], geometry: ProcessorGeometry) -> torch.Tensor:
@@ -223,7 +263,9 @@ def normalize_batch(pixels: torch.Tensor | Sequence[torch.Tensor], geometry: Pro
     mean = torch.tensor(geometry.mean, dtype=torch.float32, device=first.device).view(-1, 1, 1)
     std = torch.tensor(geometry.std, dtype=torch.float32, device=first.device).view(-1, 1, 1)
     scale, shift = geometry.rescale_factor / std, -mean / std
-    out = _empty_float((len(pixels), *first.shape), first.device)
+    out = _empty_shared((len(pixels), *first.shape), torch.float32, first.device)
+    if isinstance(pixels, torch.Tensor) and pixels.device.type != "cpu":  # one kernel for the batch on a GPU
+        return torch.addcmul(shift, pixels, scale, out=out)
     for image, normalized in zip(pixels, out):
         torch.addcmul(shift, image, scale, out=normalized)
     return out

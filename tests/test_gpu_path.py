@@ -1,5 +1,6 @@
 """The GPU-path options, exercised on the CPU: ``gpu_decode`` (the same decode + augmentation + pixel steps, run
-in the main process on the model's device) and ``torch_compile`` reaching the model."""
+in the main process on the model's device), ``normalize_on_device`` (uint8 batches from the workers, normalised by
+the training process) and ``torch_compile`` reaching the model."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import torch
 from conftest import REPO, shared_dataset
 from PIL import Image
 
-from recipes import device_decode
+from recipes import device_decode, transforms
 from recipes.device_decode import EncodedImages, encode_for_device, pixels_on_device
 from recipes.tasks.classification.transforms import build_train_augmentation, transform_classification_batch
-from recipes.transforms import ProcessorGeometry, collate_images_and_labels
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels, normalize_uint8_inputs
 
 GEOMETRY = ProcessorGeometry(height=64, width=64, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 
@@ -60,6 +61,52 @@ def test_device_path_gives_the_cpu_path_pixels_exactly() -> None:
                               augment=augment, processor=None, fast=GEOMETRY)
     assert "encoded_images" not in inputs
     assert torch.equal(inputs["pixel_values"], expected)
+
+
+def test_uint8_batches_normalised_by_the_training_process_equal_worker_normalised_batches() -> None:
+    """``normalize_on_device``: the workers hand over ``uint8`` batches (channels-last crops and contiguous images
+    alike), and the training process's normalisation gives exactly the batch the workers used to normalise."""
+    generator = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=generator) for _ in range(3)]
+    images[1] = images[1].permute(1, 2, 0).contiguous().permute(2, 0, 1)  # channels-last, as the crop path gives
+    examples = [{"pixel_values": image, "labels": label} for image, label in zip(images, [2, 0, 1])]
+    expected = collate_images_and_labels(examples, processor=None, fast=GEOMETRY)
+    handed = collate_images_and_labels(examples, processor=None, fast=GEOMETRY, keep_uint8=True)
+    assert handed["pixel_values"].dtype == torch.uint8 and handed["pixel_values"].shape == (3, 3, 64, 64)
+    assert torch.equal(handed["pixel_values"], torch.stack(images))
+    ready = normalize_uint8_inputs(handed, torch.device("cpu"), geometry=GEOMETRY)
+    assert ready["pixel_values"].is_contiguous() and torch.equal(ready["pixel_values"], expected["pixel_values"])
+    assert ready["labels"].tolist() == [2, 0, 1]
+    evaluation = {"pixel_values": expected["pixel_values"].clone()}  # float batches pass unchanged
+    assert torch.equal(normalize_uint8_inputs(evaluation, torch.device("cpu"), geometry=GEOMETRY)["pixel_values"],
+                       expected["pixel_values"])
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_normalize_on_device_reaches_the_trainer(tmp_path: Path, shapes_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 on_device: bool) -> None:
+    """The default hands ``uint8`` training batches to the Trainer, which normalises every one before the model;
+    ``--normalize_on_device false`` normalises in the workers (the Trainer then converts nothing)."""
+    from recipes.lifecycle import run
+    from recipes.parse import parse_recipe
+
+    converted: list[tuple[int, torch.dtype]] = []
+    original = transforms.normalize_uint8_inputs
+
+    def spy(inputs: dict, device: torch.device, **kwargs: object) -> dict:
+        was_uint8 = inputs["pixel_values"].dtype == torch.uint8
+        inputs = original(inputs, device, **kwargs)
+        if was_uint8:
+            converted.append((len(inputs["pixel_values"]), inputs["pixel_values"].dtype))
+        return inputs
+
+    monkeypatch.setattr(transforms, "normalize_uint8_inputs", spy)
+    recipe = parse_recipe([str(REPO / "configs/quickstart/classification.yaml"), "--train_dir", str(shapes_dir),
+                           "--normalize_on_device", str(on_device).lower(), "--max_steps", "2",
+                           "--per_device_train_batch_size", "4", "--make_plots", "false",
+                           "--output_dir", str(tmp_path / "out"), "--use_cpu", "true"])
+    run(recipe)
+    assert converted == ([(4, torch.float32)] * 2 if on_device else [])
 
 
 @pytest.mark.real_data

@@ -172,8 +172,11 @@ class Task(ABC):
         """Batch transforms ``(train, eval)`` for ``Dataset.with_transform``."""
 
     @abstractmethod
-    def collator(self, image_processor: Any, data: TaskData) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
-        """The collate function that stacks transformed examples into model inputs."""
+    def collator(
+        self, image_processor: Any, data: TaskData, data_args: DataArguments | None = None
+    ) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
+        """The collate function that stacks transformed examples into model inputs (``data_args``: the recipe's
+        data options, e.g. ``normalize_on_device``; ``None``: defaults that need no device-side step)."""
 
     @abstractmethod
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
@@ -181,7 +184,8 @@ class Task(ABC):
 
     def device_transform(self, image_processor: Any, data_args: DataArguments) -> Callable | None:
         """``(inputs, device) -> inputs``: the part of a training batch's transform that runs in the main process
-        on the accelerator (e.g. ``gpu_decode``); ``None`` (the default) when the workers do it all."""
+        on the accelerator (e.g. ``gpu_decode``, ``normalize_on_device``); it returns batches it has nothing to do
+        for unchanged. ``None`` (the default) when the workers do it all."""
         return None
 
     def stream_check(self, data_args: DataArguments, data: TaskData) -> Callable[[dict[str, Any]], str | None] | None:

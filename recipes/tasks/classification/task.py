@@ -41,7 +41,7 @@ from recipes.tasks.classification.transforms import (
     encoded_classification_batch,
     transform_classification_batch,
 )
-from recipes.transforms import ProcessorGeometry, verified_fast_normalisation
+from recipes.transforms import ProcessorGeometry, device_normaliser, uint8_batches, verified_fast_normalisation
 
 logger = logging.getLogger("recipes")
 
@@ -141,13 +141,13 @@ class ImageClassification(Task):
             id2label=dict(id2label),
         )
 
-    def collator(self, image_processor: Any, data: TaskData) -> Callable:
-        return partial(collate_classification, processor=image_processor,
-                       fast=verified_fast_normalisation(image_processor))
+    def collator(self, image_processor: Any, data: TaskData, data_args: Any = None) -> Callable:
+        fast, keep_uint8 = uint8_batches(image_processor, data_args)
+        return partial(collate_classification, processor=image_processor, fast=fast, keep_uint8=keep_uint8)
 
     def device_transform(self, image_processor: Any, data_args: ClassificationDataArguments) -> Callable | None:
         if not data_args.gpu_decode:
-            return None
+            return device_normaliser(image_processor, data_args)
         if data_args.cache_decoded_images:
             raise RecipeError("`gpu_decode` decodes JPEGs on the GPU and `cache_decoded_images` stores them decoded: "
                               "choose one (set one of them to false).")

@@ -59,13 +59,13 @@ def encoded_classification_batch(batch: dict[str, list], *, image_column: str, l
 
 
 def collate_classification(
-    examples: list[dict[str, Any]], *, processor: Any, fast: ProcessorGeometry | None
+    examples: list[dict[str, Any]], *, processor: Any, fast: ProcessorGeometry | None, keep_uint8: bool = False
 ) -> dict[str, Any]:
     """The task's collate: pixel batches (:func:`collate_images_and_labels`) or still-encoded ``gpu_decode``
     batches (:func:`collate_encoded_images`)."""
     if "encoded_image" in examples[0]:
         return collate_encoded_images(examples)
-    return collate_images_and_labels(examples, processor=processor, fast=fast)
+    return collate_images_and_labels(examples, processor=processor, fast=fast, keep_uint8=keep_uint8)
 
 
 def decode_into_cache(batch: dict[str, list], *, image_column: str) -> dict[str, list]:

@@ -96,7 +96,9 @@ class ObjectDetection(Task):
         return dataclasses.replace(data, train=convert(data.train), validation=convert(data.validation),
                                    test=convert(data.test), id2label=dict(id2label))
 
-    def collator(self, image_processor: Any, data: TaskData) -> Callable[[list[dict[str, Any]]], DetectionBatch]:
+    def collator(
+        self, image_processor: Any, data: TaskData, data_args: Any = None
+    ) -> Callable[[list[dict[str, Any]]], DetectionBatch]:
         return partial(collate_detection,
                        return_pixel_mask="pixel_mask" in getattr(image_processor, "model_input_names", ()))
 

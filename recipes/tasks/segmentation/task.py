@@ -57,7 +57,12 @@ from recipes.tasks.segmentation.transforms import (
     processor_resizes_masks_exactly,
     transform_segmentation_batch,
 )
-from recipes.transforms import ProcessorGeometry, collate_images_and_labels, verified_fast_normalisation
+from recipes.transforms import (
+    ProcessorGeometry,
+    collate_images_and_labels,
+    device_normaliser,
+    uint8_batches,
+)
 
 logger = logging.getLogger("recipes")
 
@@ -159,9 +164,12 @@ class SemanticSegmentation(Task):
         palette = {i: by_name.get(name, (128, 128, 128)) for i, name in id2label.items()}
         return dataclasses.replace(data, id2label=dict(id2label), palette=palette, label_lookup=tuple(lookup))
 
-    def collator(self, image_processor: Any, data: TaskData) -> Callable:
-        return partial(collate_images_and_labels, processor=image_processor,
-                       fast=verified_fast_normalisation(image_processor))
+    def collator(self, image_processor: Any, data: TaskData, data_args: Any = None) -> Callable:
+        fast, keep_uint8 = uint8_batches(image_processor, data_args)
+        return partial(collate_images_and_labels, processor=image_processor, fast=fast, keep_uint8=keep_uint8)
+
+    def device_transform(self, image_processor: Any, data_args: SegmentationDataArguments) -> Callable | None:
+        return device_normaliser(image_processor, data_args)
 
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
         return SegmentationMetric(data.id2label)
