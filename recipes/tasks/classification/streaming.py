@@ -4,6 +4,7 @@ the evaluation splits (:func:`recipes.streaming.stream_splits`) are image folder
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -106,7 +107,9 @@ def load_streaming_classification(data_args: ClassificationDataArguments, seed: 
                     id2label=dict(enumerate(names)), dataset_id=data_args.dataset_name, summary=summary)
 
 
-def label_check(data_args: ClassificationDataArguments, id2label: dict[int, str]):
+def label_check(
+    data_args: ClassificationDataArguments, id2label: dict[int, str]
+) -> Callable[[dict[str, Any]], str | None]:
     """The per-record check of streamed training records (see :func:`check_stream_label`)."""
     index = {name: i for i, name in id2label.items()}
     return partial(check_stream_label, column=data_args.label_column_name, index=index)

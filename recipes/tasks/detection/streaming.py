@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,7 @@ def load_streaming_detection(data_args: DetectionDataArguments, seed: int, cache
                     id2label=dict(enumerate(names)), dataset_id=data_args.dataset_name, summary=summary)
 
 
-def record_check(data_args: DetectionDataArguments, data: TaskData):
+def record_check(data_args: DetectionDataArguments, data: TaskData) -> Callable[[dict[str, Any]], str | None]:
     """The per-record check of the training stream ``data.train`` (see :func:`check_stream_record`)."""
     _, source_names = stream_category_names(data.train, data_args.objects_column_name, data_args.class_names)
     return partial(check_stream_record, image_column=data_args.image_column_name,
