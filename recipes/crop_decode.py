@@ -154,11 +154,13 @@ def cut_and_resize(region: torch.Tensor, size: tuple[int, int], crop: v2.RandomR
     interpolation and antialiasing, mirrored left-right when ``flip`` (a flip commutes with the symmetric resize
     filter; folded into the one copy made here instead of a second pass over the output).
 
-    Bilinear/bicubic crops resize ``uint8`` straight from a channels-last copy of the region, the layout of
-    torch's vectorised ``uint8`` kernel (what ``F.resized_crop`` does on a whole image, minus the wrapper cost);
-    the output keeps that layout, which the collate's normalisation reads as is."""
+    On the CPU, bilinear/bicubic crops resize ``uint8`` straight from a channels-last copy of the region, the
+    layout of torch's vectorised ``uint8`` kernel (what ``F.resized_crop`` does on a whole image, minus the
+    wrapper cost); the output keeps that layout, which the collate reads as is. Elsewhere (``gpu_decode`` on a
+    GPU) torchvision's ``resize`` runs, which converts for the device's kernels."""
     mode = str(getattr(crop.interpolation, "value", crop.interpolation)).lower()
-    if region.dtype == torch.uint8 and crop.antialias and mode in ("bilinear", "bicubic"):
+    native = region.dtype == torch.uint8 and region.device.type == "cpu"  # torch's uint8 kernels are CPU-only
+    if native and crop.antialias and mode in ("bilinear", "bicubic"):
         rows = region.permute(1, 2, 0)  # (h, w, C)
         rows = (rows.flip(1) if flip else rows).contiguous()
         channels, height, width = region.shape

@@ -264,8 +264,8 @@ def normalize_batch(pixels: torch.Tensor | Sequence[torch.Tensor], geometry: Pro
     std = torch.tensor(geometry.std, dtype=torch.float32, device=first.device).view(-1, 1, 1)
     scale, shift = geometry.rescale_factor / std, -mean / std
     out = _empty_shared((len(pixels), *first.shape), torch.float32, first.device)
-    if isinstance(pixels, torch.Tensor) and pixels.device.type != "cpu":  # one kernel for the batch on a GPU
-        return torch.addcmul(shift, pixels, scale, out=out)
+    if isinstance(pixels, torch.Tensor) and pixels.device.type != "cpu":  # whole-batch kernels on a GPU
+        return torch.addcmul(shift, pixels.float(), scale, out=out)
     for image, normalized in zip(pixels, out):
         torch.addcmul(shift, image, scale, out=normalized)
     return out

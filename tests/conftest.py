@@ -68,6 +68,17 @@ def assert_ok(result: subprocess.CompletedProcess) -> None:
     )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Groups for ``pytest -n 2 --dist loadgroup`` (pytest-xdist; the README's test command): the tests that use
+    the session's fine-tuned checkpoints run in one worker, so the checkpoints are fine-tuned once; the tests
+    that start several processes (accelerate's fixed rendezvous port) run one after another in one worker."""
+    for item in items:
+        if "fine_tuned" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("fine_tuned"))
+        elif item.get_closest_marker("multiprocess"):
+            item.add_marker(pytest.mark.xdist_group("processes"))
+
+
 @pytest.fixture(autouse=True)
 def _offline_hub(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test may reach the real Hub; datasets caches go to a temporary folder."""

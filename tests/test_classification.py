@@ -330,6 +330,7 @@ def test_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path: Path, shapes_d
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_accelerate_launch(tmp_path: Path, shapes_dir: Path) -> None:
     out = tmp_path / "ddp"
     # 96 images, 0.15 held out -> 14 validation images over 2 processes with per-device batch 4:

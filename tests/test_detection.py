@@ -339,6 +339,7 @@ def test_real_car_plates(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_evaluation_counts_each_image_once(tmp_path: Path) -> None:
     data = make_plates_dataset(tmp_path / "plates", n_images=33, seed=2, size=96)  # 7 validation images (odd)
     output_dir = tmp_path / "ddp"

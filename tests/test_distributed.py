@@ -122,6 +122,7 @@ def test_fsdp_best_model_reload_goes_through_the_sharded_loader(monkeypatch: pyt
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_fsdp2_reloads_legacy_named_checkpoint_into_shards(tmp_path: Path) -> None:
     """Two CPU processes (gloo) shard a tiny ViT with FSDP2 and reload a checkpoint saved under ViT's legacy
     parameter names: every weight comes back; a checkpoint of another label set is refused on both ranks; a folder
@@ -165,6 +166,7 @@ def _machine_command(rank: int, port: int, data: Path, output_dir: Path) -> list
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_multi_node_template_as_two_machines(tmp_path: Path, shapes_dir: Path) -> None:
     """configs/accelerate/multi_node.yaml as two "machines" (machine_rank 0 and 1) on 127.0.0.1: one process group
     of world size 2, one run summary (machine 0's), each validation image evaluated once."""

@@ -115,6 +115,7 @@ def test_bad_input_is_one_clear_line_without_traceback(tmp_path: Path, streets: 
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_process_accelerate_launch_counts_each_image_once(tmp_path: Path) -> None:
     data = make_streets_dataset(tmp_path / "streets", n_frames=30, seed=2, size=(48, 64))
     out = tmp_path / "ddp"

@@ -73,6 +73,7 @@ def _keys(folder: Path) -> dict[int, list[tuple[int, str]]]:
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_processes_stream_a_hub_dataset_each_example_once(tmp_path: Path, fake_hub, parquet_shards) -> None:
     folder = parquet_shards["folder"]
     fake_hub.seed("user/shapes-stream", {f"data/{p.name}": p.read_bytes() for p in sorted(folder.iterdir())},
