@@ -56,7 +56,7 @@ def test_jpeg_fast_path_matches_pil(tmp_path: Path) -> None:
     path = tmp_path / "x.jpg"
     image.save(path, quality=95)
     fast = decode_to_tensor({"bytes": None, "path": str(path)})
-    reference = torch.from_numpy(np.asarray(load_rgb(str(path)))).permute(2, 0, 1)
+    reference = torch.from_numpy(np.array(load_rgb(str(path)))).permute(2, 0, 1)
     assert fast.shape == reference.shape
     assert (fast.int() - reference.int()).abs().float().mean() < 2.0
 
