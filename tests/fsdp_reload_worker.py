@@ -9,6 +9,7 @@ SHARDED_STATE_DICT checkpoint), ``MISSING <rank> <returned value>``.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -37,6 +38,12 @@ def sharded_vit(seed: int) -> ViTForImageClassification:
     return model
 
 
+def report(line: str) -> None:
+    """Write one result line with a single system call, so the two ranks' lines never interleave (``print`` writes
+    the text and the newline separately when Python runs unbuffered)."""
+    os.write(sys.stdout.fileno(), (" ".join(line.split()) + "\n").encode())
+
+
 def main(best: str, other_labels: str) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -52,17 +59,16 @@ def main(best: str, other_labels: str) -> None:
         expected = tiny_vit(seed=0).state_dict()
         assert set(loaded) == set(expected), sorted(set(loaded) ^ set(expected))[:4]
         difference = max((loaded[name] - value).abs().max().item() for name, value in expected.items())
-        print(f"RELOADED {rank} {difference}", flush=True)
+        report(f"RELOADED {rank} {difference}")
     else:
-        print(f"RELOADED {rank} -", flush=True)
+        report(f"RELOADED {rank} -")
 
     try:
         load_into_sharded_model(model, model, other_labels, main_process=rank == 0)
-        print(f"LOADED-WRONG {rank}", flush=True)
+        report(f"LOADED-WRONG {rank}")
     except RecipeError as err:
-        print(f"REFUSED {rank} {err}", flush=True)
-    print(f"MISSING {rank} {load_into_sharded_model(model, model, best + '-missing', main_process=rank == 0)}",
-          flush=True)
+        report(f"REFUSED {rank} {err}")
+    report(f"MISSING {rank} {load_into_sharded_model(model, model, best + '-missing', main_process=rank == 0)}")
     dist.barrier()
     dist.destroy_process_group()
 

@@ -134,15 +134,15 @@ def test_fsdp2_reloads_legacy_named_checkpoint_into_shards(tmp_path: Path) -> No
         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")])},
     )
     assert_ok(result)
-    reloaded = dict(re.findall(r"RELOADED (\d) (\S+)", result.stdout))
+    # each rank writes each result as one whole line (one system call), so lines never interleave
+    reloaded = dict(re.findall(r"^RELOADED (\d) (\S+)$", result.stdout, flags=re.M))
     assert set(reloaded) == {"0", "1"}, result.stdout
     assert float(reloaded["0"]) == 0.0, "the reloaded shards must hold exactly the checkpoint's weights"
-    # the two ranks print concurrently: their lines can share one line of the captured output
-    refused = re.findall(r"REFUSED (\d) (.*?)(?=REFUSED \d|$)", result.stdout, flags=re.M)
+    refused = re.findall(r"^REFUSED (\d) (.*)$", result.stdout, flags=re.M)
     assert sorted(rank for rank, _ in refused) == ["0", "1"], result.stdout
     assert all("--load_best_model_at_end false" in message for _, message in refused)
     assert "LOADED-WRONG" not in result.stdout
-    missing = re.findall(r"MISSING (\d) (\S+)", result.stdout)
+    missing = re.findall(r"^MISSING (\d) (\S+)$", result.stdout, flags=re.M)
     assert sorted(missing) == [("0", "False"), ("1", "False")], "no model.safetensors: the Trainer's loader, everywhere"
 
 
