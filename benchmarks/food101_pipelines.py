@@ -64,6 +64,7 @@ class Settings:
 
     batch_size: int
     rounds: int
+    passes: int
     warmup_epochs: int
     rounds_main_process: int
     stage_rounds: int
@@ -79,6 +80,7 @@ class Settings:
         return cls(
             batch_size=args.batch_size,
             rounds=args.rounds or (2 if quick else 7),
+            passes=getattr(args, "passes", None) or (1 if quick else 3),
             warmup_epochs=1,
             rounds_main_process=0 if quick or args.no_main_process else 3,
             stage_rounds=1 if quick else 3,
