@@ -5,7 +5,8 @@ seeded buffer (reshuffled every pass with ``set_epoch``) and split across proces
 ``datasets.distributed.split_dataset_by_node``; every process then builds its own loader (no ``accelerate``
 re-sharding or batch dispatching), and all processes end a pass together as soon as one of them runs out, so
 distributed training never waits on a process that has no batch. Bad records (undecodable images, bad labels,
-boxes or masks the task's record check refuses) are skipped and counted as they come; what a check fixes in a good
+boxes or masks the task's record check refuses) are skipped and counted as they come (a ``strict`` run stops at the
+first one, naming it); what a check fixes in a good
 record (e.g. clipped boxes) is counted too. A streamed run's evaluation splits are map-style (:func:`stream_splits`).
 Each checkpoint stores, per process and loader worker, how many records of the current pass were consumed, so a
 resumed run continues where it stopped (re-reading, not decoding, the records before that point).
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, Image, IterableDataset, IterableDatasetDict, load_dataset
+from datasets import Dataset, Image, IterableDataset, IterableDatasetDict, Json, load_dataset
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, get_worker_info
 from transformers import TrainerCallback, TrainingArguments
@@ -110,7 +111,8 @@ def load_streams(data_args: DataArguments, cache_dir: str | None = None) -> dict
                 f"Could not stream dataset `{name}`{f' ({config})' if config else ''}: {err}. Check the id and your "
                 "network/HF_TOKEN, or use --train_file 'shards/*.parquet' for local shards."
             ) from err
-        return dict(loaded) if isinstance(loaded, IterableDatasetDict) else {"train": loaded}
+        streams = dict(loaded) if isinstance(loaded, IterableDatasetDict) else {"train": loaded}
+        return {split: json_fields_as_written(stream) for split, stream in streams.items()}
     streams = {}
     for split in ("train", "validation", "test"):
         option = f"{split}_file" if getattr(data_args, f"{split}_file") else f"{split}_dir"
@@ -124,11 +126,25 @@ def load_streams(data_args: DataArguments, cache_dir: str | None = None) -> dict
             continue
         builder = SHARD_BUILDERS[Path(files[0]).suffix.lower()]
         try:
-            streams[split] = load_dataset(builder, data_files=files, split="train", streaming=True)
+            streams[split] = json_fields_as_written(
+                load_dataset(builder, data_files=files, split="train", streaming=True))
         except Exception as err:
             raise RecipeError(f"Cannot stream the {builder} shards of `{option}` ({files[0]}, …): {err}") from err
         logger.info("Streaming the %s split from %d %s shard(s)", split, len(files), builder)
     return streams
+
+
+def json_fields_as_written(stream: IterableDataset) -> IterableDataset:
+    """A webdataset stream's ``*.json`` fields as :class:`datasets.Json`, kept as written: ``datasets`` would
+    cast every record to the types it inferred from the first ones (float boxes truncated to integers, category
+    names refused when the first records had ids)."""
+    names, features = stream.column_names or [], stream.features or {}
+    if not {"__key__", "__url__"} <= set(names):
+        return stream
+    for name in names:
+        if name.rsplit(".", 1)[-1].lower() in ("json", "jsn") and not isinstance(features.get(name), Json):
+            stream = stream.cast_column(name, Json())
+    return stream
 
 
 def undecoded_stream(stream: IterableDataset, column: str) -> IterableDataset:
@@ -316,6 +332,8 @@ class StreamingExamples(torch.utils.data.IterableDataset):
                 reason = str(err)
         if reason is not None:
             meta["bad"] = {"path": record_path(image, fallback=f"record {index} (worker {worker})"), "reason": reason}
+            if record.get("__url__"):  # a webdataset shard
+                meta["bad"]["shard"] = str(record["__url__"])
             return {STREAM_META: meta}
         if counts:
             meta["counts"] = dict(counts)
@@ -344,6 +362,17 @@ def _all_processes(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def strict_error(meta: dict[str, Any], rank: int, epoch: int) -> RecipeError:
+    """The error that stops a ``strict`` run at a bad streamed record, naming it (and its shard) and the fix."""
+    bad, (worker, index) = meta["bad"], meta["position"]
+    shard = f" in shard {bad['shard']}" if bad.get("shard") else ""
+    return RecipeError(
+        f"Bad streamed training record {bad['path']}{shard} (record {index} of process {rank}, loader worker "
+        f"{worker}, pass {epoch}; strict mode): {bad['reason']}. Fix or remove it from the data, or run with "
+        "`--strict false` to skip bad records and count them (listed in run_manifest.json)."
+    )
+
+
 @dataclass
 class StreamProgress:
     """What this process has consumed of the stream: position in the current pass, counts, bad records."""
@@ -362,6 +391,8 @@ class StreamProgress:
     record_checks: dict[str, int] = field(default_factory=dict)
     """What the task's record check fixed in the good records trained on (e.g. ``clipped_boxes``)."""
     key_log: Path | None = None
+    strict: bool = False
+    """Stop on the first bad record (:func:`strict_error`) instead of skipping and counting it."""
 
     def begin_pass(self, epoch: int) -> None:
         self.stream_epoch, self.positions, self.exhausted = epoch, {}, False
@@ -373,6 +404,8 @@ class StreamProgress:
             worker, index = meta["position"]
             self.positions[worker] = max(self.positions.get(worker, 0), index + 1)
             if "bad" in meta:
+                if self.strict:
+                    raise strict_error(meta, self.rank, self.stream_epoch)
                 self.bad_records += 1
                 if len(self.bad) < MAX_LISTED_BAD:
                     self.bad.append({"rank": self.rank, "pass": self.stream_epoch, **meta["bad"]})
@@ -510,7 +543,7 @@ class StreamTraining:
             key_log = Path(key_log_dir) / f"rank{args.process_index}.tsv"
         examples = StreamingExamples(part, transform, data_args.image_column_name, check, keep_keys=bool(key_log))
         progress = StreamProgress(rank=args.process_index, world_size=args.world_size,
-                                  num_workers=args.dataloader_num_workers, key_log=key_log)
+                                  num_workers=args.dataloader_num_workers, key_log=key_log, strict=data_args.strict)
         logger.info("Streaming training data: process %d of %d, shuffle buffer %d, %s.", args.process_index,
                     args.world_size, data_args.shuffle_buffer_size,
                     f"{stream.n_shards} shard(s)" if hasattr(stream, "n_shards") else "")
