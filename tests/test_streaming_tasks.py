@@ -122,6 +122,36 @@ def test_detection_streams_each_good_example_once_through_the_cli(tmp_path: Path
     assert "streamed training records as they were read: clipped boxes: 1, dropped degenerate boxes: 1." in card
 
 
+def test_detection_stream_resumes_with_the_remaining_records_in_order(
+    tmp_path: Path, detection_shards, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run resumed from a mid-pass checkpoint trains on exactly the records the uninterrupted run trained on
+    after that checkpoint, in the same order, and ends with the same counts."""
+    import datasets
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)  # see the segmentation resume test
+    folder, out = detection_shards["folder"], tmp_path / "out"
+    # 12 records (1 bad), batches of 4: a pass is 3 steps; 4 steps cross into the second pass.
+    monkeypatch.setenv(STREAM_KEYS_ENV, str(tmp_path / "full-keys"))
+    full = run(parse_recipe(_detection_args(folder, out, "--max_steps", "4")))
+    logged = _keys(tmp_path / "full-keys")
+    assert sorted(key for epoch, key in logged if epoch == 0) == sorted(detection_shards["good_keys"])
+    assert [epoch for epoch, _ in logged].count(1) > 0
+    report = full.data.summary["streaming"]
+
+    state = json.loads((out / "checkpoint-2" / "stream_state" / "rank0.json").read_text())
+    assert state["epoch"] == 0 and state["positions"] == {"0": 8}
+    assert 0 < state["examples_seen"] < report["examples_seen"]
+    monkeypatch.setenv(STREAM_KEYS_ENV, str(tmp_path / "resumed-keys"))
+    resumed = run(parse_recipe(_detection_args(folder, out, "--max_steps", "4", "--resume_from_checkpoint",
+                                               str(out / "checkpoint-2"))))
+    assert resumed.resumed_from.endswith("checkpoint-2")
+    assert _keys(tmp_path / "resumed-keys") == logged[state["examples_seen"]:]  # the rest, in the same order
+    again = resumed.data.summary["streaming"]
+    for key in ("examples_seen", "bad_records", "record_checks", "passes_completed"):
+        assert again[key] == report[key], key
+
+
 def test_detection_record_check_cleans_boxes_like_the_map_style_checks() -> None:
     """Boxes clipped, degenerate and unknown-category boxes dropped (counted); unreadable or malformed records
     are reasons to skip. ``class_names`` [sign] keeps only the ClassLabel's second category."""
