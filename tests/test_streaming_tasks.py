@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,15 @@ def _png(array_or_image) -> bytes:
 def _key(data: bytes) -> str:
     """The key :func:`recipes.streaming.example_key` logs for an image record with these bytes."""
     return hashlib.sha1(data).hexdigest()[:16]
+
+
+def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
+    """A webdataset shard: ``members`` (``key.field`` names, bytes) in order."""
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
 
 
 def _keys(folder: Path) -> list[tuple[int, str]]:
@@ -201,6 +211,58 @@ def test_detection_stream_without_category_names_stops_clearly(tmp_path: Path) -
         assert not record.get(RECORD_COUNTS, {}).get("unknown_class_boxes")
         boxes += len(record["objects"]["bbox"])
     assert boxes > 0
+
+
+def _webdataset_plate(index: int, row: dict) -> list[tuple[str, bytes]]:
+    """A plates record as webdataset members: ``NNN.jpg`` and ``NNN.json`` (boxes of integer-valued floats written
+    as integers, category ids, as a writer of such shards would)."""
+    data = row["image"]["bytes"]
+    if data != BROKEN:
+        buffer = io.BytesIO()
+        Image.open(io.BytesIO(data)).convert("RGB").save(buffer, format="JPEG")
+        data = buffer.getvalue()
+    objects = row["objects"]
+    boxes = [[int(v) if float(v).is_integer() else v for v in box] for box in objects["bbox"]]
+    return [(f"{index:03d}.jpg", data),
+            (f"{index:03d}.json", json.dumps({"bbox": boxes, "category": objects["category"]}).encode())]
+
+
+def test_detection_webdataset_shards_keep_boxes_as_written(tmp_path: Path) -> None:
+    """webdataset ``key.jpg`` + ``key.json`` (``{"bbox": [[x, y, w, h], …], "category": [ids or names]}``): boxes
+    and categories reach the check as written, though the first records (from which ``datasets`` infers the
+    column's types) have integer boxes and category ids; a broken image is a bad record naming its shard."""
+    from recipes.modeling import build_image_processor
+    from recipes.streaming import StreamingExamples
+    from recipes.tasks.detection.streaming import load_streaming_detection
+
+    rows = _plates(7, seed=3)
+    rows[5]["objects"] = {"bbox": [[10.5, 20.25, 30.5, 8.75]], "category": ["sign"]}  # past the 5 inferred from
+    rows[6]["image"]["bytes"] = BROKEN
+    _tar(tmp_path / "train-0.tar", [m for i in range(6) for m in _webdataset_plate(i, rows[i])])
+    _tar(tmp_path / "train-1.tar", _webdataset_plate(6, rows[6]))
+    args = [DETECTION, "--streaming", "true", "--train_file", str(tmp_path / "*.tar"), "--image_column_name", "jpg",
+            "--objects_column_name", "json", "--class_names", "plate", "sign", "--max_eval_samples", "2",
+            "--shuffle_buffer_size", "0", "--max_steps", "1", "--output_dir", str(tmp_path / "out"),
+            "--image_processor_overrides", '{"size": {"height": 64, "width": 64}}']
+    recipe = parse_recipe(args)
+    task = get_task("detection")
+    data = load_streaming_detection(recipe.data, seed=0)
+    assert len(data.validation) == 2 and data.summary["validation_statistics"]["boxes_per_class"]["plate"] > 0
+    check = task.stream_check(recipe.data, data)
+    records = {record["__key__"]: record for record in data.train}
+    assert sorted(records) == ["002", "003", "004", "005", "006"]
+    assert check(records["005"]) is None
+    assert records["005"]["objects"]["bbox"] == [[10.5, 20.25, 30.5, 8.75]]  # not truncated to integers
+    assert records["005"]["objects"]["category"] == [1]
+
+    processor = build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data))
+    transform, _ = task.transforms(processor, recipe.data, data)
+    examples = list(StreamingExamples(data.train, transform, "jpg", check))
+    bad = [e["_stream"]["bad"] for e in examples if "bad" in e["_stream"]]
+    assert len(bad) == 1 and bad[0]["path"] == "006.jpg" and bad[0]["shard"].endswith("train-1.tar")
+    good = [e for e in examples if "bad" not in e["_stream"]]
+    assert len(good) == 4 and {tuple(e["pixel_values"].shape) for e in good} == {(3, 64, 64)}
+    assert good[-1]["labels"]["class_labels"].tolist() == [1]
 
 
 # ----------------------------------------------------------------------------- semantic segmentation
