@@ -36,6 +36,13 @@ def _png(array_or_image) -> bytes:
     return buffer.getvalue()
 
 
+def _jpeg(array_or_image) -> bytes:
+    image = array_or_image if isinstance(array_or_image, Image.Image) else Image.fromarray(array_or_image)
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
 def _key(data: bytes) -> str:
     """The key :func:`recipes.streaming.example_key` logs for an image record with these bytes."""
     return hashlib.sha1(data).hexdigest()[:16]
@@ -218,9 +225,7 @@ def _webdataset_plate(index: int, row: dict) -> list[tuple[str, bytes]]:
     as integers, category ids, as a writer of such shards would)."""
     data = row["image"]["bytes"]
     if data != BROKEN:
-        buffer = io.BytesIO()
-        Image.open(io.BytesIO(data)).convert("RGB").save(buffer, format="JPEG")
-        data = buffer.getvalue()
+        data = _jpeg(Image.open(io.BytesIO(data)))
     objects = row["objects"]
     boxes = [[int(v) if float(v).is_integer() else v for v in box] for box in objects["bbox"]]
     return [(f"{index:03d}.jpg", data),
@@ -363,3 +368,44 @@ def test_segmentation_stream_needs_class_names(tmp_path: Path, segmentation_shar
     with pytest.raises(RecipeError, match=r"Column `masks` \(set by `mask_column_name`\) not found"):
         load_streaming_segmentation(parse_recipe([*args, "--id2label", '["a", "b"]', "--mask_column_name",
                                                   "masks"]).data, seed=0)
+
+
+def test_segmentation_webdataset_shards_stream_and_strict_stops_at_the_first_bad_pair(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """webdataset ``key.jpg`` + ``key.mask.png`` shards with id2label.json beside them: ``strict`` stops the run at
+    the pair whose mask has the wrong size, naming it, its shard and the fix; without ``strict`` the run trains
+    on the good pairs and lists the bad one with its shard."""
+    import datasets
+
+    from recipes.sample_data.streets import CLASSES, draw_street
+
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+    rng = np.random.default_rng(1)
+    members = []
+    for i in range(6):
+        frame, ids = draw_street(48, 64, rng)
+        if i == 4:
+            ids = np.zeros((10, 10), np.uint8)
+        members.append([(f"{i:03d}.jpg", _jpeg(frame)), (f"{i:03d}.mask.png", _png(ids))])
+    _tar(tmp_path / "train-0.tar", [m for pair in members[:3] for m in pair])
+    _tar(tmp_path / "train-1.tar", [m for pair in members[3:] for m in pair])
+    (tmp_path / "id2label.json").write_text(json.dumps(list(CLASSES)))
+
+    def args(name: str, *extra: str) -> list[str]:
+        return [SEGMENTATION, "--streaming", "true", "--train_file", str(tmp_path / "*.tar"), "--image_column_name",
+                "jpg", "--mask_column_name", "mask.png", "--max_eval_samples", "2", "--max_steps", "2",
+                "--output_dir", str(tmp_path / name), "--image_processor_overrides",
+                '{"size": {"height": 32, "width": 32}}', *SMALL, *extra]
+
+    with pytest.raises(RecipeError, match=r"Bad streamed training record 004\.jpg in shard \S+train-1\.tar .*"
+                                          r"strict mode\): mask 004\.mask\.png is 10x10 but its image is 64x48.*"
+                                          r"or run with `--strict false` to skip"):
+        run(parse_recipe(args("strict", "--strict", "true")))
+    # 6 pairs, 2 held out for validation, 1 bad: each pass is 1 step of 3 good pairs
+    result = run(parse_recipe(args("lenient", "--strict", "false")))
+    report = result.data.summary["streaming"]
+    assert (report["examples_seen"], report["bad_records"], report["passes_completed"]) == (6, 2, 1)
+    bad = report["skipped_records"][0]
+    assert bad["path"] == "004.jpg" and bad["shard"].endswith("train-1.tar") and "10x10" in bad["reason"]
+    assert result.data.id2label[0] == "Building" and result.data.summary["validation_examples"] == 2
