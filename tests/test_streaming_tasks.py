@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_ok, run_cli
+from conftest import REPO, TWO_CPU_PROCESSES, assert_ok, run_cli
 from PIL import Image
 
 from recipes.config import RecipeError
@@ -57,10 +57,10 @@ def _tar(path: Path, members: list[tuple[str, bytes]]) -> None:
             tar.addfile(info, io.BytesIO(data))
 
 
-def _keys(folder: Path) -> list[tuple[int, str]]:
-    """``[(pass, key), …]`` of the one process of a streamed run (its debug key log)."""
+def _keys(folder: Path, rank: int = 0) -> list[tuple[int, str]]:
+    """``[(pass, key), …]`` of one process of a streamed run (its debug key log, one file per process)."""
     return [(int(epoch), key) for epoch, key in
-            (line.split("\t") for line in (folder / "rank0.tsv").read_text().splitlines())]
+            (line.split("\t") for line in (folder / f"rank{rank}.tsv").read_text().splitlines())]
 
 
 # ----------------------------------------------------------------------------- object detection
@@ -344,6 +344,30 @@ def test_segmentation_streams_each_good_pair_once_and_resumes(
     assert _keys(tmp_path / "resumed-keys") == logged[state["examples_seen"]:]  # the rest, in the same order
     assert resumed.data.summary["streaming"]["examples_seen"] == report["examples_seen"]
     assert resumed.data.summary["streaming"]["bad_records"] == report["bad_records"]
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_stream_each_good_segmentation_pair_once(tmp_path: Path, segmentation_shards) -> None:
+    """2 CPU processes (gloo) on 3 parquet shards: the stream is split by record, and across both processes every
+    good pair of the pass is trained on exactly once (each process logs its keys to its own file)."""
+    out, keys = tmp_path / "out", tmp_path / "keys"
+    # 12 records, 6 per process, batches of 3 (the 2 bad records leave a good one in any batch): 2 steps, one pass.
+    result = run_cli(*_segmentation_args(segmentation_shards["folder"], out, "--max_steps", "2",
+                                         "--per_device_train_batch_size", "3"),
+                     launcher=TWO_CPU_PROCESSES, env={STREAM_KEYS_ENV: str(keys), "OMP_NUM_THREADS": "1"})
+    assert_ok(result)
+    assert sorted(path.name for path in keys.iterdir()) == ["rank0.tsv", "rank1.tsv"]
+    per_rank = [[key for epoch, key in _keys(keys, rank) if epoch == 0] for rank in (0, 1)]
+    assert all(per_rank) and not set(per_rank[0]) & set(per_rank[1])
+    assert sorted(per_rank[0] + per_rank[1]) == sorted(segmentation_shards["good_keys"])  # each good pair once
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    report = manifest["data_summary"]["streaming"]
+    assert manifest["world_size"] == 2 and report["examples_seen_per_process"] == [len(part) for part in per_rank]
+    assert (report["examples_seen"], report["bad_records"], report["dropped_at_pass_end"]) == (10, 2, 0)
+    assert {record["path"] for record in report["skipped_records"]} == {"frame3.png", "frame9.png"}
+    states = [json.loads((out / "checkpoint-2" / "stream_state" / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+    assert [state["positions"] for state in states] == [{"0": 6}, {"0": 6}]  # every record of both parts read
 
 
 def test_segmentation_stream_needs_class_names(tmp_path: Path, segmentation_shards) -> None:
