@@ -18,6 +18,7 @@ import glob
 import hashlib
 import json
 import logging
+import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -286,6 +287,26 @@ def example_key(record: Any) -> str:
     return str(record)
 
 
+READER_ERRORS = (ValueError, OSError, tarfile.TarError)
+"""What the ``datasets`` reader raises on a record it cannot parse (invalid JSON or a truncated member in a
+webdataset shard, a corrupt parquet file): the stream ends there, so the run stops (it cannot skip such a record)."""
+
+
+def unreadable_stream(err: Exception, read: int) -> str:
+    """Why a streamed run stops when the ``datasets`` reader fails, after ``read`` records, and the fix."""
+    return (f"Reading the training stream failed after {read} record(s) of this process: {type(err).__name__}: "
+            f"{err}. `datasets` cannot skip a record it fails to parse (e.g. invalid JSON or a truncated file in a "
+            "webdataset shard, a corrupt parquet file): fix or remove it in the shards.")
+
+
+def _records_or_error(stream: IterableDataset):
+    """The records of ``stream``, then the reader's error (one of ``READER_ERRORS``) if it fails."""
+    try:
+        yield from stream
+    except READER_ERRORS as err:
+        yield err
+
+
 class StreamingExamples(torch.utils.data.IterableDataset):
     """Transformed training examples of one process's stream. Each carries its position (loader worker, index in
     that worker's part of the pass); a record that fails ``check`` or the transform becomes a bad-record marker
@@ -314,9 +335,18 @@ class StreamingExamples(torch.utils.data.IterableDataset):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         start = self.resume.get(worker, 0)
-        for index, record in enumerate(self.stream):
-            if index >= start:
+        for index, record in enumerate(_records_or_error(self.stream)):
+            if isinstance(record, Exception):
+                yield from self.stop(unreadable_stream(record, index), worker, index)
+            elif index >= start:
                 yield self.example(record, worker, index)
+
+    @staticmethod
+    def stop(message: str, worker: int, index: int):
+        """Markers that make the main process stop the run with ``message`` (raised there, a loader worker's
+        traceback is not added), repeated until the loader stops asking: a batch left incomplete is dropped."""
+        while True:  # fresh dicts: the collate pops each one's bookkeeping
+            yield {STREAM_META: {"position": (worker, index), "fatal": message}}
 
     def example(self, record: dict[str, Any], worker: int, index: int) -> dict[str, Any]:
         meta: dict[str, Any] = {"position": (worker, index)}
@@ -401,6 +431,8 @@ class StreamProgress:
         """Record a batch's examples: trained on, or (``trained`` false) dropped at the end of a pass."""
         keys = []
         for meta in metas:
+            if "fatal" in meta:
+                raise RecipeError(meta["fatal"])
             worker, index = meta["position"]
             self.positions[worker] = max(self.positions.get(worker, 0), index + 1)
             if "bad" in meta:

@@ -270,6 +270,32 @@ def test_detection_webdataset_shards_keep_boxes_as_written(tmp_path: Path) -> No
     assert good[-1]["labels"]["class_labels"].tolist() == [1]
 
 
+def test_a_record_the_reader_cannot_parse_stops_the_run_clearly(tmp_path: Path) -> None:
+    """Invalid JSON in a webdataset shard ends the ``datasets`` stream: the loader stops with a clear error (not a
+    traceback, not a silently short pass), even when the batch it falls in is incomplete and dropped."""
+    from functools import partial
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    from recipes.streaming import StreamingExamples, StreamLoader, StreamProgress, collate_stream, load_streams
+
+    members = [m for i, row in enumerate(_plates(6, seed=4)) for m in _webdataset_plate(i, row)]
+    members[-1] = ("005.json", b"{not json")
+    _tar(tmp_path / "train-0.tar", members)
+    recipe = parse_recipe([DETECTION, "--streaming", "true", "--train_file", str(tmp_path / "train-0.tar"),
+                           "--max_steps", "1", "--output_dir", str(tmp_path / "out")])
+    examples = StreamingExamples(load_streams(recipe.data)["train"], lambda batch: batch, "jpg")
+    for batch_size in (4, 8):  # the error in a batch with 1 good record, then in the incomplete first batch
+        collate = partial(collate_stream, collate=lambda rows: {"rows": torch.tensor(len(rows))})
+        loader = StreamLoader(DataLoader(examples, batch_size=batch_size, collate_fn=collate, drop_last=True),
+                              examples, StreamProgress(), torch.device("cpu"))
+        loader.set_epoch(0)
+        with pytest.raises(RecipeError, match=r"Reading the training stream failed after 5 record\(s\) of this "
+                                              r"process: JSONDecodeError: .* fix or remove it in the shards"):
+            list(loader)
+
+
 # ----------------------------------------------------------------------------- semantic segmentation
 
 
