@@ -7,10 +7,9 @@ Masks are index masks (class id per pixel: ``L``/``P``/``I;16`` PNGs), named by 
 (converted per record through the palette, as the map-style path does). ``reduce_labels``, ``ignore_labels`` and
 ``ignore_index`` mean what they mean there. webdataset shards hold ``KEY.jpg`` + ``KEY.mask.png``
 (``image_column_name: jpg``, ``mask_column_name: mask.png``). A pair is skipped and listed (``strict``: the run
-stops there) when the image or the mask cannot be read,
-their sizes differ, the mask is not of the configured kind, or it has pixels of no class (unknown colours, ids out
-of range other than ``ignore_index``): the map-style path maps such pixels to ``ignore_index`` after listing them
-before training, which a stream cannot do.
+stops there) when the image or the mask cannot be read, their sizes differ, the mask is not of the configured kind,
+or it has pixels of no class (unknown colours, ids out of range other than ``ignore_index``): the map-style path
+maps such pixels to ``ignore_index`` after listing them before training, which a stream cannot do.
 """
 
 from __future__ import annotations
