@@ -1,5 +1,6 @@
-"""Streamed training (``streaming: true``) for object detection and semantic segmentation: local parquet shards with
-bad records, each good example once per pass, per-record checks, resume, and the clear errors."""
+"""Streamed training (``streaming: true``) for object detection and semantic segmentation: local parquet and
+webdataset shards with bad records, each good example once per pass (one process and two), per-record checks,
+resume, ``strict``, and the clear errors."""
 
 from __future__ import annotations
 
