@@ -5,10 +5,12 @@ seeded buffer (reshuffled every pass with ``set_epoch``) and split across proces
 ``datasets.distributed.split_dataset_by_node``; every process then builds its own loader (no ``accelerate``
 re-sharding or batch dispatching), and all processes end a pass together as soon as one of them runs out, so
 distributed training never waits on a process that has no batch. Bad records (undecodable images, bad labels,
-boxes or masks the task's record check refuses) are skipped and counted as they come; what a check fixes in a good
-record (e.g. clipped boxes) is counted too. A streamed run's evaluation splits are map-style (:func:`stream_splits`).
-Each checkpoint stores, per process and loader worker, how many records of the current pass were consumed, so a
-resumed run continues where it stopped (re-reading, not decoding, the records before that point).
+boxes or masks the task's record check refuses) are skipped and counted as they come (a ``strict`` run stops at
+the first one, naming it; a record the ``datasets`` reader cannot parse stops every run); what a check fixes in a
+good record (e.g. clipped boxes) is counted too. A streamed run's evaluation splits are map-style
+(:func:`stream_splits`). Each checkpoint stores, per process and loader worker, how many records of the current
+pass were consumed, so a resumed run continues where it stopped (re-reading, not decoding, the records before
+that point).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import glob
 import hashlib
 import json
 import logging
+import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -24,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from datasets import Dataset, Image, IterableDataset, IterableDatasetDict, load_dataset
+from datasets import Dataset, Image, IterableDataset, IterableDatasetDict, Json, load_dataset
 from datasets.distributed import split_dataset_by_node
 from torch.utils.data import DataLoader, get_worker_info
 from transformers import TrainerCallback, TrainingArguments
@@ -110,7 +113,8 @@ def load_streams(data_args: DataArguments, cache_dir: str | None = None) -> dict
                 f"Could not stream dataset `{name}`{f' ({config})' if config else ''}: {err}. Check the id and your "
                 "network/HF_TOKEN, or use --train_file 'shards/*.parquet' for local shards."
             ) from err
-        return dict(loaded) if isinstance(loaded, IterableDatasetDict) else {"train": loaded}
+        streams = dict(loaded) if isinstance(loaded, IterableDatasetDict) else {"train": loaded}
+        return {split: json_fields_as_written(stream) for split, stream in streams.items()}
     streams = {}
     for split in ("train", "validation", "test"):
         option = f"{split}_file" if getattr(data_args, f"{split}_file") else f"{split}_dir"
@@ -124,11 +128,25 @@ def load_streams(data_args: DataArguments, cache_dir: str | None = None) -> dict
             continue
         builder = SHARD_BUILDERS[Path(files[0]).suffix.lower()]
         try:
-            streams[split] = load_dataset(builder, data_files=files, split="train", streaming=True)
+            streams[split] = json_fields_as_written(
+                load_dataset(builder, data_files=files, split="train", streaming=True))
         except Exception as err:
             raise RecipeError(f"Cannot stream the {builder} shards of `{option}` ({files[0]}, …): {err}") from err
         logger.info("Streaming the %s split from %d %s shard(s)", split, len(files), builder)
     return streams
+
+
+def json_fields_as_written(stream: IterableDataset) -> IterableDataset:
+    """A webdataset stream's ``*.json`` fields as :class:`datasets.Json`, kept as written: ``datasets`` would
+    cast every record to the types it inferred from the first ones (float boxes truncated to integers, category
+    names refused when the first records had ids)."""
+    names, features = stream.column_names or [], stream.features or {}
+    if not {"__key__", "__url__"} <= set(names):
+        return stream
+    for name in names:
+        if name.rsplit(".", 1)[-1].lower() in ("json", "jsn") and not isinstance(features.get(name), Json):
+            stream = stream.cast_column(name, Json())
+    return stream
 
 
 def undecoded_stream(stream: IterableDataset, column: str) -> IterableDataset:
@@ -270,6 +288,26 @@ def example_key(record: Any) -> str:
     return str(record)
 
 
+READER_ERRORS = (ValueError, OSError, tarfile.TarError)
+"""What the ``datasets`` reader raises on a record it cannot parse (invalid JSON or a truncated member in a
+webdataset shard, a corrupt parquet file): the stream ends there, so the run stops (it cannot skip such a record)."""
+
+
+def unreadable_stream(err: Exception, read: int) -> str:
+    """Why a streamed run stops when the ``datasets`` reader fails, after ``read`` records, and the fix."""
+    return (f"Reading the training stream failed after {read} record(s) of this process: {type(err).__name__}: "
+            f"{err}. `datasets` cannot skip a record it fails to parse (e.g. invalid JSON or a truncated file in a "
+            "webdataset shard, a corrupt parquet file): fix or remove it in the shards.")
+
+
+def _records_or_error(stream: IterableDataset):
+    """The records of ``stream``, then the reader's error (one of ``READER_ERRORS``) if it fails."""
+    try:
+        yield from stream
+    except READER_ERRORS as err:
+        yield err
+
+
 class StreamingExamples(torch.utils.data.IterableDataset):
     """Transformed training examples of one process's stream. Each carries its position (loader worker, index in
     that worker's part of the pass); a record that fails ``check`` or the transform becomes a bad-record marker
@@ -298,9 +336,18 @@ class StreamingExamples(torch.utils.data.IterableDataset):
         info = get_worker_info()
         worker = info.id if info is not None else 0
         start = self.resume.get(worker, 0)
-        for index, record in enumerate(self.stream):
-            if index >= start:
+        for index, record in enumerate(_records_or_error(self.stream)):
+            if isinstance(record, Exception):
+                yield from self.stop(unreadable_stream(record, index), worker, index)
+            elif index >= start:
                 yield self.example(record, worker, index)
+
+    @staticmethod
+    def stop(message: str, worker: int, index: int):
+        """Markers that make the main process stop the run with ``message`` (raised there, a loader worker's
+        traceback is not added), repeated until the loader stops asking: a batch left incomplete is dropped."""
+        while True:  # fresh dicts: the collate pops each one's bookkeeping
+            yield {STREAM_META: {"position": (worker, index), "fatal": message}}
 
     def example(self, record: dict[str, Any], worker: int, index: int) -> dict[str, Any]:
         meta: dict[str, Any] = {"position": (worker, index)}
@@ -316,6 +363,8 @@ class StreamingExamples(torch.utils.data.IterableDataset):
                 reason = str(err)
         if reason is not None:
             meta["bad"] = {"path": record_path(image, fallback=f"record {index} (worker {worker})"), "reason": reason}
+            if record.get("__url__"):  # a webdataset shard
+                meta["bad"]["shard"] = str(record["__url__"])
             return {STREAM_META: meta}
         if counts:
             meta["counts"] = dict(counts)
@@ -344,6 +393,17 @@ def _all_processes(flag: bool, device: torch.device) -> bool:
     return bool(value.item())
 
 
+def strict_error(meta: dict[str, Any], rank: int, epoch: int) -> RecipeError:
+    """The error that stops a ``strict`` run at a bad streamed record, naming it (and its shard) and the fix."""
+    bad, (worker, index) = meta["bad"], meta["position"]
+    shard = f" in shard {bad['shard']}" if bad.get("shard") else ""
+    return RecipeError(
+        f"Bad streamed training record {bad['path']}{shard} (record {index} of process {rank}, loader worker "
+        f"{worker}, pass {epoch}; strict mode): {bad['reason']}. Fix or remove it from the data, or run with "
+        "`--strict false` to skip bad records and count them (listed in run_manifest.json)."
+    )
+
+
 @dataclass
 class StreamProgress:
     """What this process has consumed of the stream: position in the current pass, counts, bad records."""
@@ -362,6 +422,8 @@ class StreamProgress:
     record_checks: dict[str, int] = field(default_factory=dict)
     """What the task's record check fixed in the good records trained on (e.g. ``clipped_boxes``)."""
     key_log: Path | None = None
+    strict: bool = False
+    """Stop on the first bad record (:func:`strict_error`) instead of skipping and counting it."""
 
     def begin_pass(self, epoch: int) -> None:
         self.stream_epoch, self.positions, self.exhausted = epoch, {}, False
@@ -370,9 +432,13 @@ class StreamProgress:
         """Record a batch's examples: trained on, or (``trained`` false) dropped at the end of a pass."""
         keys = []
         for meta in metas:
+            if "fatal" in meta:
+                raise RecipeError(meta["fatal"])
             worker, index = meta["position"]
             self.positions[worker] = max(self.positions.get(worker, 0), index + 1)
             if "bad" in meta:
+                if self.strict:
+                    raise strict_error(meta, self.rank, self.stream_epoch)
                 self.bad_records += 1
                 if len(self.bad) < MAX_LISTED_BAD:
                     self.bad.append({"rank": self.rank, "pass": self.stream_epoch, **meta["bad"]})
@@ -510,7 +576,7 @@ class StreamTraining:
             key_log = Path(key_log_dir) / f"rank{args.process_index}.tsv"
         examples = StreamingExamples(part, transform, data_args.image_column_name, check, keep_keys=bool(key_log))
         progress = StreamProgress(rank=args.process_index, world_size=args.world_size,
-                                  num_workers=args.dataloader_num_workers, key_log=key_log)
+                                  num_workers=args.dataloader_num_workers, key_log=key_log, strict=data_args.strict)
         logger.info("Streaming training data: process %d of %d, shuffle buffer %d, %s.", args.process_index,
                     args.world_size, data_args.shuffle_buffer_size,
                     f"{stream.n_shards} shard(s)" if hasattr(stream, "n_shards") else "")

@@ -5,7 +5,9 @@ or taken from the stream, and checked like map-style splits.
 A streamed record has an image and HF-convention ``objects`` (``bbox`` in COCO ``xywh`` pixels, ``category``: ids
 of the ``ClassLabel`` or names), the layout ``dataset_name`` datasets have. As in the map-style checks, boxes are
 clipped to the image, and zero-area, outside and unknown-category boxes are dropped, all counted (the report's
-``record_checks``); a record whose image cannot be read or whose ``objects`` are malformed is skipped and listed.
+``record_checks``); a record whose image cannot be read or whose ``objects`` are malformed is skipped and listed
+(``strict``: the run stops there). webdataset shards hold ``KEY.jpg`` + ``KEY.json`` with the objects
+(``image_column_name: jpg``, ``objects_column_name: json``).
 """
 
 from __future__ import annotations

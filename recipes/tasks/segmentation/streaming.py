@@ -5,10 +5,11 @@ local folders or taken from the stream, and checked and converted like map-style
 Masks are index masks (class id per pixel: ``L``/``P``/``I;16`` PNGs), named by ``id2label`` (the recipe's, else
 ``id2label.json`` in the Hub dataset repo or next to the local shards), or colour masks with ``label_colors_file``
 (converted per record through the palette, as the map-style path does). ``reduce_labels``, ``ignore_labels`` and
-``ignore_index`` mean what they mean there. A pair is skipped and listed when the image or the mask cannot be read,
-their sizes differ, the mask is not of the configured kind, or it has pixels of no class (unknown colours, ids out
-of range other than ``ignore_index``): the map-style path maps such pixels to ``ignore_index`` after listing them
-before training, which a stream cannot do.
+``ignore_index`` mean what they mean there. webdataset shards hold ``KEY.jpg`` + ``KEY.mask.png``
+(``image_column_name: jpg``, ``mask_column_name: mask.png``). A pair is skipped and listed (``strict``: the run
+stops there) when the image or the mask cannot be read, their sizes differ, the mask is not of the configured kind,
+or it has pixels of no class (unknown colours, ids out of range other than ``ignore_index``): the map-style path
+maps such pixels to ``ignore_index`` after listing them before training, which a stream cannot do.
 """
 
 from __future__ import annotations
