@@ -48,7 +48,8 @@ SETUPS = {
     ),
     "segmentation": Setup(
         "configs/camseq-segformer.yaml", "deeplabv3_mobilenet_v2_0.35-keras-imagenet-backbone", "eval_mean_iou",
-        data=["--train_dir", "datasets/camseq"], quick=["--num_train_epochs", "2"],
+        data=["--train_dir", "datasets/camseq"],
+        quick=["--num_train_epochs", "2", "--max_train_samples", "48", "--max_eval_samples", "12"],
         overrides=["--image_processor_overrides", SMALL_DEEPLAB, "--learning_rate", "1e-3",
                    "--num_train_epochs", "8", "--per_device_train_batch_size", "8"],
     ),
