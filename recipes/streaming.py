@@ -475,11 +475,15 @@ class StreamLoader:
     """The Trainer's training loader for a stream: a ``DataLoader`` over this process's
     :class:`StreamingExamples`, ending each pass on every process as soon as one process has no batch left.
 
-    The Trainer numbers passes from 0 again after a resume; ``epoch_offset`` maps them to the stream's passes."""
+    The Trainer numbers passes from 0 again after a resume; ``epoch_offset`` maps them to the stream's passes.
+    ``drop_last`` drops incomplete batches here rather than in the ``DataLoader`` (build it without), so that
+    their records are still accounted for: bad ones counted (or stopping a ``strict`` run), good ones counted as
+    dropped."""
 
     def __init__(self, dataloader: DataLoader, examples: StreamingExamples, progress: StreamProgress,
-                 device: torch.device) -> None:
+                 device: torch.device, drop_last: bool = False) -> None:
         self.dataloader = dataloader
+        self.drop_last = drop_last
         self.examples = examples
         self.progress = progress
         self.device = device
@@ -512,6 +516,9 @@ class StreamLoader:
     def _next_batch(self, iterator) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         for batch in iterator:
             metas = batch.pop(STREAM_META)
+            if self.drop_last and len(metas) < (self.dataloader.batch_size or 0):  # a loader worker's last batch
+                self.progress.consumed(metas, trained=False)
+                continue
             if batch:
                 return batch, metas
             self.progress.consumed(metas, trained=True)  # a batch of bad records only
@@ -594,9 +601,8 @@ class StreamTraining:
                 num_workers=workers,
                 pin_memory=args.dataloader_pin_memory,
                 prefetch_factor=args.dataloader_prefetch_factor if workers else None,
-                drop_last=drop_last,
-            )
-            self.loader = StreamLoader(dataloader, self.examples, self.progress, args.device)
+            )  # incomplete batches are dropped by the StreamLoader, which accounts for their records
+            self.loader = StreamLoader(dataloader, self.examples, self.progress, args.device, drop_last=drop_last)
         return self.loader
 
     def restore(self, checkpoint: str | None, trainer: Any) -> None:

@@ -144,6 +144,43 @@ def test_a_pass_ends_on_every_process_when_one_runs_out(monkeypatch: pytest.Monk
     assert progress.state()["epoch"] == 1 and progress.state()["positions"] == {}
 
 
+@pytest.mark.parametrize("strict", [False, True])
+def test_a_dropped_incomplete_batch_still_accounts_for_its_records(strict: bool) -> None:
+    """With ``drop_last`` (BatchNorm models), the last incomplete batch of a pass is not trained on, but its bad
+    record is still counted (or stops a strict run) and its good one is counted as dropped."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    import recipes.streaming as streaming
+    from recipes.config import RecipeError
+
+    class Records(torch.utils.data.IterableDataset):
+        def set_epoch(self, epoch: int) -> None:
+            self.epoch = epoch
+
+        def __iter__(self):
+            for index in range(10):
+                meta = {"position": (0, index)}
+                if index == 9:
+                    yield {"_stream": {**meta, "bad": {"path": "last.png", "reason": "broken"}}}
+                else:
+                    yield {"_stream": meta, "pixel_values": torch.zeros(1), "labels": index}
+
+    collate = partial(streaming.collate_stream, collate=torch.utils.data.default_collate)
+    progress = streaming.StreamProgress(rank=0, world_size=1, strict=strict)
+    loader = streaming.StreamLoader(DataLoader(Records(), batch_size=4, collate_fn=collate), Records(), progress,
+                                    torch.device("cpu"), drop_last=True)
+    loader.set_epoch(0)
+    if strict:
+        with pytest.raises(RecipeError, match=r"last\.png .*strict mode.*--strict false"):
+            list(loader)
+        return
+    batches = list(loader)
+    assert [batch["labels"].tolist() for batch in batches] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert (progress.examples_seen, progress.bad_records, progress.dropped_at_pass_end) == (8, 1, 1)
+    assert progress.bad == [{"rank": 0, "pass": 0, "path": "last.png", "reason": "broken"}]
+
+
 @pytest.mark.slow
 def test_local_parquet_stream_resumes_where_it_stopped(
     tmp_path: Path, parquet_shards, monkeypatch: pytest.MonkeyPatch
