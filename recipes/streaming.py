@@ -337,17 +337,10 @@ class StreamingExamples(torch.utils.data.IterableDataset):
         worker = info.id if info is not None else 0
         start = self.resume.get(worker, 0)
         for index, record in enumerate(_records_or_error(self.stream)):
-            if isinstance(record, Exception):
-                yield from self.stop(unreadable_stream(record, index), worker, index)
+            if isinstance(record, Exception):  # the main process raises it (no loader-worker traceback added)
+                yield {STREAM_META: {"position": (worker, index), "fatal": unreadable_stream(record, index)}}
             elif index >= start:
                 yield self.example(record, worker, index)
-
-    @staticmethod
-    def stop(message: str, worker: int, index: int):
-        """Markers that make the main process stop the run with ``message`` (raised there, a loader worker's
-        traceback is not added), repeated until the loader stops asking: a batch left incomplete is dropped."""
-        while True:  # fresh dicts: the collate pops each one's bookkeeping
-            yield {STREAM_META: {"position": (worker, index), "fatal": message}}
 
     def example(self, record: dict[str, Any], worker: int, index: int) -> dict[str, Any]:
         meta: dict[str, Any] = {"position": (worker, index)}

@@ -8,6 +8,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TWO_CPU_PROCESSES, assert_ok, run_cli
 
 from recipes.config import RecipeError
@@ -111,31 +112,38 @@ def _local(folder: Path, out: Path, *extra: str) -> list[str]:
             "--save_strategy", "steps", "--save_steps", "4", *SMALL, *extra]
 
 
+class _Records(torch.utils.data.IterableDataset):
+    """``count`` transformed stream examples of loader worker 0 (as :class:`recipes.streaming.StreamingExamples`
+    yields them), labelled by index; ``bad`` maps indices to the path of a bad-record marker."""
+
+    def __init__(self, count: int, bad: dict[int, str]) -> None:
+        self.count, self.bad = count, bad
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        for index in range(self.count):
+            meta = {"position": (0, index)}
+            if index in self.bad:
+                yield {"_stream": {**meta, "bad": {"path": self.bad[index], "reason": "broken"}}}
+            else:
+                yield {"_stream": meta, "pixel_values": torch.zeros(1), "labels": index}
+
+
 def test_a_pass_ends_on_every_process_when_one_runs_out(monkeypatch: pytest.MonkeyPatch) -> None:
     """The other process has 2 batches, this one 3: the third is left out (counted), the pass is over, and the
     position saved then is the start of the next pass."""
-    import torch
     from torch.utils.data import DataLoader
 
     import recipes.streaming as streaming
-
-    class Records(torch.utils.data.IterableDataset):
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = epoch
-
-        def __iter__(self):
-            for index in range(12):
-                meta = {"position": (0, index)}
-                if index == 1:
-                    yield {"_stream": {**meta, "bad": {"path": "x.png", "reason": "broken"}}}
-                else:
-                    yield {"_stream": meta, "pixel_values": torch.zeros(1), "labels": index}
 
     other_has_batch = iter([True, True, False])
     monkeypatch.setattr(streaming, "_all_processes", lambda flag, device: flag and next(other_has_batch))
     collate = partial(streaming.collate_stream, collate=torch.utils.data.default_collate)
     progress = streaming.StreamProgress(rank=0, world_size=2)
-    loader = streaming.StreamLoader(DataLoader(Records(), batch_size=4, collate_fn=collate), Records(), progress,
+    records = _Records(12, bad={1: "x.png"})
+    loader = streaming.StreamLoader(DataLoader(records, batch_size=4, collate_fn=collate), records, progress,
                                     torch.device("cpu"))
     loader.set_epoch(0)
     batches = list(loader)
@@ -148,27 +156,14 @@ def test_a_pass_ends_on_every_process_when_one_runs_out(monkeypatch: pytest.Monk
 def test_a_dropped_incomplete_batch_still_accounts_for_its_records(strict: bool) -> None:
     """With ``drop_last`` (BatchNorm models), the last incomplete batch of a pass is not trained on, but its bad
     record is still counted (or stops a strict run) and its good one is counted as dropped."""
-    import torch
     from torch.utils.data import DataLoader
 
     import recipes.streaming as streaming
-    from recipes.config import RecipeError
-
-    class Records(torch.utils.data.IterableDataset):
-        def set_epoch(self, epoch: int) -> None:
-            self.epoch = epoch
-
-        def __iter__(self):
-            for index in range(10):
-                meta = {"position": (0, index)}
-                if index == 9:
-                    yield {"_stream": {**meta, "bad": {"path": "last.png", "reason": "broken"}}}
-                else:
-                    yield {"_stream": meta, "pixel_values": torch.zeros(1), "labels": index}
 
     collate = partial(streaming.collate_stream, collate=torch.utils.data.default_collate)
     progress = streaming.StreamProgress(rank=0, world_size=1, strict=strict)
-    loader = streaming.StreamLoader(DataLoader(Records(), batch_size=4, collate_fn=collate), Records(), progress,
+    records = _Records(10, bad={9: "last.png"})
+    loader = streaming.StreamLoader(DataLoader(records, batch_size=4, collate_fn=collate), records, progress,
                                     torch.device("cpu"), drop_last=True)
     loader.set_epoch(0)
     if strict:

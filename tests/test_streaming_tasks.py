@@ -289,8 +289,8 @@ def test_a_record_the_reader_cannot_parse_stops_the_run_clearly(tmp_path: Path) 
     examples = StreamingExamples(load_streams(recipe.data)["train"], lambda batch: batch, "jpg")
     for batch_size in (4, 8):  # the error in a batch with 1 good record, then in the incomplete first batch
         collate = partial(collate_stream, collate=lambda rows: {"rows": torch.tensor(len(rows))})
-        loader = StreamLoader(DataLoader(examples, batch_size=batch_size, collate_fn=collate, drop_last=True),
-                              examples, StreamProgress(), torch.device("cpu"))
+        loader = StreamLoader(DataLoader(examples, batch_size=batch_size, collate_fn=collate), examples,
+                              StreamProgress(), torch.device("cpu"), drop_last=True)
         loader.set_epoch(0)
         with pytest.raises(RecipeError, match=r"Reading the training stream failed after 5 record\(s\) of this "
                                               r"process: JSONDecodeError: .* fix or remove it in the shards"):
