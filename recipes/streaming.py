@@ -293,11 +293,14 @@ READER_ERRORS = (ValueError, OSError, tarfile.TarError)
 webdataset shard, a corrupt parquet file): the stream ends there, so the run stops (it cannot skip such a record)."""
 
 
-def unreadable_stream(err: Exception, read: int) -> str:
-    """Why a streamed run stops when the ``datasets`` reader fails, after ``read`` records, and the fix."""
-    return (f"Reading the training stream failed after {read} record(s) of this process: {type(err).__name__}: "
-            f"{err}. `datasets` cannot skip a record it fails to parse (e.g. invalid JSON or a truncated file in a "
-            "webdataset shard, a corrupt parquet file): fix or remove it in the shards.")
+def unreadable_stream(err: Exception, read: int, last_shard: str | None = None) -> str:
+    """Why a streamed run stops when the ``datasets`` reader fails, after ``read`` records (the last of them from
+    ``last_shard``, when the records name theirs), and the fix."""
+    where = (f" (the last record read came from shard {last_shard}: the unreadable one follows it there or opens "
+             "the next shard)" if last_shard else "")
+    return (f"Reading the training stream failed after {read} record(s) of this process{where}: "
+            f"{type(err).__name__}: {err}. `datasets` cannot skip a record it fails to parse (e.g. invalid JSON or a "
+            "truncated file in a webdataset shard, a corrupt parquet file): fix or remove it in the shards.")
 
 
 def _records_or_error(stream: IterableDataset):
@@ -335,11 +338,14 @@ class StreamingExamples(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker = info.id if info is not None else 0
-        start = self.resume.get(worker, 0)
+        start, last_shard = self.resume.get(worker, 0), None
         for index, record in enumerate(_records_or_error(self.stream)):
             if isinstance(record, Exception):  # the main process raises it (no loader-worker traceback added)
-                yield {STREAM_META: {"position": (worker, index), "fatal": unreadable_stream(record, index)}}
-            elif index >= start:
+                fatal = unreadable_stream(record, index, last_shard)
+                yield {STREAM_META: {"position": (worker, index), "fatal": fatal}}
+                continue
+            last_shard = record.get("__url__", last_shard)  # webdataset records name their shard
+            if index >= start:
                 yield self.example(record, worker, index)
 
     def example(self, record: dict[str, Any], worker: int, index: int) -> dict[str, Any]:
@@ -375,15 +381,35 @@ def collate_stream(examples: list[dict[str, Any]], *, collate: Callable[[list[di
     return batch
 
 
-def _all_processes(flag: bool, device: torch.device) -> bool:
-    """``flag`` on every process (one tiny all-reduce; plain ``flag`` outside distributed runs)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return flag
-    if torch.distributed.get_world_size() == 1:
-        return flag
-    value = torch.tensor([int(flag)], device=device)
-    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.MIN)
-    return bool(value.item())
+def _distributed() -> bool:
+    """Whether this process is one of several in a process group."""
+    return (torch.distributed.is_available() and torch.distributed.is_initialized()
+            and torch.distributed.get_world_size() > 1)
+
+
+def _all_processes(flag: bool, stop: bool, device: torch.device) -> tuple[bool, bool]:
+    """(``flag`` on every process, ``stop`` on any process): one tiny all-reduce per batch (plain values outside
+    distributed runs)."""
+    if not _distributed():
+        return flag, stop
+    value = torch.tensor([int(not flag), int(stop)], device=device)
+    torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.SUM)
+    return not value[0].item(), bool(value[1].item())
+
+
+def _stop_everywhere(error: RecipeError | None, rank: int) -> RecipeError:
+    """The error every process stops with when one process's stream stops the run (``error``: this process's, if
+    it is the one): the first stopping process's message, gathered so that every process's log names it (on many
+    machines the others' output is elsewhere), instead of the others failing in their next collective."""
+    if not _distributed():
+        return error
+    messages: list[str | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(messages, None if error is None else str(error))
+    if error is not None:
+        return error
+    first = next(index for index, message in enumerate(messages) if message)
+    return RecipeError(f"Process {first} stopped the run, so process {rank} stops too. Process {first}: "
+                       f"{messages[first]}")
 
 
 def strict_error(meta: dict[str, Any], rank: int, epoch: int) -> RecipeError:
@@ -421,17 +447,27 @@ class StreamProgress:
     def begin_pass(self, epoch: int) -> None:
         self.stream_epoch, self.positions, self.exhausted = epoch, {}, False
 
-    def consumed(self, metas: list[dict[str, Any]], trained: bool) -> None:
-        """Record a batch's examples: trained on, or (``trained`` false) dropped at the end of a pass."""
-        keys = []
+    def stop_reason(self, metas: list[dict[str, Any]]) -> RecipeError | None:
+        """Why the run stops at a batch with these examples: an unreadable stream, or a bad record in a ``strict``
+        run; ``None`` to go on."""
         for meta in metas:
             if "fatal" in meta:
-                raise RecipeError(meta["fatal"])
+                return RecipeError(meta["fatal"])
+            if "bad" in meta and self.strict:
+                return strict_error(meta, self.rank, self.stream_epoch)
+        return None
+
+    def consumed(self, metas: list[dict[str, Any]], trained: bool) -> None:
+        """Record a batch's examples: trained on, or (``trained`` false) dropped at the end of a pass; raises
+        :meth:`stop_reason`."""
+        error = self.stop_reason(metas)
+        if error is not None:
+            raise error
+        keys = []
+        for meta in metas:
             worker, index = meta["position"]
             self.positions[worker] = max(self.positions.get(worker, 0), index + 1)
             if "bad" in meta:
-                if self.strict:
-                    raise strict_error(meta, self.rank, self.stream_epoch)
                 self.bad_records += 1
                 if len(self.bad) < MAX_LISTED_BAD:
                     self.bad.append({"rank": self.rank, "pass": self.stream_epoch, **meta["bad"]})
@@ -496,8 +532,15 @@ class StreamLoader:
     def __iter__(self):
         iterator = iter(self.dataloader)
         while True:
-            batch, metas = self._next_batch(iterator)
-            if not _all_processes(batch is not None, self.device):
+            try:
+                batch, metas = self._next_batch(iterator)
+                error = self.progress.stop_reason(metas)
+            except RecipeError as err:  # in a batch dropped as incomplete
+                batch, metas, error = None, [], err
+            everyone_has_batch, stopped = _all_processes(batch is not None, error is not None, self.device)
+            if stopped:  # every process stops together (no process left waiting in a collective)
+                raise _stop_everywhere(error, self.progress.rank)
+            if not everyone_has_batch:
                 if batch is not None:
                     self.progress.consumed(metas, trained=False)
                 self.progress.exhausted = True

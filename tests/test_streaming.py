@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from functools import partial
 from pathlib import Path
 
@@ -106,6 +107,27 @@ def test_two_processes_stream_a_hub_dataset_each_example_once(tmp_path: Path, fa
     assert [state["positions"] for state in states.values()] == [{"0": 16}, {"0": 16}]
 
 
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_strict_stops_both_processes_at_a_bad_streamed_record(tmp_path: Path, parquet_shards) -> None:
+    """``strict`` under 2 processes: the process that reads the broken record stops with the named error, and the
+    other stops with it at the same batch, repeating that error (its log may be on another machine), instead of
+    failing in its next collective with a traceback; nothing is saved."""
+    folder, out = parquet_shards["folder"], tmp_path / "out"
+    result = run_cli(*_local(folder, out, "--max_steps", "4", "--strict", "true"), launcher=TWO_CPU_PROCESSES,
+                     env={"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert result.returncode != 0, result.stdout[-2000:]
+    named = r"Bad streamed training record broken\.png \(record \d+ of process ([01]), loader worker 0, pass 0"
+    stopping = re.search(r"error: " + named, result.stderr)
+    assert stopping, result.stderr[-4000:]
+    other = 1 - int(stopping.group(1))
+    assert re.search(rf"error: Process {stopping.group(1)} stopped the run, so process {other} stops too\. "
+                     rf"Process {stopping.group(1)}: {named}", result.stderr), result.stderr[-4000:]
+    assert "`--strict false`" in result.stderr
+    assert "Connection closed by peer" not in result.stderr and "[rank" not in result.stderr  # no process traceback
+    assert not list(out.glob("checkpoint-*")) and not (out / "model.safetensors").exists()
+
+
 def _local(folder: Path, out: Path, *extra: str) -> list[str]:
     return [QUICKSTART, "--streaming", "true", "--train_file", str(folder / "train-*.parquet"),
             "--max_eval_samples", "4", "--output_dir", str(out), "--eval_strategy", "no",
@@ -139,7 +161,8 @@ def test_a_pass_ends_on_every_process_when_one_runs_out(monkeypatch: pytest.Monk
     import recipes.streaming as streaming
 
     other_has_batch = iter([True, True, False])
-    monkeypatch.setattr(streaming, "_all_processes", lambda flag, device: flag and next(other_has_batch))
+    monkeypatch.setattr(streaming, "_all_processes",
+                        lambda flag, stop, device: (flag and next(other_has_batch), stop))
     collate = partial(streaming.collate_stream, collate=torch.utils.data.default_collate)
     progress = streaming.StreamProgress(rank=0, world_size=2)
     records = _Records(12, bad={1: "x.png"})

@@ -293,7 +293,8 @@ def test_a_record_the_reader_cannot_parse_stops_the_run_clearly(tmp_path: Path) 
                               StreamProgress(), torch.device("cpu"), drop_last=True)
         loader.set_epoch(0)
         with pytest.raises(RecipeError, match=r"Reading the training stream failed after 5 record\(s\) of this "
-                                              r"process: JSONDecodeError: .* fix or remove it in the shards"):
+                                              r"process \(the last record read came from shard \S+train-0\.tar: "
+                                              r".*\): JSONDecodeError: .* fix or remove it in the shards"):
             list(loader)
 
 
