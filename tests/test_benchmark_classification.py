@@ -43,5 +43,7 @@ def test_quick_benchmark_prints_both_ratios_and_writes_json(tmp_path: Path) -> N
     assert set(transform["ratios"]) == {"ours-before", "ours", "ours+cache"}
     assert set(end_to_end["ratios"]) == {"ours", "ours+cache"}
     assert re.search(r"ratio ours/ours-before: \d+\.\d+x", result.stdout), result.stdout
+    assert re.search(r"target >= 2\.5x train-transform throughput: .* \(default: \d of 2 rounds at or above it, "
+                     r"per round \d+\.\d\d-\d+\.\d\dx\)", result.stdout), result.stdout
     assert transform["batch"] == {"shape": [32, 3, 224, 224], "dtype": "float32"}
     assert report["decode_cache"]["build_seconds"] > 0
