@@ -293,11 +293,19 @@ READER_ERRORS = (ValueError, OSError, tarfile.TarError)
 webdataset shard, a corrupt parquet file): the stream ends there, so the run stops (it cannot skip such a record)."""
 
 
-def unreadable_stream(err: Exception, read: int, last_shard: str | None = None) -> str:
+def unreadable_stream(err: Exception, read: int, last_shard: str | None = None, read_ahead: int = 0) -> str:
     """Why a streamed run stops when the ``datasets`` reader fails, after ``read`` records (the last of them from
-    ``last_shard``, when the records name theirs), and the fix."""
-    where = (f" (the last record read came from shard {last_shard}: the unreadable one follows it there or opens "
-             "the next shard)" if last_shard else "")
+    ``last_shard``, when the records name theirs; a shuffle buffer of ``read_ahead`` records reads ahead of what
+    comes out of it), and the fix."""
+    if not last_shard:
+        where = ""
+    elif read_ahead:
+        where = (f" (the last record received came from shard {last_shard}; the shuffle buffer reads up to "
+                 f"{read_ahead} records ahead, so the unreadable one is in that shard or in one this process opened "
+                 "after it)")
+    else:
+        where = (f" (the last record read came from shard {last_shard}: the unreadable one follows it there or opens "
+                 "the next shard)")
     return (f"Reading the training stream failed after {read} record(s) of this process{where}: "
             f"{type(err).__name__}: {err}. `datasets` cannot skip a record it fails to parse (e.g. invalid JSON or a "
             "truncated file in a webdataset shard, a corrupt parquet file): fix or remove it in the shards.")
@@ -323,12 +331,15 @@ class StreamingExamples(torch.utils.data.IterableDataset):
         image_column: str,
         check: Callable[[dict[str, Any]], str | None] | None = None,
         keep_keys: bool = False,
+        read_ahead: int = 0,
     ) -> None:
         self.stream = stream
         self.transform = transform
         self.image_column = image_column
         self.check = check
         self.keep_keys = keep_keys
+        self.read_ahead = read_ahead
+        """Records the stream's shuffle buffer reads ahead (named in the error of an unreadable record)."""
         self.resume: dict[int, int] = {}
         """Records to pass over, per loader worker, at the start of the next pass (a resumed run)."""
 
@@ -341,7 +352,7 @@ class StreamingExamples(torch.utils.data.IterableDataset):
         start, last_shard = self.resume.get(worker, 0), None
         for index, record in enumerate(_records_or_error(self.stream)):
             if isinstance(record, Exception):  # the main process raises it (no loader-worker traceback added)
-                fatal = unreadable_stream(record, index, last_shard)
+                fatal = unreadable_stream(record, index, last_shard, self.read_ahead)
                 yield {STREAM_META: {"position": (worker, index), "fatal": fatal}}
                 continue
             last_shard = record.get("__url__", last_shard)  # webdataset records name their shard
@@ -394,20 +405,25 @@ def _all_processes(flag: bool, stop: bool, device: torch.device) -> tuple[bool, 
         return flag, stop
     value = torch.tensor([int(not flag), int(stop)], device=device)
     torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.SUM)
-    return not value[0].item(), bool(value[1].item())
+    missing, stops = value.tolist()  # one device-to-host copy
+    return not missing, bool(stops)
 
 
-def _stop_everywhere(error: RecipeError | None, rank: int) -> RecipeError:
+def _stop_everywhere(error: Exception | None, rank: int) -> Exception:
     """The error every process stops with when one process's stream stops the run (``error``: this process's, if
-    it is the one): the first stopping process's message, gathered so that every process's log names it (on many
-    machines the others' output is elsewhere), instead of the others failing in their next collective."""
+    it is the one; raised as is there): the first stopping process's message, gathered so that every process's
+    log names it (on many machines the others' output is elsewhere), instead of the others failing in their next
+    collective."""
     if not _distributed():
         return error
     messages: list[str | None] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(messages, None if error is None else str(error))
+    own = None if error is None else f"{type(error).__name__}: {error}"
+    if isinstance(error, RecipeError):
+        own = str(error)
+    torch.distributed.all_gather_object(messages, own)
     if error is not None:
         return error
-    first = next(index for index, message in enumerate(messages) if message)
+    first = next(index for index, message in enumerate(messages) if message is not None)
     return RecipeError(f"Process {first} stopped the run, so process {rank} stops too. Process {first}: "
                        f"{messages[first]}")
 
@@ -535,8 +551,8 @@ class StreamLoader:
             try:
                 batch, metas = self._next_batch(iterator)
                 error = self.progress.stop_reason(metas)
-            except RecipeError as err:  # in a batch dropped as incomplete
-                batch, metas, error = None, [], err
+            except Exception as err:  # a stop in a batch dropped as incomplete or of bad records only, a loader
+                batch, metas, error = None, [], err  # worker that failed…: the other processes stop with this one
             everyone_has_batch, stopped = _all_processes(batch is not None, error is not None, self.device)
             if stopped:  # every process stops together (no process left waiting in a collective)
                 raise _stop_everywhere(error, self.progress.rank)
@@ -617,7 +633,8 @@ class StreamTraining:
         if key_log_dir:
             Path(key_log_dir).mkdir(parents=True, exist_ok=True)
             key_log = Path(key_log_dir) / f"rank{args.process_index}.tsv"
-        examples = StreamingExamples(part, transform, data_args.image_column_name, check, keep_keys=bool(key_log))
+        examples = StreamingExamples(part, transform, data_args.image_column_name, check, keep_keys=bool(key_log),
+                                     read_ahead=data_args.shuffle_buffer_size)
         progress = StreamProgress(rank=args.process_index, world_size=args.world_size,
                                   num_workers=args.dataloader_num_workers, key_log=key_log, strict=data_args.strict)
         logger.info("Streaming training data: process %d of %d, shuffle buffer %d, %s.", args.process_index,

@@ -175,6 +175,60 @@ def test_a_pass_ends_on_every_process_when_one_runs_out(monkeypatch: pytest.Monk
     assert progress.state()["epoch"] == 1 and progress.state()["positions"] == {}
 
 
+def _loader(records: _Records, progress, *, drop_last: bool = False, collate=torch.utils.data.default_collate):
+    from torch.utils.data import DataLoader
+
+    import recipes.streaming as streaming
+
+    loader = streaming.StreamLoader(
+        DataLoader(records, batch_size=4, collate_fn=partial(streaming.collate_stream, collate=collate)), records,
+        progress, torch.device("cpu"), drop_last=drop_last)
+    loader.set_epoch(0)
+    return loader
+
+
+def test_every_stop_reaches_the_other_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever stops this process's loader (a strict bad record in a batch dropped as incomplete, any other
+    error) is sent in the per-batch all-reduce, and raised here as is; a stop sent by another process ends this
+    one's pass at once with that process's message (both processes simulated in one)."""
+    import recipes.streaming as streaming
+
+    sent = []
+
+    def all_processes(flag: bool, stop: bool, device: torch.device) -> tuple[bool, bool]:
+        sent.append(stop)
+        return flag, stop
+
+    monkeypatch.setattr(streaming, "_all_processes", all_processes)
+    strict = streaming.StreamProgress(rank=0, world_size=2, strict=True)
+    with pytest.raises(RecipeError, match=r"last\.png .*strict mode"):
+        list(_loader(_Records(10, bad={9: "last.png"}), strict, drop_last=True))
+    assert sent == [False, False, True]
+
+    def failing_collate(rows):
+        raise KeyError("labels")
+
+    sent.clear()
+    with pytest.raises(KeyError, match="labels"):
+        list(_loader(_Records(8, bad={}), streaming.StreamProgress(rank=0, world_size=2), collate=failing_collate))
+    assert sent == [True]
+
+    # process 1 stopped; this process (0) has a good batch but stops with it, naming process 1's error
+    monkeypatch.setattr(streaming, "_all_processes", lambda flag, stop, device: (flag, True))
+    monkeypatch.setattr(streaming, "_distributed", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
+
+    def gather(messages: list, own: str | None) -> None:
+        messages[:] = [own, "Bad streamed training record x.png (…)"]
+
+    monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
+    progress = streaming.StreamProgress(rank=0, world_size=2)
+    with pytest.raises(RecipeError, match=r"^Process 1 stopped the run, so process 0 stops too\. Process 1: Bad "
+                                          r"streamed training record x\.png"):
+        list(_loader(_Records(8, bad={}), progress))
+    assert progress.examples_seen == 0
+
+
 @pytest.mark.parametrize("strict", [False, True])
 def test_a_dropped_incomplete_batch_still_accounts_for_its_records(strict: bool) -> None:
     """With ``drop_last`` (BatchNorm models), the last incomplete batch of a pass is not trained on, but its bad

@@ -286,7 +286,8 @@ def test_a_record_the_reader_cannot_parse_stops_the_run_clearly(tmp_path: Path) 
     _tar(tmp_path / "train-0.tar", members)
     recipe = parse_recipe([DETECTION, "--streaming", "true", "--train_file", str(tmp_path / "train-0.tar"),
                            "--max_steps", "1", "--output_dir", str(tmp_path / "out")])
-    examples = StreamingExamples(load_streams(recipe.data)["train"], lambda batch: batch, "jpg")
+    stream = load_streams(recipe.data)["train"]
+    examples = StreamingExamples(stream, lambda batch: batch, "jpg")
     for batch_size in (4, 8):  # the error in a batch with 1 good record, then in the incomplete first batch
         collate = partial(collate_stream, collate=lambda rows: {"rows": torch.tensor(len(rows))})
         loader = StreamLoader(DataLoader(examples, batch_size=batch_size, collate_fn=collate), examples,
@@ -296,6 +297,12 @@ def test_a_record_the_reader_cannot_parse_stops_the_run_clearly(tmp_path: Path) 
                                               r"process \(the last record read came from shard \S+train-0\.tar: "
                                               r".*\): JSONDecodeError: .* fix or remove it in the shards"):
             list(loader)
+    # behind a shuffle buffer the reader is ahead of the last record received: the error says so
+    shuffled = StreamingExamples(stream.shuffle(seed=0, buffer_size=3), lambda batch: batch, "jpg", read_ahead=3)
+    with pytest.raises(RecipeError, match=r"the last record received came from shard \S+train-0\.tar; the shuffle "
+                                          r"buffer reads up to 3 records ahead, so the unreadable one is in"):
+        list(StreamLoader(DataLoader(shuffled, batch_size=4, collate_fn=collate), shuffled, StreamProgress(),
+                          torch.device("cpu")))
 
 
 # ----------------------------------------------------------------------------- semantic segmentation

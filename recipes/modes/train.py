@@ -18,8 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = parse_recipe(argv)
         context = run(recipe)
     except (RecipeError, BadImageError) as err:
-        # one write: the lines of several processes do not interleave (unbuffered stderr writes the text and the
-        # newline of a print separately); on a line of its own after an unfinished progress bar
+        # one write, so that the lines of several processes cannot interleave even with unbuffered stderr
+        # (PYTHONUNBUFFERED: print writes the text and the newline separately); on a line of its own after an
+        # unfinished progress bar
         sys.stderr.write(f"\nerror: {err}\n")
         return 2
     return 1 if context.push_error else 0
