@@ -325,6 +325,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_labels = dataset.features[LABEL_COLUMN].num_classes
         log(f"Food-101 JPEGs: {len(dataset)} images, {num_labels} classes, from {data_dir}")
         log(f"load average (1/5/15 min): {env['load_average']}, {env['cpu_count']} CPUs")
+        log("region decoding (ours): " + (f"libjpeg-turbo 3 at {env['region_decoding']}" if env["region_decoding"]
+                                          else "none (no libjpeg-turbo >= 3: the box's JPEG is decoded whole)"))
         geometry = ProcessorGeometry.from_processor(benchmark_processor())
         variants, sources, cache = build_variants(dataset, geometry)
         report["augmentation"] = cache.pop("augmentation")
@@ -404,7 +406,8 @@ def print_report(report: dict[str, Any]) -> None:
     lines.append(f"target >= 2.5x train-transform throughput: {verdict} (default: {sum(r >= 2.5 for r in rounds)} "
                  f"of {len(rounds)} rounds at or above it, per round {min(rounds):.2f}-{max(rounds):.2f}x)")
     env = report["environment"]
-    lines.append(f"load average at start {env['load_average']}, at end {env['load_average_end']}")
+    lines.append(f"region decoding (ours): {env['region_decoding'] or 'none'}; load average at start "
+                 f"{env['load_average']}, at end {env['load_average_end']}")
     lines.append("=" * 78)
     log("\n".join(lines))
 

@@ -29,6 +29,7 @@ from transformers import (
 )
 
 from recipes.data import undecoded
+from recipes.jpeg_region import region_decoding_library
 from recipes.tasks.classification.transforms import (
     build_train_augmentation,
     decode_into_cache,
@@ -271,6 +272,7 @@ def environment() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "load_average": list(os.getloadavg()),
+        "region_decoding": region_decoding_library(),
     }
 
 

@@ -2,10 +2,11 @@
 decode, crop+resize, flip, to-tensor, normalise, collate), single-threaded like a ``DataLoader`` worker.
 
 ``ours-before`` is the previous default (full libjpeg-turbo decode, then the torchvision v2 ``Compose``);
-``ours`` the current one (crop box drawn from the JPEG header, decode at the smallest DCT scale that keeps the
-box's resolution, crop+resize with the flip folded into the crop's one copy: ``recipes.transforms.decode_augmented``,
-whose steps are timed here one by one; its ``flip`` stage is the draw only, and its normalisation writes each
-image into the batch directly, so it has no separate stacking cost)."""
+``ours`` the current one (crop box drawn from the JPEG header, decode of the box alone where libjpeg-turbo 3 is
+available, else at the smallest DCT scale that keeps the box's resolution, crop+resize with the flip folded into
+the crop's one copy: ``recipes.transforms.decode_augmented``, whose steps are timed here one by one; its ``flip``
+stage is the draw only, and its normalisation writes each image into the batch directly, so it has no separate
+stacking cost)."""
 
 from __future__ import annotations
 
@@ -36,8 +37,7 @@ from benchmarks.food101_pipelines import (
 from recipes.crop_decode import (
     apply_transform,
     crop_box,
-    dct_scale,
-    decode_scaled,
+    decode_for_crop,
     draw_flip,
     jpeg_header,
     resized_crop_scaled,
@@ -71,10 +71,9 @@ def fast_path(clock: StageClock, record: Any, crop: Any, flip: Any) -> torch.Ten
     def decode(record: Any) -> tuple:
         data = record_bytes(record)
         height, width, orientation = jpeg_header(data)
-        box = crop_box(crop, height, width)
-        return box, height, width, decode_scaled(data, height, width, orientation, dct_scale(box, tuple(crop.size)))
+        return decode_for_crop(data, crop_box(crop, height, width), height, width, orientation, tuple(crop.size))
 
-    box, height, width, pixels = clock("decode", decode, record)
+    pixels, box, height, width = clock("decode", decode, record)
     mirrored = clock("flip", draw_flip, flip)  # the draw only: the mirroring is folded into the crop's copy
     return clock("crop+resize", resized_crop_scaled, pixels, box, height, width, crop, mirrored)
 

@@ -3,7 +3,8 @@
 The crop box is drawn by the preset's own ``RandomResizedCrop`` from the size in the JPEG header (upright, EXIF
 orientation applied), so the crop distribution is exactly torchvision's; the JPEG is then decoded with
 libjpeg-turbo's DCT scaling (``simplejpeg``) at the smallest 1/2, 1/4 or 1/8 scale at which the box still has at
-least the output resolution, and the box is cut and resized from that smaller image. Anything unusual (no
+least the output resolution, and the box is cut and resized from that smaller image; at full scale, where
+libjpeg-turbo 3 is installed, only the box itself is decoded (:mod:`recipes.jpeg_region`). Anything unusual (no
 ``simplejpeg``, not a JPEG, a JPEG libjpeg-turbo cannot decode to RGB) returns ``None``: the caller then takes the
 full-decode path, which handles every format and reports bad files by name.
 """
@@ -16,6 +17,8 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
+
+from recipes.jpeg_region import decode_region
 
 try:  # optional at run time: without it, training decodes at full size (same crops, slower)
     import simplejpeg
@@ -196,9 +199,25 @@ def jpeg_random_resized_crop(
     if header is None:
         return None
     height, width, orientation = header
-    box = crop_box(crop, height, width)
-    pixels = decode_scaled(data, height, width, orientation, dct_scale(box, tuple(crop.size)))
-    return None if pixels is None else resized_crop_scaled(pixels, box, height, width, crop, draw_flip(flip))
+    decoded = decode_for_crop(data, crop_box(crop, height, width), height, width, orientation, tuple(crop.size))
+    return None if decoded is None else resized_crop_scaled(*decoded, crop, draw_flip(flip))
+
+
+def decode_for_crop(
+    data: bytes, box: dict[str, int], height: int, width: int, orientation: int, size: tuple[int, int]
+) -> tuple[torch.Tensor, dict[str, int], int, int] | None:
+    """What to cut ``box`` (drawn in the upright ``height`` x ``width`` frame) from, as ``(pixels, box, frame
+    height, frame width)`` for :func:`resized_crop_scaled`: at full scale, where libjpeg-turbo 3 is available, the
+    box alone (:func:`recipes.jpeg_region.decode_region`: its own frame); else the image decoded at the DCT scale
+    the box allows for output ``size``. ``None`` when libjpeg-turbo cannot decode ``data`` to RGB."""
+    scale = dct_scale(box, size)
+    if scale == 1 and orientation == 1:  # the region is cut from the stored image, which is the upright one
+        rows = decode_region(data, box["top"], box["left"], box["height"], box["width"])
+        if rows is not None:
+            whole = {"top": 0, "left": 0, "height": box["height"], "width": box["width"]}
+            return torch.from_numpy(rows).permute(2, 0, 1), whole, box["height"], box["width"]
+    pixels = decode_scaled(data, height, width, orientation, scale)
+    return None if pixels is None else (pixels, box, height, width)
 
 
 def random_resized_crop(
