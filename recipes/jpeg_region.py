@@ -11,6 +11,7 @@ unusual subsampling, corrupt data), :func:`decode_region` returns ``None`` and t
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import functools
@@ -69,14 +70,16 @@ class RegionDecoder:
             raise OSError("libturbojpeg could not create a decompression handle")
 
     def __del__(self) -> None:
-        if getattr(self, "handle", None) and self.pid == os.getpid():
-            self.lib.tj3Destroy(self.handle)
+        if getattr(self, "handle", None) and self.pid == os.getpid():  # a forked copy leaves the parent's alone
+            with contextlib.suppress(AttributeError, TypeError):  # at interpreter shutdown
+                self.lib.tj3Destroy(self.handle)
 
     def decode(self, data: bytes, top: int, left: int, height: int, width: int) -> np.ndarray | None:
         """RGB ``uint8`` pixels (height, width, 3) of the box of the stored (not EXIF-rotated) image, as a view of
         the decoded rows (which start at the MCU boundary left of the box), or ``None`` when libjpeg-turbo cannot
         decode this JPEG's region (then decode it in full)."""
         lib, handle = self.lib, self.handle
+        data = data if isinstance(data, bytes) else bytes(data)  # ctypes passes bytes without a copy
         if lib.tj3DecompressHeader(handle, data, len(data)) != 0:
             return None
         subsampling = lib.tj3Get(handle, TJPARAM_SUBSAMP)

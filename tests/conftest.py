@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes.util
+import glob
+import importlib.util
 import os
 import subprocess
 import sys
@@ -158,3 +161,15 @@ def fine_tuned(tmp_path_factory: pytest.TempPathFactory):
         return made[task]
 
     return make
+
+
+def libturbojpeg3() -> str | None:
+    """A libturbojpeg >= 3: the one named in the environment, the system's, or the one the ``turbojpeg`` wheel
+    bundles (a test dependency, installed in CI)."""
+    from recipes.jpeg_region import LIBRARY_ENV, load_library
+
+    candidates = [os.environ.get(LIBRARY_ENV), ctypes.util.find_library("turbojpeg")]
+    spec = importlib.util.find_spec("turbojpeg")
+    if spec is not None and spec.origin:
+        candidates += sorted(glob.glob(str(Path(spec.origin).parent / "turbojpeg.libs" / "libturbojpeg*")))
+    return next((path for path in candidates if path and load_library(path) is not None), None)

@@ -2,38 +2,25 @@
 
 from __future__ import annotations
 
-import ctypes.util
-import glob
-import importlib.util
 import io
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import simplejpeg
 import torch
+from conftest import libturbojpeg3
 from PIL import Image
 from test_crop_decode import photo_jpeg
 from torchvision.transforms import v2
 
 from recipes.crop_decode import crop_box, jpeg_random_resized_crop
-from recipes.jpeg_region import LIBRARY_ENV, decode_region, load_library, region_decoding_library
-
-
-def _libturbojpeg3() -> str | None:
-    """A libturbojpeg >= 3: the one named in the environment, the system's, or the one the ``turbojpeg`` wheel
-    bundles (a test dependency, installed in CI)."""
-    candidates = [os.environ.get(LIBRARY_ENV), ctypes.util.find_library("turbojpeg")]
-    spec = importlib.util.find_spec("turbojpeg")
-    if spec is not None and spec.origin:
-        candidates += sorted(glob.glob(str(Path(spec.origin).parent / "turbojpeg.libs" / "libturbojpeg*")))
-    return next((path for path in candidates if path and load_library(path) is not None), None)
+from recipes.jpeg_region import LIBRARY_ENV, decode_region, region_decoding_library
 
 
 @pytest.fixture
 def turbojpeg3(monkeypatch: pytest.MonkeyPatch) -> str:
-    path = _libturbojpeg3()
+    path = libturbojpeg3()
     if path is None:
         if os.environ.get("CI"):
             pytest.fail("no libturbojpeg >= 3 found: CI installs the `turbojpeg` wheel (pip install -e '.[dev]').")
@@ -89,6 +76,7 @@ def test_what_the_region_decoder_cannot_take_falls_back(turbojpeg3: str, monkeyp
     assert decode_region(data[: len(data) // 2], 0, 0, 64, 80) is None
     assert decode_region(cmyk.getvalue(), 0, 0, 8, 8) is None
     assert decode_region(data, 0, 0, 8, 8) is not None
+    assert np.array_equal(decode_region(memoryview(data), 3, 9, 20, 30), decode_region(data, 3, 9, 20, 30))
     assert region_decoding_library() == turbojpeg3
     monkeypatch.setenv(LIBRARY_ENV, "off")
     assert decode_region(data, 0, 0, 8, 8) is None and region_decoding_library() is None
