@@ -4,9 +4,12 @@ colour conversion (on food101 photos the training crop path takes about a quarte
 
 No maintained Python binding exposes cropped decoding, so this module binds the few TurboJPEG 3 functions it
 needs. The library is optional: the path in ``VISION_RECIPES_LIBTURBOJPEG`` (``off`` disables the region decode),
-else the system's ``libturbojpeg`` when it is version 3 or later (conda-forge ``libjpeg-turbo``, Fedora, Homebrew;
-Debian and Ubuntu ship 2.1, which lacks it). Without it, or for a JPEG it cannot crop (12-bit, lossless, CMYK,
-unusual subsampling, corrupt data), :func:`decode_region` returns ``None`` and the caller decodes in full.
+else the first libturbojpeg of version 3 or later among :func:`library_candidates` (conda-forge ``libjpeg-turbo``,
+Fedora, Homebrew; Debian and Ubuntu ship 2.1, which lacks it). Without it, or for a JPEG it cannot crop (12-bit,
+lossless, CMYK, unusual subsampling, a truncated file, corrupt data above or in the box),
+:func:`decode_region` returns ``None`` and the caller decodes in full. Corrupt entropy data *below* the box is
+never read, so it goes unnoticed there (as it would in any cropped decoder); the data checks of map-style
+datasets decode every image in full before training.
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ import contextlib
 import ctypes
 import ctypes.util
 import functools
+import io
 import os
+import sys
 import threading
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 LIBRARY_ENV = "VISION_RECIPES_LIBTURBOJPEG"
 DISABLED = "off"
@@ -35,19 +42,37 @@ class _Region(ctypes.Structure):
     _fields_ = [("x", ctypes.c_int), ("y", ctypes.c_int), ("w", ctypes.c_int), ("h", ctypes.c_int)]
 
 
+def library_candidates() -> list[str]:
+    """Where a libturbojpeg may be, in order: the linker's search (``find_library``), this Python environment's
+    and conda's ``lib`` folders (which ``find_library`` does not search on Linux), Homebrew's, and the bare
+    names (resolved by the dynamic loader, following the interpreter's run path)."""
+    folders = [Path(sys.prefix) / "lib", Path(os.environ.get("CONDA_PREFIX") or sys.prefix) / "lib",
+               Path("/opt/homebrew/lib"), Path("/usr/local/lib")]
+    names = ["libturbojpeg.so.0", "libturbojpeg.so", "libturbojpeg.0.dylib", "libturbojpeg.dylib"]
+    found = ctypes.util.find_library("turbojpeg")
+    located = [str(folder / name) for folder in dict.fromkeys(folders) for name in names
+               if (folder / name).exists()]
+    return [*([found] if found else []), *located, *names]
+
+
 @functools.cache
 def load_library(path: str | None = None) -> ctypes.CDLL | None:
-    """libturbojpeg at ``path`` (else the system's), with the TurboJPEG 3 functions typed; ``None`` when it is
-    missing or older than 3.0 (no ``tj3SetCroppingRegion``)."""
-    path = path or ctypes.util.find_library("turbojpeg")
-    if not path:
-        return None
-    try:
-        lib = ctypes.CDLL(path)
-    except OSError:
-        return None
-    if not hasattr(lib, "tj3SetCroppingRegion"):
-        return None
+    """libturbojpeg at ``path`` (else the first of :func:`library_candidates` that is version 3 or later), with
+    the TurboJPEG 3 functions typed; ``None`` when there is none (missing, or older: no
+    ``tj3SetCroppingRegion``)."""
+    for candidate in [path] if path else library_candidates():
+        try:
+            lib = ctypes.CDLL(candidate)
+        except OSError:
+            continue
+        if hasattr(lib, "tj3SetCroppingRegion"):
+            lib.path = candidate
+            return _typed(lib)
+    return None
+
+
+def _typed(lib: ctypes.CDLL) -> ctypes.CDLL:
+    """``lib`` with argument and result types set on the TurboJPEG 3 functions this module calls."""
     handle, buffer, size = ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t
     lib.tj3Init.restype, lib.tj3Init.argtypes = handle, [ctypes.c_int]
     lib.tj3Destroy.restype, lib.tj3Destroy.argtypes = None, [handle]
@@ -70,8 +95,8 @@ class RegionDecoder:
             raise OSError("libturbojpeg could not create a decompression handle")
 
     def __del__(self) -> None:
-        if getattr(self, "handle", None) and self.pid == os.getpid():  # a forked copy leaves the parent's alone
-            with contextlib.suppress(AttributeError, TypeError):  # at interpreter shutdown
+        with contextlib.suppress(AttributeError, TypeError):  # at interpreter shutdown
+            if getattr(self, "handle", None) and self.pid == os.getpid():  # a forked copy leaves the parent's alone
                 self.lib.tj3Destroy(self.handle)
 
     def decode(self, data: bytes, top: int, left: int, height: int, width: int) -> np.ndarray | None:
@@ -80,6 +105,10 @@ class RegionDecoder:
         decode this JPEG's region (then decode it in full)."""
         lib, handle = self.lib, self.handle
         data = data if isinstance(data, bytes) else bytes(data)  # ctypes passes bytes without a copy
+        if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+            # no end-of-image marker (a truncated file): the rows below the box are skipped unread, so libjpeg
+            # would not notice; the full decode reports the file by name
+            return None
         if lib.tj3DecompressHeader(handle, data, len(data)) != 0:
             return None
         subsampling = lib.tj3Get(handle, TJPARAM_SUBSAMP)
@@ -125,8 +154,15 @@ def decode_region(data: bytes, top: int, left: int, height: int, width: int) -> 
 
 
 def region_decoding_library() -> str | None:
-    """What :func:`decode_region` uses, for logs and benchmark reports: the library path, or ``None``."""
-    path = os.environ.get(LIBRARY_ENV) or None
-    if path == DISABLED or load_library(path) is None:
+    """What :func:`decode_region` uses, for logs and benchmark reports: the library, once it has decoded the
+    region of a small test JPEG here; ``None`` otherwise."""
+    decoder = region_decoder()
+    if decoder is None:
         return None
-    return path or ctypes.util.find_library("turbojpeg")
+    y, x = np.mgrid[0:24, 0:40]
+    probe = np.stack([x * 6, y * 10, x * y % 256], -1).astype(np.uint8)
+    image = Image.fromarray(probe)
+    encoded = io.BytesIO()
+    image.save(encoded, "JPEG", quality=95, subsampling=2)
+    rows = decoder.decode(encoded.getvalue(), 3, 11, 16, 20)
+    return decoder.lib.path if rows is not None and rows.shape == (16, 20, 3) else None

@@ -74,6 +74,8 @@ def test_what_the_region_decoder_cannot_take_falls_back(turbojpeg3: str, monkeyp
     assert decode_region(png.getvalue(), 0, 0, 4, 4) is None
     assert decode_region(data, 40, 0, 30, 10) is None and decode_region(data, 0, 70, 10, 20) is None
     assert decode_region(data[: len(data) // 2], 0, 0, 64, 80) is None
+    assert decode_region(data[: len(data) * 9 // 10], 0, 0, 8, 8) is None  # truncated below the box: still caught
+    assert decode_region(data + b"\0\0", 0, 0, 8, 8) is not None  # zero padding after the end marker is fine
     assert decode_region(cmyk.getvalue(), 0, 0, 8, 8) is None
     assert decode_region(data, 0, 0, 8, 8) is not None
     assert np.array_equal(decode_region(memoryview(data), 3, 9, 20, 30), decode_region(data, 3, 9, 20, 30))
@@ -122,9 +124,28 @@ def test_loader_workers_each_open_their_own_decoder(turbojpeg3: str) -> None:
         def __len__(self) -> int:
             return 16
 
-        def __getitem__(self, index: int) -> torch.Tensor:
-            return jpeg_random_resized_crop(data, crop)
+        def __getitem__(self, index: int) -> tuple[torch.Tensor, bool, int]:
+            return jpeg_random_resized_crop(data, crop), decode_region(data, 0, 0, 8, 8) is not None, os.getpid()
 
     decode_region(data, 0, 0, 8, 8)  # a handle in this process before the fork
     batches = list(torch.utils.data.DataLoader(Crops(), batch_size=4, num_workers=2))
-    assert [tuple(batch.shape) for batch in batches] == [(4, 3, 32, 32)] * 4
+    assert [tuple(crops.shape) for crops, _, _ in batches] == [(4, 3, 32, 32)] * 4
+    assert all(bool(decoded.all()) for _, decoded, _ in batches)  # the region decode worked in the workers
+    assert len({int(pid) for _, _, pids in batches for pid in pids} - {os.getpid()}) == 2
+
+
+def test_a_conda_environments_library_is_found_without_configuration(turbojpeg3: str, tmp_path, monkeypatch) -> None:
+    """conda-forge's libturbojpeg sits in ``$CONDA_PREFIX/lib``, which ``ctypes.util.find_library`` does not
+    search on Linux: it is among the candidates, and loads."""
+    from recipes.jpeg_region import library_candidates, load_library
+
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "libturbojpeg.so.0").symlink_to(turbojpeg3)
+    monkeypatch.setenv("CONDA_PREFIX", str(tmp_path))
+    monkeypatch.delenv(LIBRARY_ENV)
+    assert str(tmp_path / "lib" / "libturbojpeg.so.0") in library_candidates()
+    load_library.cache_clear()
+    try:
+        assert load_library() is not None and region_decoding_library() is not None
+    finally:
+        load_library.cache_clear()
