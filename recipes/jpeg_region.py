@@ -1,15 +1,15 @@
-"""Decode only a region of a JPEG with libjpeg-turbo 3's TurboJPEG API (``tj3SetCroppingRegion``), through
-``ctypes``: the rows below the region are never decoded, and the columns outside it skip the inverse DCT and the
-colour conversion (on food101 photos the training crop path takes about a quarter less time).
+"""Decode only a region of a JPEG with libjpeg-turbo 3's TurboJPEG API (``tj3SetCroppingRegion``), through ``ctypes``:
+the rows below the region are never decoded, and the columns outside it skip the inverse DCT and the colour
+conversion (on food101 photos the training crop path takes about a quarter less time).
 
-No maintained Python binding exposes cropped decoding, so this module binds the few TurboJPEG 3 functions it
-needs. The library is optional: the path in ``VISION_RECIPES_LIBTURBOJPEG`` (``off`` disables the region decode),
-else the first libturbojpeg of version 3 or later among :func:`library_candidates` (conda-forge ``libjpeg-turbo``,
-Fedora, Homebrew; Debian and Ubuntu ship 2.1, which lacks it). Without it, or for a JPEG it cannot crop (12-bit,
-lossless, CMYK, unusual subsampling, a truncated file, corrupt data above or in the box),
-:func:`decode_region` returns ``None`` and the caller decodes in full. Corrupt entropy data *below* the box is
-never read, so it goes unnoticed there (as it would in any cropped decoder); the data checks of map-style
-datasets decode every image in full before training.
+No maintained Python binding exposes cropped decoding, so this module binds the few TurboJPEG 3 functions it needs.
+The library is optional: the path in ``VISION_RECIPES_LIBTURBOJPEG`` (``off`` disables the region decode), else the
+first libturbojpeg of version 3 or later among :func:`library_candidates` (e.g. conda-forge's ``libjpeg-turbo`` 3.x,
+or a distribution's; Debian and Ubuntu ship 2.1, which lacks it). Without it, or for a JPEG it cannot crop (12-bit,
+lossless, CMYK, unusual subsampling, a truncated file, corrupt data above or in the box), :func:`decode_region`
+returns ``None`` and the caller decodes in full. Corrupt entropy data *below* the box is never read, so it goes
+unnoticed there (as it would in any cropped decoder); the data checks of map-style datasets decode every image in
+full before training.
 """
 
 from __future__ import annotations
