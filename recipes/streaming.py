@@ -417,10 +417,8 @@ def _stop_everywhere(error: Exception | None, rank: int) -> Exception:
     if not _distributed():
         return error
     messages: list[str | None] = [None] * torch.distributed.get_world_size()
-    own = None if error is None else f"{type(error).__name__}: {error}"
-    if isinstance(error, RecipeError):
-        own = str(error)
-    torch.distributed.all_gather_object(messages, own)
+    own = error if error is None or isinstance(error, RecipeError) else f"{type(error).__name__}: {error}"
+    torch.distributed.all_gather_object(messages, None if own is None else str(own))
     if error is not None:
         return error
     first = next(index for index, message in enumerate(messages) if message is not None)

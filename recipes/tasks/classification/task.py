@@ -23,7 +23,7 @@ from recipes.data import (
     undecoded,
 )
 from recipes.device_decode import pixels_on_device
-from recipes.jpeg_region import LIBRARY_ENV, region_decoding_library
+from recipes.jpeg_region import region_decoding_status
 from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.classification import report
 from recipes.tasks.classification.data import (
@@ -45,17 +45,6 @@ from recipes.tasks.classification.transforms import (
 from recipes.transforms import ProcessorGeometry, device_normaliser, uint8_batches, verified_fast_normalisation
 
 logger = logging.getLogger("recipes")
-
-
-def log_region_decoding() -> None:
-    """Say whether training crops decode only their box (:mod:`recipes.jpeg_region`) and how to get it if not."""
-    library = region_decoding_library()
-    if library:
-        logger.info("Training crops decode only their box of each JPEG (libjpeg-turbo 3: %s).", library)
-    else:
-        logger.info("Training crops decode each JPEG whole. With libjpeg-turbo >= 3 (e.g. conda install -c conda-forge "
-                    "libjpeg-turbo, or %s=/path/to/libturbojpeg.so) they decode only their box, about a quarter "
-                    "faster.", LIBRARY_ENV)
 
 
 # --------------------------------------------------------------------------- task
@@ -128,7 +117,7 @@ class ImageClassification(Task):
         else:
             train = partial(transform_classification_batch, augment=train_augment, processor=image_processor, **common)
             if not data_args.cache_decoded_images:
-                log_region_decoding()
+                logger.info(region_decoding_status())
         return (
             train,
             partial(transform_classification_batch, augment=None, processor=image_processor, **common),
