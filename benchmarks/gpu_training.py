@@ -2,8 +2,13 @@
 decoding Food-101 JPEGs with the recipe's augmentation; and with ``gpu_decode``) against synthetic batches already
 in GPU memory, plus the model FLOP utilisation (MFU). Without a CUDA GPU it says so and exits 0.
 
-    python -m benchmarks.gpu_training [--batch 128] [--steps 30] [--workers 16] [--json gpu.json]
+    python -m benchmarks.gpu_training [--batch 256] [--steps 200] [--workers 16] [--compile] [--json gpu.json]
     python -m benchmarks.gpu_training --device cpu --quick     # the code path on a tiny ViT (figures meaningless)
+
+Feeds: synthetic batches already on the GPU (the model's ceiling; with ``--compile`` also under ``torch.compile``),
+the DataLoader alone (no model: what the CPUs deliver), and training fed by the real pipeline, with and without
+``gpu_decode``. Timed steps follow warm-up steps, and there are enough of them (default 200 x 256 images) that the
+workers' prefetched batches cannot stand in for their steady rate.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import json
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,7 +59,7 @@ def input_pipeline(data_dir: Path, processor: Any, batch: int, workers: int, ste
     dataset = concatenate_datasets([data.train] * repeats).with_transform(train_transform)
     loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, num_workers=workers,
                         collate_fn=task.collator(processor, data, recipe.data), pin_memory=torch.cuda.is_available(),
-                        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+                        persistent_workers=workers > 0, prefetch_factor=2 if workers > 0 else None)
     return loader, task.device_transform(processor, recipe.data)
 
 
@@ -61,6 +67,20 @@ def step_batches(loader: DataLoader, device_transform: Callable | None, device: 
     for batch in loader:
         batch = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
         yield device_transform(batch, device) if device_transform is not None else batch
+
+
+def loader_images_per_second(batches: Iterator[dict], steps: int, warmup: int, device: torch.device) -> float:
+    """The input pipeline alone: batches moved to ``device`` and finished there (no model)."""
+    seen, started = 0, 0.0
+    for step in range(warmup + steps):
+        if step == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            started, seen = time.perf_counter(), 0
+        seen += len(next(batches)["labels"])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return seen / (time.perf_counter() - started)
 
 
 def images_per_second(model: torch.nn.Module, batches: Iterator[dict], steps: int, warmup: int,
@@ -106,12 +126,13 @@ def peak_flops(device: torch.device, override: float | None) -> float | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--data", type=Path, default=FOOD, help="Image folder of class folders (JPEGs)")
     parser.add_argument("--peak_tflops", type=float, help="Peak bf16 TFLOP/s of the GPU when its name is unknown")
+    parser.add_argument("--compile", action="store_true", help="Also time synthetic batches under torch.compile")
     parser.add_argument("--quick", action="store_true", help="Tiny ViT, few steps (to test the code path)")
     parser.add_argument("--json", type=Path)
     options = parser.parse_args()
@@ -135,21 +156,37 @@ def main() -> int:
             yield batch
 
     results = {"synthetic": images_per_second(model, forever(synthetic), options.steps, options.warmup, device)}
-    for name, gpu_decode in (("input pipeline", False), ("input pipeline + gpu_decode", True)):
+    if options.compile:
+        compiled = torch.compile(model)
+        results["synthetic + torch.compile"] = images_per_second(compiled, forever(synthetic), options.steps,
+                                                                 options.warmup, device)
+    feeds = [("input pipeline alone (no model)", False, False), ("input pipeline", False, True),
+             ("input pipeline + gpu_decode", True, True)]
+    for name, gpu_decode, with_model in feeds:
         if gpu_decode and device.type != "cuda" and not options.quick:
             continue
-        loader, device_transform = input_pipeline(options.data, processor, options.batch, options.workers,
-                                                  options.steps + options.warmup, gpu_decode)
-        batches = step_batches(loader, device_transform, device)
-        results[name] = images_per_second(model, batches, options.steps, options.warmup, device)
+        try:
+            loader, device_transform = input_pipeline(options.data, processor, options.batch, options.workers,
+                                                      options.steps + options.warmup, gpu_decode)
+            batches = step_batches(loader, device_transform, device)
+            results[name] = (images_per_second(model, batches, options.steps, options.warmup, device) if with_model
+                             else loader_images_per_second(batches, options.steps, options.warmup, device))
+        except Exception:  # report the failure and measure the other feeds
+            print(f"{name}: FAILED\n{traceback.format_exc()}", flush=True)
     peak = peak_flops(device, options.peak_tflops)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    from recipes.jpeg_region import region_decoding_status
+
     print(f"{'ViT-B/16' if not options.quick else 'tiny ViT'} training, {name}, batch {options.batch}, "
-          f"{options.workers} DataLoader workers, {options.steps} timed steps; {flops / 1e9:.1f} GFLOP per image")
-    print(f"  {'feed':<30} {'images/s':>10} {'vs synthetic':>13} {'MFU':>7}")
+          f"{options.workers} DataLoader workers, {options.steps} timed steps; {flops / 1e9:.1f} GFLOP per image; "
+          f"torch {torch.__version__}")
+    print(f"  JPEG decoding: {region_decoding_status()}")
+    print(f"  {'feed':<34} {'images/s':>10} {'vs synthetic':>13} {'MFU':>7}")
     for feed, rate in results.items():
-        mfu = f"{flops * rate / peak:.1%}" if peak else "-"
-        print(f"  {feed:<30} {rate:>10.1f} {rate / results['synthetic']:>12.2f}x {mfu:>7}")
+        mfu = f"{flops * rate / peak:.1%}" if peak and "no model" not in feed else "-"
+        print(f"  {feed:<34} {rate:>10.1f} {rate / results['synthetic']:>12.2f}x {mfu:>7}")
+    if "input pipeline" not in results:
+        return 1
     bound = results["input pipeline"] < 0.9 * results["synthetic"]
     print("The default input pipeline is " + ("DATA-BOUND (the GPU waits for images)." if bound else
                                               "fast enough (within 10% of synthetic batches)."))

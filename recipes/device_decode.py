@@ -2,8 +2,13 @@
 the main process decodes the batch with nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``) and runs the same
 augmentation and pixel steps there. For CPU-starved GPU machines, where JPEG decoding is the bottleneck.
 
-Files that nvJPEG must not take (other formats, EXIF-rotated, CMYK/YCCK JPEGs) are decoded by the worker as
-usual, so every image arrives upright and RGB exactly as on the CPU path.
+Files that nvJPEG must not take are decoded by the worker as usual, so every image arrives upright and RGB as on
+the CPU path: other formats, EXIF-rotated JPEGs, CMYK/YCCK JPEGs, greyscale JPEGs (torchvision 0.26's nvJPEG path
+returns wrong pixels for them in RGB mode, measured on an H200) and files without the end-of-image marker
+(nvJPEG fills a truncated file's missing rows without an error; the CPU decode names the file).
+
+nvJPEG upsamples chroma without libjpeg-turbo's "fancy" (triangle) filter, so its pixels equal libjpeg-turbo's with
+``fastupsample`` and differ from the CPU path's by about one grey level on average (tests/test_gpu.py).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from recipes.images import jpeg_is_complete
 from recipes.transforms import JPEG_MAGIC, ProcessorGeometry, decode_to_tensor, normalize_batch, processor_pixel_values
 
 EXIF_ORIENTATION = 0x0112
@@ -39,7 +45,7 @@ class EncodedImages:
 
 def device_decodable_bytes(record: Any) -> torch.Tensor | None:
     """The record's JPEG bytes as a 1-D ``uint8`` tensor when nvJPEG can decode them to the same upright RGB
-    pixels as the CPU path (baseline/progressive YCbCr or grayscale, no EXIF rotation); else ``None``."""
+    pixels as the CPU path (complete baseline/progressive YCbCr JPEGs without EXIF rotation); else ``None``."""
     data = record.get("bytes") if isinstance(record, dict) else None
     if data is None and isinstance(record, dict) and record.get("path"):
         if not str(record["path"]).lower().endswith((".jpg", ".jpeg")):
@@ -49,11 +55,11 @@ def device_decodable_bytes(record: Any) -> torch.Tensor | None:
                 data = handle.read()
         except OSError:
             return None  # the CPU path reports the file
-    if data is None or data[:2] != JPEG_MAGIC:
+    if data is None or data[:2] != JPEG_MAGIC or not jpeg_is_complete(data):
         return None
     try:
         with Image.open(io.BytesIO(data)) as header:  # reads the header only
-            if header.mode not in ("RGB", "L") or header.getexif().get(EXIF_ORIENTATION, 1) in ROTATED:
+            if header.mode != "RGB" or header.getexif().get(EXIF_ORIENTATION, 1) in ROTATED:
                 return None
     except Exception:
         return None  # let the CPU path decode it and name the file if it is broken

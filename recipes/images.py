@@ -16,6 +16,13 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
+def jpeg_is_complete(data: bytes) -> bool:
+    """Whether JPEG ``data`` ends with the end-of-image marker (trailing zero padding allowed). Decoders that stop
+    early (a region decode) or fill missing rows silently (nvJPEG) would not notice a truncated file; without the
+    marker, the file goes to the full CPU decode, which reports it by name."""
+    return data.rstrip(b"\0").endswith(b"\xff\xd9")
+
+
 class BadImageError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
 

@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from recipes.images import jpeg_is_complete
+
 LIBRARY_ENV = "VISION_RECIPES_LIBTURBOJPEG"
 DISABLED = "off"
 
@@ -105,9 +107,7 @@ class RegionDecoder:
         decode this JPEG's region (then decode it in full)."""
         lib, handle = self.lib, self.handle
         data = data if isinstance(data, bytes) else bytes(data)  # ctypes passes bytes without a copy
-        if not data.rstrip(b"\0").endswith(b"\xff\xd9"):
-            # no end-of-image marker (a truncated file): the rows below the box are skipped unread, so libjpeg
-            # would not notice; the full decode reports the file by name
+        if not jpeg_is_complete(data):  # truncated: rows below the box are never read, so libjpeg would not notice
             return None
         if lib.tj3DecompressHeader(handle, data, len(data)) != 0:
             return None

@@ -15,6 +15,7 @@ from PIL import Image
 
 from recipes import device_decode, transforms
 from recipes.device_decode import EncodedImages, encode_for_device, pixels_on_device
+from recipes.images import BadImageError
 from recipes.tasks.classification.transforms import build_train_augmentation, transform_classification_batch
 from recipes.transforms import ProcessorGeometry, collate_images_and_labels, normalize_uint8_inputs
 
@@ -45,6 +46,23 @@ def test_jpegs_travel_encoded_and_the_rest_is_decoded_by_the_worker() -> None:
     assert encoded == [True, False, False]
     assert items[0].dim() == 1 and items[1].shape == (3, 20, 20)
     assert items[2].shape == (3, 40, 30)  # EXIF rotation applied by the worker, as on the CPU path
+
+
+def test_greyscale_and_truncated_jpegs_never_reach_nvjpeg() -> None:
+    """Measured on an H200 (tests/test_gpu.py): nvJPEG returns wrong RGB pixels for greyscale JPEGs and fills a
+    truncated file's missing rows without an error. The worker decodes both on the CPU instead, which converts
+    greyscale to RGB and names a truncated file."""
+    grey = Image.open(io.BytesIO(_jpeg((40, 30), 4))).convert("L")
+    buffer = io.BytesIO()
+    grey.save(buffer, format="JPEG")
+    complete = _jpeg((48, 32), 5)
+    assert device_decode.device_decodable_bytes({"bytes": complete + b"\0\0"}) is not None  # zero padding is fine
+    assert device_decode.device_decodable_bytes({"bytes": buffer.getvalue()}) is None
+    assert device_decode.device_decodable_bytes({"bytes": complete[: len(complete) // 2]}) is None
+    items, encoded = encode_for_device([{"bytes": buffer.getvalue(), "path": "grey.jpg"}])
+    assert encoded == [False] and items[0].shape == (3, 30, 40)
+    with pytest.raises(BadImageError, match=r"cut\.jpg"):
+        encode_for_device([{"bytes": complete[: len(complete) // 2], "path": "cut.jpg"}])
 
 
 def test_device_path_gives_the_cpu_path_pixels_exactly() -> None:
@@ -182,7 +200,7 @@ def test_gpu_benchmark_code_path_on_the_cpu(tmp_path: Path) -> None:
                              "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert {"synthetic", "input pipeline"} <= set(report["images_per_second"])
+    assert {"synthetic", "input pipeline alone (no model)", "input pipeline"} <= set(report["images_per_second"])
     assert all(v > 0 for v in report["images_per_second"].values())
     assert report["flops_per_image"] > 0
 
