@@ -4,11 +4,13 @@ augmentation and pixel steps there. For CPU-starved GPU machines, where JPEG dec
 
 Files that nvJPEG must not take are decoded by the worker as usual, so every image arrives upright and RGB as on
 the CPU path: other formats, EXIF-rotated JPEGs, CMYK/YCCK JPEGs, greyscale JPEGs (torchvision 0.26's nvJPEG path
-returns wrong pixels for them in RGB mode, measured on an H200) and files without the end-of-image marker
-(nvJPEG fills a truncated file's missing rows without an error; the CPU decode names the file).
+returns wrong pixels for them in RGB mode, measured on an H200), JPEGs stored as RGB rather than YCbCr (not
+measured on nvJPEG, so not trusted to it) and files without the end-of-image marker (nvJPEG fills a truncated
+file's missing rows without an error; the CPU decode names the file).
 
 nvJPEG upsamples chroma without libjpeg-turbo's "fancy" (triangle) filter, so its pixels equal libjpeg-turbo's with
-``fastupsample`` and differ from the CPU path's by about one grey level on average (tests/test_gpu.py).
+``fastupsample`` (progressive files: within 3 grey levels) and differ from the CPU path's by about one grey level
+on average (tests/test_gpu.py; measured with torchvision 0.26 on an H200).
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from recipes.images import jpeg_is_complete
+from recipes.images import jpeg_has_end_marker
 from recipes.transforms import JPEG_MAGIC, ProcessorGeometry, decode_to_tensor, normalize_batch, processor_pixel_values
 
+RGB_COMPONENT_IDS = [ord("R"), ord("G"), ord("B")]
+"""Component ids of a JPEG whose channels are stored as R, G, B (no YCbCr transform)."""
 EXIF_ORIENTATION = 0x0112
 ROTATED = range(2, 9)
 """EXIF orientations that turn or mirror the image (1 is upright; 0 and other values are ignored by decoders)."""
@@ -55,15 +59,21 @@ def device_decodable_bytes(record: Any) -> torch.Tensor | None:
                 data = handle.read()
         except OSError:
             return None  # the CPU path reports the file
-    if data is None or data[:2] != JPEG_MAGIC or not jpeg_is_complete(data):
+    if data is None or data[:2] != JPEG_MAGIC or not jpeg_has_end_marker(data):
         return None
     try:
         with Image.open(io.BytesIO(data)) as header:  # reads the header only
-            if header.mode != "RGB" or header.getexif().get(EXIF_ORIENTATION, 1) in ROTATED:
+            if header.mode != "RGB" or stored_as_rgb(header) or header.getexif().get(EXIF_ORIENTATION, 1) in ROTATED:
                 return None
     except Exception:
         return None  # let the CPU path decode it and name the file if it is broken
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def stored_as_rgb(header: Image.Image) -> bool:
+    """Whether a 3-channel JPEG stores R, G, B rather than YCbCr (Adobe transform 0, or components named R, G, B)."""
+    component_ids = [layer[0] for layer in getattr(header, "layer", ())]
+    return header.info.get("adobe_transform") == 0 or component_ids == RGB_COMPONENT_IDS
 
 
 def encode_for_device(records: list[Any]) -> tuple[list[torch.Tensor], list[bool]]:

@@ -16,11 +16,12 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def jpeg_is_complete(data: bytes) -> bool:
-    """Whether JPEG ``data`` ends with the end-of-image marker (trailing zero padding allowed). Decoders that stop
-    early (a region decode) or fill missing rows silently (nvJPEG) would not notice a truncated file; without the
-    marker, the file goes to the full CPU decode, which reports it by name."""
-    return data.rstrip(b"\0").endswith(b"\xff\xd9")
+def jpeg_has_end_marker(data: bytes | bytearray | memoryview) -> bool:
+    """Whether JPEG ``data`` ends with the end-of-image marker (up to 4 KiB of trailing zero padding allowed).
+    Decoders that stop early (a region decode) or fill missing rows silently (nvJPEG) would not notice a truncated
+    file; without the marker, the file goes to the full CPU decode, which reports it by name (files with data
+    after the marker, such as motion photos, take that path too: slower, not wrong)."""
+    return bytes(data[-4096:]).rstrip(b"\0").endswith(b"\xff\xd9")
 
 
 class BadImageError(ValueError):

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from recipes.images import jpeg_is_complete
+from recipes.images import jpeg_has_end_marker
 
 LIBRARY_ENV = "VISION_RECIPES_LIBTURBOJPEG"
 DISABLED = "off"
@@ -107,7 +107,7 @@ class RegionDecoder:
         decode this JPEG's region (then decode it in full)."""
         lib, handle = self.lib, self.handle
         data = data if isinstance(data, bytes) else bytes(data)  # ctypes passes bytes without a copy
-        if not jpeg_is_complete(data):  # truncated: rows below the box are never read, so libjpeg would not notice
+        if not jpeg_has_end_marker(data):  # truncated: rows below the box are never read, so libjpeg would not notice
             return None
         if lib.tj3DecompressHeader(handle, data, len(data)) != 0:
             return None

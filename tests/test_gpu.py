@@ -1,6 +1,8 @@
 """The CUDA branches of the training input path, checked against their CPU counterparts on the same inputs.
 
-They need a CUDA GPU and skip elsewhere (CI has none); run them on a GPU machine with ``pytest -m gpu``."""
+They need a CUDA GPU and skip elsewhere (CI has none); run them on a GPU machine with ``pytest -m gpu``. The
+tolerances come from an H200 with torch 2.11 / torchvision 0.26 (nvJPEG's hardware decoder for baseline files, its
+CUDA path for progressive ones); other versions may need them revisited."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.io import decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg
 from transformers import ViTImageProcessor
 
 from recipes.crop_decode import cut_and_resize
@@ -78,8 +80,8 @@ def test_uint8_training_batches_are_normalised_on_the_gpu() -> None:
 
 def test_nvjpeg_decodes_the_batch_like_libjpeg_turbo() -> None:
     """nvJPEG's pixels are libjpeg-turbo's with plain chroma upsampling (``fastupsample``), and within about a grey
-    level on average of the CPU path's "fancy" upsampling. Greyscale JPEGs stay with the worker: in RGB mode
-    nvJPEG returned wrong pixels for them (65 grey levels off on average, H200, torchvision 0.26)."""
+    level on average of the CPU path's "fancy" upsampling. Greyscale JPEGs stay with the worker (see
+    :func:`test_nvjpeg_decodes_greyscale_jpegs_to_rgb`), so for d.jpg this checks the routing."""
     import simplejpeg
 
     records = sample_records()
@@ -96,18 +98,37 @@ def test_nvjpeg_decodes_the_batch_like_libjpeg_turbo() -> None:
         print(f"{record['path']}: vs CPU path mean {mean:.2f}, p99 {p99:.1f}; vs fastupsample mean {plain_mean:.2f}, "
               f"max {plain_max}")
         assert mean < 2 and p99 <= 16, (record["path"], mean, p99)
-        assert plain_mean < 0.1 and plain_max <= 4, (record["path"], plain_mean, plain_max)
+        assert plain_mean < 0.1 and plain_max <= 8, (record["path"], plain_mean, plain_max)
 
 
 def test_a_truncated_jpeg_never_reaches_nvjpeg_and_is_reported_by_name() -> None:
-    """nvJPEG decodes a truncated file without an error (it fills the missing rows); the worker's CPU decode names
-    it instead."""
     records = sample_records()
     cut = {"bytes": records[1]["bytes"][: len(records[1]["bytes"]) // 3], "path": "cut.jpg"}
-    silently = decode_jpeg(torch.frombuffer(bytearray(cut["bytes"]), dtype=torch.uint8), device=CUDA)
-    print(f"nvJPEG on the truncated file: shape {tuple(silently.shape)}, no error")
     with pytest.raises(BadImageError, match=r"cut\.jpg"):
         encode_for_device([records[0], cut])
+
+
+GREYSCALE_FAULT = ("torchvision 0.26's nvJPEG path returned wrong RGB pixels for greyscale JPEGs (65.9 grey levels "
+                   "off on average, H200), so they are decoded by the workers; when this passes, "
+                   "device_decodable_bytes can send them to nvJPEG again")
+TRUNCATION_FAULT = ("torchvision 0.26's nvJPEG path decoded a truncated JPEG without an error (H200), so files without "
+                    "the end marker are decoded by the workers, which name them")
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=GREYSCALE_FAULT)
+def test_nvjpeg_decodes_greyscale_jpegs_to_rgb() -> None:
+    grey = sample_records()[3]
+    on_gpu = decode_jpeg(torch.frombuffer(bytearray(grey["bytes"]), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                         device=CUDA)
+    mean, _ = grey_level_gap(on_gpu, decode_to_tensor(grey))
+    assert mean < 2, mean
+
+
+@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=TRUNCATION_FAULT)
+def test_nvjpeg_reports_a_truncated_jpeg() -> None:
+    data = sample_records()[1]["bytes"]
+    with pytest.raises(RuntimeError):
+        decode_jpeg(torch.frombuffer(bytearray(data[: len(data) // 3]), dtype=torch.uint8), device=CUDA)
 
 
 def test_gpu_decode_training_batch_matches_the_same_steps_on_the_cpu() -> None:
@@ -140,4 +161,4 @@ def test_cut_and_resize_on_the_gpu_matches_the_cpu_kernel(flip: bool) -> None:
     on_gpu = cut_and_resize(region.to(CUDA), (224, 224), crop, flip)
     assert on_gpu.device.type == "cuda" and on_gpu.shape == on_cpu.shape == (3, 224, 224)
     mean, p99 = grey_level_gap(on_gpu, on_cpu)
-    assert mean < 0.5 and p99 <= 1, (mean, p99)
+    assert mean < 0.5 and p99 <= 2, (mean, p99)

@@ -48,15 +48,17 @@ def test_jpegs_travel_encoded_and_the_rest_is_decoded_by_the_worker() -> None:
     assert items[2].shape == (3, 40, 30)  # EXIF rotation applied by the worker, as on the CPU path
 
 
-def test_greyscale_and_truncated_jpegs_never_reach_nvjpeg() -> None:
+def test_greyscale_rgb_stored_and_truncated_jpegs_never_reach_nvjpeg() -> None:
     """Measured on an H200 (tests/test_gpu.py): nvJPEG returns wrong RGB pixels for greyscale JPEGs and fills a
-    truncated file's missing rows without an error. The worker decodes both on the CPU instead, which converts
-    greyscale to RGB and names a truncated file."""
+    truncated file's missing rows without an error. The worker decodes these on the CPU instead, which converts
+    greyscale to RGB and names a truncated file; JPEGs stored as RGB (not YCbCr) go there too."""
     grey = Image.open(io.BytesIO(_jpeg((40, 30), 4))).convert("L")
-    buffer = io.BytesIO()
+    buffer, stored_rgb = io.BytesIO(), io.BytesIO()
     grey.save(buffer, format="JPEG")
+    Image.open(io.BytesIO(_jpeg((40, 30), 6))).save(stored_rgb, format="JPEG", keep_rgb=True)
     complete = _jpeg((48, 32), 5)
     assert device_decode.device_decodable_bytes({"bytes": complete + b"\0\0"}) is not None  # zero padding is fine
+    assert device_decode.device_decodable_bytes({"bytes": stored_rgb.getvalue()}) is None
     assert device_decode.device_decodable_bytes({"bytes": buffer.getvalue()}) is None
     assert device_decode.device_decodable_bytes({"bytes": complete[: len(complete) // 2]}) is None
     items, encoded = encode_for_device([{"bytes": buffer.getvalue(), "path": "grey.jpg"}])
@@ -200,7 +202,8 @@ def test_gpu_benchmark_code_path_on_the_cpu(tmp_path: Path) -> None:
                              "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert {"synthetic", "input pipeline alone (no model)", "input pipeline"} <= set(report["images_per_second"])
+    assert {"synthetic", "input pipeline alone (no model)", "input pipeline", "input pipeline + gpu_decode"} <= set(
+        report["images_per_second"])
     assert all(v > 0 for v in report["images_per_second"].values())
     assert report["flops_per_image"] > 0
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from recipes.images import BadImageError, check_image_record, load_rgb, to_rgb
+from recipes.images import BadImageError, check_image_record, jpeg_has_end_marker, load_rgb, to_rgb
 from recipes.transforms import decode_raw_rgb, decode_to_tensor, encode_raw_rgb
 
 
@@ -81,3 +81,13 @@ def test_raw_cache_roundtrip() -> None:
     pixels = torch.randint(0, 255, (3, 7, 5), dtype=torch.uint8)
     assert torch.equal(decode_raw_rgb(encode_raw_rgb(pixels)), pixels)
     assert torch.equal(decode_to_tensor({"bytes": encode_raw_rgb(pixels), "path": None}), pixels)
+
+
+def test_jpeg_end_marker_check_allows_padding_and_catches_a_cut() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(buffer, format="JPEG")
+    data = buffer.getvalue()
+    assert jpeg_has_end_marker(data) and jpeg_has_end_marker(data + b"\0" * 100)
+    assert jpeg_has_end_marker(bytearray(data)) and jpeg_has_end_marker(memoryview(data))
+    assert not jpeg_has_end_marker(data[:-1]) and not jpeg_has_end_marker(data[: len(data) // 2])
+    assert not jpeg_has_end_marker(data + b"trailer") and not jpeg_has_end_marker(b"")
