@@ -70,15 +70,19 @@ def step_batches(loader: DataLoader, device_transform: Callable | None, device: 
         yield device_transform(batch, device) if device_transform is not None else batch
 
 
-def loader_images_per_second(batches: Iterator[dict], steps: int, warmup: int, device: torch.device) -> float:
-    """The input pipeline alone: batches moved to ``device`` and finished there (no model)."""
+def timed_images_per_second(batches: Iterator[dict], steps: int, warmup: int, device: torch.device,
+                            step: Callable[[dict], object] = lambda batch: None) -> float:
+    """Images/s over ``steps`` batches after ``warmup`` untimed ones, each handed to ``step`` (by default nothing:
+    the input pipeline alone, batches moved to ``device`` and finished there)."""
     seen, started = 0, 0.0
-    for step in range(warmup + steps):
-        if step == warmup:
+    for index in range(warmup + steps):
+        if index == warmup:
             if device.type == "cuda":
                 torch.cuda.synchronize()
             started, seen = time.perf_counter(), 0
-        seen += len(next(batches)["labels"])
+        batch = next(batches)
+        step(batch)
+        seen += len(batch["labels"])
     if device.type == "cuda":
         torch.cuda.synchronize()
     return seen / (time.perf_counter() - started)
@@ -86,24 +90,18 @@ def loader_images_per_second(batches: Iterator[dict], steps: int, warmup: int, d
 
 def images_per_second(model: torch.nn.Module, batches: Iterator[dict], steps: int, warmup: int,
                       device: torch.device) -> float:
+    """Training images/s: forward, backward and AdamW step on each batch (bf16 autocast on CUDA)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-    seen, started = 0, 0.0
-    for step in range(warmup + steps):
-        if step == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started, seen = time.perf_counter(), 0
-        batch = next(batches)
+
+    def train_step(batch: dict) -> None:
         with autocast:
             loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        seen += len(batch["labels"])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return seen / (time.perf_counter() - started)
+
+    return timed_images_per_second(batches, steps, warmup, device, train_step)
 
 
 def training_flops_per_image(model: torch.nn.Module, size: int, device: torch.device) -> float:
@@ -181,7 +179,7 @@ def main() -> int:
                                                       options.steps + options.warmup, gpu_decode)
             batches = step_batches(loader, device_transform, device)
             return (images_per_second(model, batches, options.steps, options.warmup, device) if with_model
-                    else loader_images_per_second(batches, options.steps, options.warmup, device))
+                    else timed_images_per_second(batches, options.steps, options.warmup, device))
 
         measure(name, pipeline_rate)
     if "synthetic" not in results:

@@ -46,7 +46,6 @@ from recipes.transforms import ProcessorGeometry, device_normaliser, uint8_batch
 
 logger = logging.getLogger("recipes")
 
-
 # --------------------------------------------------------------------------- task
 
 
