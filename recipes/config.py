@@ -163,6 +163,17 @@ class ModelArguments:
         default=False,
         metadata={"help": "Keep the pretrained BatchNorm running statistics (BatchNorm in eval mode); small batches."},
     )
+    backbone_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Build the `model_type` detector on this pretrained backbone: a classification checkpoint "
+                  "with an AutoBackbone (ResNet, ConvNeXt, …), a timm checkpoint (timm/<name> or a folder), or a "
+                  "detector whose backbone it is. Its tensors are loaded, the rest is new."},
+    )
+    backbone_out_indices: list[int] | None = field(
+        default=None,
+        metadata={"help": "Backbone feature levels the detector reads; default: the last three (RT-DETR, D-FINE, "
+                  "Deformable DETR) or the last one (DETR, Conditional DETR)."},
+    )
     channels_last: bool | None = field(
         default=None,
         metadata={"help": "channels_last memory format; default: on for convolutional models on CUDA, off on CPU."},
@@ -171,6 +182,11 @@ class ModelArguments:
     def __post_init__(self) -> None:
         self.config_overrides = _as_mapping(self.config_overrides, "config_overrides")
         self.image_processor_overrides = _as_mapping(self.image_processor_overrides, "image_processor_overrides")
+        if self.backbone_name_or_path and (self.model_name_or_path or not self.model_type):
+            raise RecipeError(
+                "`backbone_name_or_path` builds a new detector around a pretrained backbone: set `model_type` (e.g. "
+                "rt_detr_v2) and leave `model_name_or_path` unset (a full checkpoint already has its backbone)."
+            )
         if self.model_name_or_path is None and self.model_type is None:
             raise RecipeError(
                 "Set `model_name_or_path` (a Hub id such as google/vit-base-patch16-224-in21k) "

@@ -240,7 +240,7 @@ def build_trainer(
         args=args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
-        data_collator=task.collator(processor, context.data, recipe.data),
+        data_collator=task.collator(processor, context.data, recipe.data, model.config),
         compute_metrics=metric,
         preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(processor),
         processing_class=processor,

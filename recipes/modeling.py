@@ -13,6 +13,7 @@ import transformers
 from transformers import AutoConfig, AutoImageProcessor, Trainer
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 
+from recipes.backbones import backbone_normalisation, detector_config_kwargs, load_backbone_source, load_into_detector
 from recipes.batchnorm import fix_tensorflow_dropout, fix_tensorflow_momentum, freeze_statistics
 from recipes.config import ModelArguments, RecipeError
 from recipes.labels import label_parameter_rows, move_head_rows, named_labels, plan_labels
@@ -20,11 +21,17 @@ from recipes.schedule import LearningRates, parameter_groups
 
 logger = logging.getLogger("recipes")
 
+SAME_PROCESSOR_AS = {"rt_detr_v2": "rt_detr", "d_fine": "rt_detr"}
+"""Architectures without an image processor of their own: their Hub checkpoints ship this type's."""
+
 
 def build_image_processor(model_args: ModelArguments, extra_kwargs: dict[str, Any] | None = None) -> Any:
     """Load the image processor of ``model_name_or_path`` (or ``image_processor_name``), or build the
     default one for ``model_type`` when the model is built from a config."""
-    kwargs = {**(extra_kwargs or {}), **(model_args.image_processor_overrides or {})}
+    backbone = {}
+    if model_args.backbone_name_or_path:  # the new detector's backbone expects its own pixel statistics
+        backbone = backbone_normalisation(model_args.backbone_name_or_path, **_hub_kwargs(model_args))
+    kwargs = {**(extra_kwargs or {}), **backbone, **(model_args.image_processor_overrides or {})}
     name = model_args.image_processor_name or model_args.model_name_or_path
     if name:
         try:
@@ -47,7 +54,8 @@ def build_image_processor(model_args: ModelArguments, extra_kwargs: dict[str, An
             raise RecipeError(f"Could not load the image processor of `{name}`: {err}") from err
         except ValueError as err:
             raise RecipeError(f"`{name}` has no image processor this task can use: {err}") from err
-    mapping = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_args.model_type or "")
+    model_type = SAME_PROCESSOR_AS.get(model_args.model_type or "", model_args.model_type or "")
+    mapping = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type)
     class_name = (mapping or {}).get("torchvision") or (mapping or {}).get("pil")
     if class_name is None:
         raise RecipeError(
@@ -112,7 +120,9 @@ def build_model(
         raise RecipeError(
             f"`config_overrides` sets {clashing}, which come from the dataset's labels; remove them from the recipe."
         )
-    if model_args.model_name_or_path:
+    if model_args.backbone_name_or_path:
+        loaded = _build_on_backbone(auto_model_class, model_args, label_kwargs, overrides)
+    elif model_args.model_name_or_path:
         loaded = _load_pretrained(auto_model_class, model_args, label_kwargs, overrides)
     else:
         try:
@@ -129,6 +139,27 @@ def build_model(
         logger.info("freeze_batchnorm: %d BatchNorm layers keep their running statistics.",
                     freeze_statistics(loaded.model))
     return loaded
+
+
+def _build_on_backbone(
+    auto_model_class: Any, model_args: ModelArguments, label_kwargs: dict[str, Any], overrides: dict[str, Any]
+) -> LoadedModel:
+    """A ``model_type`` detector whose backbone tensors come from ``backbone_name_or_path``; the rest is new."""
+    source = load_backbone_source(model_args.backbone_name_or_path, model_args.model_type,
+                                  model_args.backbone_out_indices, **_hub_kwargs(model_args))
+    try:
+        config = AutoConfig.for_model(model_args.model_type, **label_kwargs,
+                                      **{**detector_config_kwargs(model_args.model_type, source, overrides),
+                                         **overrides})
+        model = auto_model_class.from_config(config)
+    except (ValueError, TypeError, RuntimeError) as err:
+        raise RecipeError(f"Cannot build a `{model_args.model_type}` detector on this backbone: {err}") from err
+    new = load_into_detector(model, source)
+    logger.info(
+        "Backbone: all %d tensors loaded from %s (feature levels: channels %s, strides %s; %d checkpoint tensors "
+        "outside them unused); %d other parameters are new.", len(source.state_dict), source.name, source.channels,
+        source.strides, len(source.unused), len(new))
+    return LoadedModel(model, new)
 
 
 def _load_pretrained(

@@ -186,7 +186,7 @@ def predict(args: argparse.Namespace) -> Summary:
                 inputs = {key: value.to(loaded.device) for key, value in batch.inputs.items()}
                 if "pixel_values" in inputs:
                     inputs["pixel_values"] = inputs["pixel_values"].to(loaded.dtype)
-                predictions = sink.decode(float32_outputs(loaded.model(**inputs)), batch.sizes)
+                predictions = sink.decode(float32_outputs(loaded.model(**inputs)), batch.sizes, inputs)
                 for k, (index, size, prediction) in enumerate(zip(batch.indices, batch.sizes, predictions)):
                     sink.add(str(paths[index]), size, prediction)
                     if visualize is not None:

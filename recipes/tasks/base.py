@@ -114,8 +114,11 @@ class PredictionSink(ABC):
         return requested
 
     @abstractmethod
-    def decode(self, outputs: Any, sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
-        """One prediction per image of a batch (``sizes``: each original ``(height, width)``)."""
+    def decode(
+        self, outputs: Any, sizes: list[tuple[int, int]], inputs: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        """One prediction per image of a batch (``sizes``: each original ``(height, width)``; ``inputs``: the
+        model inputs, e.g. the ``pixel_mask`` of a padded batch)."""
 
     @abstractmethod
     def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any]) -> None:
@@ -173,7 +176,7 @@ class Task(ABC):
 
     @abstractmethod
     def collator(
-        self, image_processor: Any, data: TaskData, data_args: DataArguments | None = None
+        self, image_processor: Any, data: TaskData, data_args: DataArguments | None = None, model_config: Any = None
     ) -> Callable[[list[dict[str, Any]]], dict[str, Any]]:
         """The collate function that stacks transformed examples into model inputs (``data_args``: the recipe's
         data options, e.g. ``normalize_on_device``; ``None``: defaults that need no device-side step)."""

@@ -30,7 +30,9 @@ class ClassificationSink(PredictionSink):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = self.path.open("w", encoding="utf-8")
 
-    def decode(self, outputs: Any, sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    def decode(
+        self, outputs: Any, sizes: list[tuple[int, int]], inputs: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         probabilities = class_probabilities(outputs.logits, self.config)
         scores, ids = probabilities.topk(min(self.top_k, probabilities.shape[-1]), dim=-1)
         predictions = []

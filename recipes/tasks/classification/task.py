@@ -144,7 +144,9 @@ class ImageClassification(Task):
             id2label=dict(id2label),
         )
 
-    def collator(self, image_processor: Any, data: TaskData, data_args: Any = None) -> Callable:
+    def collator(
+        self, image_processor: Any, data: TaskData, data_args: Any = None, model_config: Any = None
+    ) -> Callable:
         fast, keep_uint8 = uint8_batches(image_processor, data_args)
         return partial(collate_classification, processor=image_processor, fast=fast, keep_uint8=keep_uint8)
 

@@ -10,6 +10,7 @@ import torch
 
 from recipes.tasks.base import PredictionSink, PredictOptions
 from recipes.tasks.detection.metric import post_process
+from recipes.tasks.detection.transforms import boxes_in_canvas_frame
 
 
 class DetectionSink(PredictionSink):
@@ -26,6 +27,7 @@ class DetectionSink(PredictionSink):
     def __init__(self, config: Any, image_processor: Any, options: PredictOptions) -> None:
         self.format = self.chosen_format(options.format)
         self.id2label = {int(k): v for k, v in config.id2label.items()}
+        self.canvas_frame = boxes_in_canvas_frame(getattr(config, "model_type", None))
         self.image_processor, self.threshold = image_processor, options.threshold
         self.path = options.output
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,8 +35,15 @@ class DetectionSink(PredictionSink):
         self.images: list[dict[str, Any]] = []
         self.annotations: list[dict[str, Any]] = []
 
-    def decode(self, outputs: Any, sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    def decode(
+        self, outputs: Any, sizes: list[tuple[int, int]], inputs: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         target_sizes = torch.tensor(sizes, dtype=torch.float32, device=outputs.logits.device)
+        mask = (inputs or {}).get("pixel_mask")
+        if self.canvas_frame and mask is not None:  # boxes relative to the padded canvas: scale by canvas / image
+            rows, columns = mask.any(dim=2).sum(dim=1), mask.any(dim=1).sum(dim=1)
+            canvas = torch.tensor(mask.shape[-2:], dtype=torch.float32, device=mask.device)
+            target_sizes = target_sizes * (canvas / torch.stack([rows, columns], dim=1).float()).to(target_sizes)
         predictions = []
         for result in post_process(self.image_processor, outputs, target_sizes, threshold=self.threshold):
             order = result["scores"].float().argsort(descending=True)

@@ -20,6 +20,7 @@ from recipes.tasks.detection.report import data_checks_markdown, precision_recal
 from recipes.tasks.detection.streaming import load_streaming_detection, record_check
 from recipes.tasks.detection.transforms import (
     DetectionBatch,
+    boxes_in_canvas_frame,
     build_detection_augmentation,
     collate_detection,
     training_resize,
@@ -97,10 +98,11 @@ class ObjectDetection(Task):
                                    test=convert(data.test), id2label=dict(id2label))
 
     def collator(
-        self, image_processor: Any, data: TaskData, data_args: Any = None
+        self, image_processor: Any, data: TaskData, data_args: Any = None, model_config: Any = None
     ) -> Callable[[list[dict[str, Any]]], DetectionBatch]:
         return partial(collate_detection,
-                       return_pixel_mask="pixel_mask" in getattr(image_processor, "model_input_names", ()))
+                       return_pixel_mask="pixel_mask" in getattr(image_processor, "model_input_names", ()),
+                       canvas_frame=boxes_in_canvas_frame(getattr(model_config, "model_type", None)))
 
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
         return DetectionMetric(data.id2label)

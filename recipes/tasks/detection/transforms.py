@@ -123,11 +123,27 @@ class DetectionBatch(TypedDict, total=False):
     labels: list[DetectionTarget]
 
 
-def collate_detection(examples: list[dict[str, Any]], *, return_pixel_mask: bool) -> DetectionBatch:
-    """Pad the images of a batch to a common size (bottom/right) and mark the real pixels in ``pixel_mask``.
+READS_PIXEL_MASK = frozenset({"detr", "conditional_detr", "deformable_detr", "dab_detr", "table-transformer"})
+"""Detectors whose encoder and decoder read ``pixel_mask`` (positions and attention cover each image's own pixels),
+so boxes are relative to each unpadded image. The others (RT-DETR, RT-DETRv2, D-FINE, YOLOS, …) see the whole padded
+canvas: their anchors and boxes are relative to it."""
 
-    Target boxes stay normalised to each image (not to the padded canvas), as in DETR, so detections
-    scale back to the original image with its own size.
+
+def boxes_in_canvas_frame(model_type: str | None) -> bool:
+    """Whether a ``model_type`` detector predicts boxes relative to the padded canvas of its batch."""
+    return model_type is not None and model_type not in READS_PIXEL_MASK
+
+
+def collate_detection(
+    examples: list[dict[str, Any]], *, return_pixel_mask: bool, canvas_frame: bool = False
+) -> DetectionBatch:
+    """Pad the images of a batch to a common size (bottom/right) and put the boxes in the model's frame.
+
+    Models that read ``pixel_mask`` (DETR, Conditional and Deformable DETR) see only each image's own pixels:
+    target boxes stay normalised to each unpadded image, as in DETR. Models that ignore it (``canvas_frame``:
+    RT-DETR, D-FINE, YOLOS) place their anchors on the whole padded canvas, so their targets are normalised to the
+    canvas, and ``orig_size`` / ``size`` grow by the padding, so that evaluation scales predictions and ground truth
+    back to the original image's pixels (the padding lies beyond its right and bottom edges).
     """
     heights = [e["pixel_values"].shape[-2] for e in examples]
     widths = [e["pixel_values"].shape[-1] for e in examples]
@@ -137,9 +153,26 @@ def collate_detection(examples: list[dict[str, Any]], *, return_pixel_mask: bool
     for i, (example, height, width) in enumerate(zip(examples, heights, widths)):
         pixels[i, :, :height, :width] = example["pixel_values"]
         mask[i, :height, :width] = 1
-    batch: DetectionBatch = {"pixel_values": pixels, "labels": [e["labels"] for e in examples]}
+    targets = [e["labels"] for e in examples]
+    if canvas_frame:
+        targets = [to_canvas_frame(t, (h, w), (max(heights), max(widths))) for t, h, w in zip(targets, heights, widths)]
+    batch: DetectionBatch = {"pixel_values": pixels, "labels": targets}
     if return_pixel_mask:
         batch["pixel_mask"] = mask
     return batch
 
 
+def to_canvas_frame(target: DetectionTarget, size: tuple[int, int], canvas: tuple[int, int]) -> DetectionTarget:
+    """``target`` of an image of ``size`` placed at the top left of a ``canvas``: boxes normalised to the canvas,
+    ``size`` = the canvas, ``orig_size`` = the original image plus the padding at its scale (float)."""
+    if tuple(size) == tuple(canvas):
+        return target
+    scale_y, scale_x = canvas[0] / size[0], canvas[1] / size[1]
+    moved = dict(target)
+    boxes = torch.as_tensor(target["boxes"], dtype=torch.float32).reshape(-1, 4)
+    moved["boxes"] = boxes / torch.tensor([scale_x, scale_y, scale_x, scale_y])
+    moved["size"] = torch.tensor(canvas)
+    if "orig_size" in target:
+        original = torch.as_tensor(target["orig_size"], dtype=torch.float32)
+        moved["orig_size"] = original * torch.tensor([scale_y, scale_x])
+    return moved  # type: ignore[return-value]

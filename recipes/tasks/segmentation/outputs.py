@@ -50,7 +50,9 @@ class SegmentationSink(PredictionSink):
         self.handle = self.index.open("w", encoding="utf-8")
         self.used: set[str] = set()
 
-    def decode(self, outputs: Any, sizes: list[tuple[int, int]]) -> list[dict[str, Any]]:
+    def decode(
+        self, outputs: Any, sizes: list[tuple[int, int]], inputs: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
         logits = outputs.logits.float()
         maps = self.image_processor.post_process_semantic_segmentation(
             type(outputs)(logits=logits), target_sizes=[tuple(size) for size in sizes]

@@ -164,7 +164,9 @@ class SemanticSegmentation(Task):
         palette = {i: by_name.get(name, (128, 128, 128)) for i, name in id2label.items()}
         return dataclasses.replace(data, id2label=dict(id2label), palette=palette, label_lookup=tuple(lookup))
 
-    def collator(self, image_processor: Any, data: TaskData, data_args: Any = None) -> Callable:
+    def collator(
+        self, image_processor: Any, data: TaskData, data_args: Any = None, model_config: Any = None
+    ) -> Callable:
         fast, keep_uint8 = uint8_batches(image_processor, data_args)
         return partial(collate_images_and_labels, processor=image_processor, fast=fast, keep_uint8=keep_uint8)
 

@@ -1,0 +1,313 @@
+"""How far each detector gets on the car plates in the same CPU time budget, from the same ImageNet backbone.
+
+    python -m benchmarks.detection_convergence                       # 30 minutes of training per detector
+    python -m benchmarks.detection_convergence --minutes 10 --milestones 2.5,5,10 --json convergence.json
+    python -m benchmarks.detection_convergence --quick               # a smoke test (a few steps each)
+
+Detectors, all trained on the same seeded split of ``../shared/datasets/car-plates`` (``train_val_split`` 0.2, seed
+42: the validation photos are never trained on) and scored by the same COCO evaluation:
+
+- ``plates-small``: ``configs/plates-small.yaml`` (RT-DETRv2 on the pretrained MobileNetV2-0.35 backbone);
+- ``plates-small, random init``: the same architecture and recipe, every weight random (backbone at the full rate);
+- ``conditional DETR``: the shared Conditional DETR checkpoint (same pretrained backbone, random transformer),
+  the DETR fine-tuning recipe (``configs/plates-detr.yaml``) at 320/512 px;
+- ``torchvision FCOS``: torchvision's FCOS with an FPN on the same pretrained backbone tensors, a plain loop
+  (AdamW, cosine, horizontal flips): the reference a user might pick instead.
+
+The budget is wall-clock training time. Each detector's seconds per step are measured first (a few steps after a
+warm-up), the step count set to fill the budget, and mAP50 evaluated when training time reaches each milestone
+(evaluation time not counted). The table and a curve of mAP50 against training minutes (``--plot``) are printed
+and saved. On a busy machine every detector gets fewer steps alike: compare within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+BACKBONE = "pretrained/conditional_detr-mobilenet_v2_0.35-keras-imagenet-backbone"
+SEED = 42
+VALIDATION_FRACTION = 0.2
+COMMON = ["--report_to", "none", "--save_strategy", "no", "--load_best_model_at_end", "false", "--make_plots",
+          "false", "--auto_resume", "false", "--bf16", "false", "--train_val_split", str(VALIDATION_FRACTION),
+          "--seed", str(SEED), "--logging_steps", "10", "--dataloader_num_workers", "1"]
+CONDITIONAL_DETR = ["configs/plates-detr.yaml", "--model_name_or_path", "{shared}/" + BACKBONE,
+                    "--image_processor_overrides", '{"size": {"shortest_edge": 320, "longest_edge": 512}}',
+                    "--per_device_train_batch_size", "8", "--learning_rate", "2e-4", "--backbone_learning_rate",
+                    "2e-5", "--early_stopping_patience", "1000", "--lr_scheduler_type", "cosine"]
+RANDOM_BACKBONE = {"model_type": "timm_backbone", "backbone": "mobilenetv2_035", "out_indices": [2, 3, 4],
+                   "use_pretrained_backbone": False, "freeze_batch_norm_2d": False}
+
+
+@dataclass
+class Curve:
+    """mAP50 (and mAP) against training minutes, and the run's totals."""
+
+    name: str
+    minutes: list[float]
+    map_50: list[float]
+    map: list[float]
+    steps: int
+    seconds_per_step: float
+
+
+def plates_small_random_init() -> list[str]:
+    """``plates-small`` with a randomly initialised backbone of the same architecture (trained at the full rate)."""
+    import yaml
+
+    recipe = yaml.safe_load((REPO / "configs" / "plates-small.yaml").read_text())
+    overrides = {**recipe["config_overrides"], "backbone_config": RANDOM_BACKBONE, "freeze_backbone_batch_norms": False,
+                 "encoder_in_channels": [16, 32, 112], "feat_strides": [8, 16, 32], "encode_proj_layers": [2],
+                 "decoder_in_channels": [recipe["config_overrides"]["encoder_hidden_dim"]] * 3}
+    processor = {**recipe.get("image_processor_overrides", {}), "do_normalize": True, "image_mean": [0.5] * 3,
+                 "image_std": [0.5] * 3}
+    return ["configs/plates-small.yaml", "--backbone_name_or_path", "", "--config_overrides", json.dumps(overrides),
+            "--image_processor_overrides", json.dumps(processor),
+            "--backbone_learning_rate", str(recipe["learning_rate"])]
+
+
+def trainer_curve(name: str, arguments: list[str], data_dir: Path, minutes: float, milestones: list[float],
+                  work: Path, calibration_steps: int) -> Curve:
+    """Calibrate seconds per step with a short run, then train for ``minutes`` with evaluations at ``milestones``."""
+    from recipes.lifecycle import run
+    from recipes.parse import parse_recipe
+
+    base = [*arguments, "--train_dir", str(data_dir), *COMMON]
+    context = run(parse_recipe([*base, "--output_dir", str(work / f"{name}-calibration"), "--max_steps",
+                                str(calibration_steps), "--eval_strategy", "no"]))
+    runtime = next(e["train_runtime"] for e in context.trainer.state.log_history if "train_runtime" in e)
+    per_step = max(1e-3, runtime / calibration_steps)
+    steps = max(2, int(minutes * 60 / per_step))
+    eval_every = max(1, int(min(milestones) * 60 / per_step))
+    context = run(parse_recipe([*base, "--output_dir", str(work / name), "--max_steps", str(steps),
+                                "--eval_strategy", "steps", "--eval_steps", str(eval_every),
+                                "--warmup_steps", str(max(1, steps // 20))]))
+    evaluations = [e for e in context.trainer.state.log_history if "eval_map_50" in e]
+    train_seconds = next(e["train_runtime"] for e in context.trainer.state.log_history if "train_runtime" in e)
+    eval_seconds = sum(e.get("eval_runtime", 0.0) for e in evaluations[:-1])
+    per_step = max(1e-3, (train_seconds - eval_seconds) / steps)
+    final = context.metrics["eval"]
+    points = [(e["step"] * per_step / 60, e["eval_map_50"], e["eval_map"]) for e in evaluations]
+    if not points or points[-1][0] < steps * per_step / 60 - 1e-6:
+        points.append((steps * per_step / 60, final["eval_map_50"], final["eval_map"]))
+    return Curve(name, *(list(v) for v in zip(*points)), steps=steps, seconds_per_step=per_step)
+
+
+# --------------------------------------------------------------------------- torchvision FCOS reference
+
+
+class FeaturePyramidBackbone(torch.nn.Module):
+    """The pretrained MobileNetV2 feature levels (strides 8/16/32) with torchvision's FPN (+ P6, P7 for FCOS)."""
+
+    def __init__(self, backbone: torch.nn.Module, channels: list[int], out_channels: int = 64) -> None:
+        from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
+
+        super().__init__()
+        self.body = backbone
+        self.fpn = FeaturePyramidNetwork(channels, out_channels, extra_blocks=LastLevelP6P7(out_channels,
+                                                                                            out_channels))
+        self.out_channels = out_channels
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        from collections import OrderedDict
+
+        maps = self.body(images).feature_maps
+        return self.fpn(OrderedDict((str(i), m) for i, m in enumerate(maps)))
+
+
+def _split(data_dir: Path) -> tuple[Any, Any]:
+    from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
+
+    data = load_detection_data(DetectionDataArguments(train_dir=str(data_dir), train_val_split=VALIDATION_FRACTION,
+                                                      class_names=["licence"]), seed=SEED)
+    return data.train, data.validation
+
+
+def _tensor_and_boxes(row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from recipes.transforms import decode_to_tensor
+
+    image = decode_to_tensor(row["image"]).float() / 255
+    xywh = torch.tensor(row["objects"]["bbox"], dtype=torch.float32).reshape(-1, 4)
+    boxes = torch.cat([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], dim=1)
+    return image, boxes, torch.tensor(row["objects"]["category"], dtype=torch.int64) + 1  # 0 = background
+
+
+def _fcos_scores(model: torch.nn.Module, validation: Any) -> tuple[float, float]:
+    from recipes.metrics.coco import coco_inputs, run_coco_eval
+
+    model.eval()
+    truths, detections, sizes = [], [], []
+    with torch.no_grad():
+        for start in range(0, len(validation), 8):
+            rows = [validation[i] for i in range(start, min(start + 8, len(validation)))]
+            samples = [_tensor_and_boxes(row) for row in rows]
+            for (image, boxes, labels), output in zip(samples, model([s[0] for s in samples])):
+                truths.append((boxes.numpy(), (labels - 1).numpy()))
+                detections.append((output["boxes"].numpy(), output["scores"].numpy(), (output["labels"] - 1).numpy()))
+                sizes.append(tuple(image.shape[-2:]))
+    model.train()
+    ground_truth, found = coco_inputs(truths, detections, 1, sizes)
+    if len(found) == 0:
+        return 0.0, 0.0
+    stats = run_coco_eval(ground_truth, found).stats
+    return float(stats[1]), float(stats[0])
+
+
+def fcos_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[float], calibration_steps: int,
+               batch_size: int = 8, learning_rate: float = 1e-3) -> Curve:
+    """torchvision FCOS on the same backbone tensors, trained in a plain loop for ``minutes``."""
+    from torchvision.models.detection import FCOS
+    from transformers import AutoBackbone
+
+    from recipes.backbones import load_backbone_source
+
+    torch.manual_seed(SEED)
+    source = load_backbone_source(str(shared / BACKBONE), "rt_detr_v2")
+    body = AutoBackbone.from_config(source.config)
+    body.load_state_dict(source.state_dict)
+    model = FCOS(FeaturePyramidBackbone(body, source.channels), num_classes=2, min_size=320, max_size=320,
+                 image_mean=[0.5] * 3, image_std=[0.5] * 3, detections_per_img=100, score_thresh=0.01)
+    train, validation = _split(data_dir)
+    backbone_params = [p for n, p in model.named_parameters() if n.startswith("backbone.body") and p.requires_grad]
+    other_params = [p for n, p in model.named_parameters() if not n.startswith("backbone.body") and p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": backbone_params, "lr": learning_rate / 10},
+                                   {"params": other_params, "lr": learning_rate}], weight_decay=1e-4)
+    generator = torch.Generator().manual_seed(SEED)
+
+    def step() -> None:
+        indices = torch.randint(len(train), (batch_size,), generator=generator).tolist()
+        images, targets = [], []
+        for i in indices:
+            image, boxes, labels = _tensor_and_boxes(train[i])
+            if torch.rand((), generator=generator) < 0.5:  # horizontal flip
+                image = image.flip(-1)
+                boxes = torch.stack([image.shape[-1] - boxes[:, 2], boxes[:, 1], image.shape[-1] - boxes[:, 0],
+                                     boxes[:, 3]], dim=1)
+            images.append(image)
+            targets.append({"boxes": boxes, "labels": labels})
+        losses = model(images, targets)
+        optimizer.zero_grad()
+        sum(losses.values()).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    model.train()
+    step()
+    started = time.perf_counter()
+    for _ in range(calibration_steps):
+        step()
+    per_step = (time.perf_counter() - started) / calibration_steps
+    steps = max(2, int(minutes * 60 / per_step))
+    base_rates = [group["lr"] for group in optimizer.param_groups]
+    marks = sorted({min(steps, max(1, round(m * 60 / per_step))) for m in milestones} | {steps})
+    points, trained = [], 0.0
+    for done in range(1, steps + 1):
+        factor = 0.5 * (1 + math.cos(math.pi * (done - 1) / steps)) * min(1.0, done / max(1, steps // 20))
+        for group, rate in zip(optimizer.param_groups, base_rates):
+            group["lr"] = rate * factor
+        tick = time.perf_counter()
+        step()
+        trained += time.perf_counter() - tick
+        if done in marks:
+            points.append((trained / 60, *_fcos_scores(model, validation)))
+    return Curve("torchvision FCOS", [p[0] for p in points], [p[1] for p in points], [p[2] for p in points],
+                 steps=steps, seconds_per_step=trained / steps)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def plot(curves: list[Curve], path: Path, budget: float) -> Path:
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5), dpi=120)
+    axes = figure.add_subplot()
+    for curve in curves:
+        axes.plot(curve.minutes, curve.map_50, marker="o", label=curve.name)
+    axes.set(xlabel="training minutes (this machine)", ylabel="validation mAP50", ylim=(0, 1), xlim=(0, budget * 1.02),
+             title="Car plates: mAP50 against training time, same pretrained backbone")
+    axes.axhline(0.8, color="grey", linestyle=":", linewidth=1)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path)
+    return path
+
+
+def value_at(curve: Curve, minute: float) -> float | None:
+    """mAP50 of the last evaluation at or before ``minute`` (``None`` before the first)."""
+    reached = [m50 for m, m50 in zip(curve.minutes, curve.map_50) if m <= minute + 1e-6]
+    return reached[-1] if reached else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=30.0, help="training time per detector")
+    parser.add_argument("--milestones", default="5,10,20,30", help="training minutes at which mAP50 is measured")
+    parser.add_argument("--only", default="", help="comma-separated subset: small,random,cdetr,fcos")
+    parser.add_argument("--quick", action="store_true", help="a few steps each on 24 photos (smoke test)")
+    parser.add_argument("--shared", type=Path, default=SHARED, help="folder holding datasets/ and pretrained/")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--plot", type=Path, default=Path("detection_convergence.png"), help="the curve (PNG)")
+    options = parser.parse_args()
+    milestones = sorted(float(m) for m in options.milestones.split(",") if float(m) <= options.minutes)
+    milestones = milestones or [options.minutes]
+    calibration = 2 if options.quick else 10
+    data_dir = options.shared / "datasets" / "car-plates"
+    chosen = set(filter(None, options.only.split(","))) or {"small", "random", "cdetr", "fcos"}
+    curves: list[Curve] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        if options.quick:
+            data_dir = _quick_subset(data_dir, work / "plates")
+        trainer_runs = {
+            "small": ("plates-small", ["configs/plates-small.yaml"]),
+            "random": ("plates-small, random init", plates_small_random_init()),
+            "cdetr": ("conditional DETR", [a.replace("{shared}", str(options.shared)) for a in CONDITIONAL_DETR]),
+        }
+        for key, (name, arguments) in trainer_runs.items():
+            if key in chosen:
+                curves.append(trainer_curve(name, arguments, data_dir, options.minutes, milestones,
+                                            work, calibration))
+        if "fcos" in chosen:
+            curves.append(fcos_curve(options.shared, data_dir, options.minutes, milestones, calibration))
+    print(f"\nCar plates ({data_dir}), validation: {VALIDATION_FRACTION:.0%} held out (seed {SEED}); "
+          f"{options.minutes:g} training minutes each on this machine ({torch.get_num_threads()} threads)")
+    header = "".join(f"{f'@{m:g} min':>10}" for m in milestones)
+    print(f"  {'detector':<28}{'mAP50':>8}{'mAP':>8}{'steps':>7}{'s/step':>8}{header}")
+    for curve in curves:
+        cells = "".join(f"{'-' if value_at(curve, m) is None else f'{value_at(curve, m):.3f}':>10}"
+                        for m in milestones)
+        print(f"  {curve.name:<28}{curve.map_50[-1]:>8.3f}{curve.map[-1]:>8.3f}{curve.steps:>7}"
+              f"{curve.seconds_per_step:>8.2f}{cells}")
+    print(f"  curve: {plot(curves, options.plot, options.minutes)}")
+    if options.json:
+        options.json.write_text(json.dumps({"minutes": options.minutes, "curves": [vars(c) for c in curves]},
+                                           indent=2))
+
+
+def _quick_subset(source: Path, target: Path, count: int = 24) -> Path:
+    """The first ``count`` photos of ``source`` (links), for ``--quick``."""
+    for kind in ("images", "annotations"):
+        (target / kind).mkdir(parents=True)
+    for image in sorted((source / "images").glob("*.png"))[:count]:
+        (target / "images" / image.name).symlink_to(image)
+        xml = source / "annotations" / f"{image.stem}.xml"
+        (target / "annotations" / xml.name).symlink_to(xml)
+    return target
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
