@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_ok, run_cli, shared_dataset
 from PIL import Image as PILImage
 
 from recipes.config import RecipeError
@@ -18,10 +19,13 @@ from recipes.tasks.detection.checks import check_split
 from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
 from recipes.tasks.detection.formats import (
     detect_layout,
+    parse_voc_xml,
     read_detection_folder,
     resolve_format,
     rows_to_dataset,
 )
+
+QUICKSTART = "configs/quickstart/detection.yaml"
 
 
 def _image(path: Path, size: tuple[int, int] = (80, 40)) -> Path:
@@ -346,3 +350,66 @@ def test_format_forced_and_mismatched(tmp_path: Path) -> None:
     only_images = tmp_path / "only_images"
     _image(only_images / "images" / "a.png")
     assert detect_layout(only_images) is None, "images/ without labels/ is no YOLO folder"
+
+
+# --------------------------------------------------------------------------- real photos: car-plates as YOLO
+
+
+def _car_plates_as_yolo(root: Path, target: Path, limit: int | None = None) -> list[str]:
+    """Write ``root``'s VOC boxes as YOLO labels (10 decimals, normalised by the real image size) beside
+    symbolic links to its images; the stems written."""
+    (target / "images").mkdir(parents=True)
+    (target / "labels").mkdir()
+    (target / "data.yaml").write_text("names:\n  0: licence\n")
+    stems = sorted(p.stem for p in (root / "annotations").glob("*.xml"))[:limit]
+    for stem in stems:
+        filename, _, _, boxes, _ = parse_voc_xml(root / "annotations" / f"{stem}.xml")
+        image = root / "images" / (filename or f"{stem}.png")
+        with PILImage.open(image) as opened:
+            width, height = opened.size
+        lines = [f"0 {(x + w / 2) / width:.10f} {(y + h / 2) / height:.10f} {w / width:.10f} {h / height:.10f}"
+                 for x, y, w, h in boxes]
+        (target / "images" / image.name).symlink_to(image)
+        (target / "labels" / f"{stem}.txt").write_text("\n".join(lines) + "\n")
+    return stems
+
+
+@pytest.mark.real_data
+def test_car_plates_as_yolo_give_the_voc_boxes(tmp_path: Path) -> None:
+    root = shared_dataset("car-plates")
+    stems = _car_plates_as_yolo(root, tmp_path / "yolo")
+    voc, yolo = read_detection_folder(root), read_detection_folder(tmp_path / "yolo")
+    assert voc.problems == [] and yolo.problems == []
+    checked = {}
+    for name, result in (("voc", voc), ("yolo", yolo)):
+        dataset, report = check_split(rows_to_dataset(result.splits["train"]), ["licence"], "train")
+        assert report.skipped == [] and report.size_mismatches == []
+        checked[name] = {Path(row["image"]["path"]).name: row for row in dataset}
+    assert len(checked["yolo"]) == len(stems) == 167
+    assert checked["yolo"].keys() == checked["voc"].keys()
+    boxes = 0
+    for image, voc_row in checked["voc"].items():
+        yolo_row = checked["yolo"][image]
+        assert (yolo_row["width"], yolo_row["height"]) == (voc_row["width"], voc_row["height"])
+        assert yolo_row["objects"]["category"] == voc_row["objects"]["category"]
+        np.testing.assert_allclose(yolo_row["objects"]["bbox"], voc_row["objects"]["bbox"], rtol=0, atol=0.01,
+                                   err_msg=image)
+        boxes += len(voc_row["objects"]["bbox"])
+    assert boxes == 177, "every plate of the subset (README: 177 boxes)"
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+def test_car_plates_as_yolo_train_through_the_cli(tmp_path: Path) -> None:
+    root = shared_dataset("car-plates")
+    stems = _car_plates_as_yolo(root, tmp_path / "yolo", limit=12)
+    output_dir = tmp_path / "run"
+    result = run_cli(QUICKSTART, "--train_dir", str(tmp_path / "yolo"), "--output_dir", str(output_dir),
+                     "--max_steps", "2", "--eval_strategy", "no", "--save_strategy", "no",
+                     "--per_device_train_batch_size", "2", "--dataloader_num_workers", "0",
+                     "--dataloader_persistent_workers", "false", env={"OMP_NUM_THREADS": "1"})
+    assert_ok(result)
+    summary = json.loads((output_dir / "run_manifest.json").read_text())["data_summary"]
+    assert summary["class_names"] == ["licence"] and summary["skipped_files"] == []
+    assert summary["train_examples"] + summary["validation_examples"] == len(stems)
+    assert json.loads((output_dir / "config.json").read_text())["id2label"] == {"0": "licence"}
