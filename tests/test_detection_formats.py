@@ -213,7 +213,7 @@ def test_layout_detection_and_format_mismatch(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match=r"dataset_format: coco.*--dataset_format voc"):
         resolve_format(voc, "coco")
     with pytest.raises(RecipeError, match="Unknown dataset_format"):
-        resolve_format(voc, "yolo")
+        resolve_format(voc, "kitti")
     empty = tmp_path / "empty"
     _image(empty / "x.png")
     with pytest.raises(RecipeError, match="Could not recognise the layout"):

@@ -41,7 +41,7 @@ class DetectionDataArguments(DataArguments):
     )
     dataset_format: str = field(
         default="auto",
-        metadata={"help": "Layout of train_dir/validation_dir/test_dir: auto, voc, coco or imagefolder."},
+        metadata={"help": "Layout of train_dir/validation_dir/test_dir: auto, voc, coco, imagefolder or yolo."},
     )
 
 
@@ -122,7 +122,7 @@ def _load_local(data_args: DetectionDataArguments) -> LoadedSplits:
     train_dir = local_path(data_args.train_dir, "train_dir")
     if train_dir is None:
         raise RecipeError(
-            "No data: set `dataset_name` (a Hub detection dataset) or `train_dir` (a Pascal VOC, COCO or "
+            "No data: set `dataset_name` (a Hub detection dataset) or `train_dir` (a Pascal VOC, COCO, YOLO or "
             "image-folder + metadata.jsonl folder)."
         )
     if not train_dir.is_dir():

@@ -1,5 +1,5 @@
-"""Object-detection data: Pascal VOC, COCO JSON, image folder + ``metadata.jsonl`` and Hub datasets in the
-Hugging Face convention, all turned into one in-memory schema.
+"""Object-detection data: Pascal VOC, COCO JSON, YOLO txt labels, image folder + ``metadata.jsonl`` and Hub datasets
+in the Hugging Face convention, all turned into one in-memory schema.
 
 The schema (:func:`detection_features`)::
 
@@ -11,7 +11,8 @@ The schema (:func:`detection_features`)::
 
 Readers only parse files and report the ones they cannot use (missing image, path outside the data
 root, unparsable annotation); :func:`check_split` then measures every image and checks every box
-(clipped at the edge, zero-area or inverted dropped, unknown classes dropped), whatever the source.
+(clipped at the edge, zero-area or inverted dropped, unknown classes dropped), whatever the source. The YOLO
+reader is the one that reads image headers itself: its boxes are fractions of the image size.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
 
 from recipes.config import RecipeError
@@ -35,13 +37,15 @@ from recipes.images import IMAGE_EXTENSIONS, BadFile
 
 logger = logging.getLogger("recipes")
 
-FORMATS = ("voc", "coco", "imagefolder")
-FORMAT_ALIASES = {"auto": "auto", "voc": "voc", "pascal_voc": "voc", "coco": "coco", "imagefolder": "imagefolder"}
+FORMATS = ("voc", "coco", "imagefolder", "yolo")
+FORMAT_ALIASES = {"auto": "auto", "voc": "voc", "pascal_voc": "voc", "coco": "coco", "imagefolder": "imagefolder",
+                  "yolo": "yolo", "ultralytics": "yolo"}
 LAYOUT_HELP = (
     "Supported layouts: Pascal VOC (images/ + annotations/*.xml as in the Kaggle car-plates set, or JPEGImages/ + "
     "Annotations/ [+ ImageSets/Main/train.txt, val.txt]), COCO (annotations/instances_*.json or *.json next to the "
-    "images) and an image folder with a metadata.jsonl ({\"file_name\": ..., \"objects\": {\"bbox\": [[x, y, w, h]], "
-    "\"category\": [...]}} per line)."
+    "images), an image folder with a metadata.jsonl ({\"file_name\": ..., \"objects\": {\"bbox\": [[x, y, w, h]], "
+    "\"category\": [...]}} per line) and YOLO txt labels (images/ + labels/*.txt, or images/<split>/ + "
+    "labels/<split>/, or <split>/images/ + <split>/labels/, with class names in data.yaml)."
 )
 COCO_SIZE_RANGES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, float("inf"))}
 EXIF_ORIENTATION = 0x0112
@@ -124,18 +128,25 @@ def _voc_files(folder: Path) -> list[Path]:
 
 
 def detect_layout(folder: Path) -> str | None:
-    """``imagefolder`` (metadata.jsonl), ``coco`` (annotation JSON) or ``voc`` (XML files); ``None`` if unknown."""
+    """``imagefolder`` (metadata.jsonl), ``coco`` (annotation JSON), ``voc`` (XML files) or ``yolo`` (``labels/``
+    beside ``images/``, at the top or in split folders, or a data.yaml); ``None`` if unknown."""
     if (folder / "metadata.jsonl").is_file():
         return "imagefolder"
     if _coco_files(folder):
         return "coco"
     if _voc_files(folder):
         return "voc"
+    if _looks_like_yolo(folder):
+        return "yolo"
     return None
 
 
 def split_subfolders(folder: Path) -> dict[str, Path]:
-    """``train/``, ``val/``, ``test/``… subfolders that each hold a detectable layout (e.g. imagefolder splits)."""
+    """``train/``, ``val/``, ``test/``… subfolders that each hold a detectable layout (e.g. imagefolder splits).
+
+    A YOLO folder reads its split folders itself (:func:`read_yolo`: they share the top folder's data.yaml)."""
+    if detect_layout(folder) == "yolo":
+        return {}
     found: dict[str, Path] = {}
     for child in sorted(p for p in folder.iterdir() if p.is_dir()):
         split = canonical_split(child.name)
@@ -158,12 +169,15 @@ def resolve_format(folder: Path, requested: str) -> str:
         "voc": bool(_voc_files(folder)),
         "coco": bool(_coco_files(folder)),
         "imagefolder": (folder / "metadata.jsonl").is_file(),
+        "yolo": _looks_like_yolo(folder),
     }
     if not present[wanted]:
         expected = {
             "voc": "Pascal VOC XML files (annotations/*.xml or Annotations/*.xml)",
             "coco": "a COCO annotation JSON (annotations/instances_*.json or *.json)",
             "imagefolder": "a metadata.jsonl file",
+            "yolo": "YOLO labels (images/ + labels/, images/<split>/ + labels/<split>/, <split>/images/ + "
+            "<split>/labels/, or a data.yaml)",
         }[wanted]
         hint = (
             f" It looks like a `{detected}` folder: use `--dataset_format {detected}` (or `auto`)."
@@ -186,6 +200,8 @@ def read_detection_folder(
         return read_voc(folder)
     if layout == "coco":
         return read_coco(folder)
+    if layout == "yolo":
+        return read_yolo(folder, class_names)
     return read_imagefolder(folder, class_names)
 
 
@@ -423,6 +439,395 @@ def read_imagefolder(folder: Path, class_names: list[str] | None = None) -> Read
             continue
         rows.append(_row(image_path, image_id, _int_or_none(str(entry.get("width"))),
                          _int_or_none(str(entry.get("height"))), boxes, names, where))
+    return result
+
+
+# --------------------------------------------------------------------------- YOLO txt labels
+
+YOLO_YAML_FILES = ("data.yaml", "data.yml")
+YOLO_CLASS_FILES = ("classes.txt", "obj.names")
+YOLO_TOLERANCE = 1e-6
+"""How far a label number may stray outside [0, 1] (exporters' rounding) before its line is reported."""
+
+
+def _yolo_yaml(folder: Path) -> Path | None:
+    return next((folder / name for name in YOLO_YAML_FILES if (folder / name).is_file()), None)
+
+
+def _looks_like_yolo(folder: Path) -> bool:
+    """A data.yaml, ``images/`` beside ``labels/``, or split folders that each hold both."""
+    if _yolo_yaml(folder) is not None or ((folder / "images").is_dir() and (folder / "labels").is_dir()):
+        return True
+    return any(
+        canonical_split(child.name) and (child / "images").is_dir() and (child / "labels").is_dir()
+        for child in folder.iterdir()
+        if child.is_dir()
+    )
+
+
+@dataclass
+class YoloConfig:
+    """What a YOLO folder declares: class names by id, the split paths of its data.yaml and keypoints per line."""
+
+    root: Path
+    """The data root: split paths and label paths are relative to it, and nothing is read outside it."""
+    names: dict[int, str] | None = None
+    names_source: str | None = None
+    splits: dict[str, list[str]] = field(default_factory=dict)
+    yaml_file: Path | None = None
+    keypoint_numbers: int = 0
+    """Numbers after the box on each line of a pose dataset (``kpt_shape: [17, 3]`` → 51); they are ignored."""
+
+
+def _load_yolo_yaml(path: Path) -> dict[str, Any]:
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as err:
+        raise RecipeError(f"Cannot read the YOLO dataset file {path}: {err}") from err
+    if content is None:
+        return {}
+    if not isinstance(content, dict):
+        raise RecipeError(
+            f"{path} must be a YAML mapping (names: [...], train: images/train, val: images/val), "
+            f"got a {type(content).__name__}."
+        )
+    return content
+
+
+def yolo_names(content: dict[str, Any], path: Path) -> dict[int, str] | None:
+    """Class names by id from a data.yaml: ``names`` as a list or an id → name mapping, or ``nc`` alone."""
+    names, count = content.get("names"), content.get("nc")
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 0):
+        raise RecipeError(f"`nc: {count!r}` in {path} must be the number of classes (a non-negative integer).")
+    if names is None:
+        return {i: f"class_{i}" for i in range(count)} if count else None
+    if isinstance(names, list):
+        mapping = dict(enumerate(names))
+    elif isinstance(names, dict):
+        try:
+            mapping = {int(key): value for key, value in names.items()}
+        except (TypeError, ValueError) as err:
+            raise RecipeError(
+                f"`names` in {path} maps class ids to names ({{0: car, 1: person}}); a key is not an id: {err}"
+            ) from err
+        if any(key < 0 for key in mapping):
+            raise RecipeError(f"`names` in {path} has a negative class id: {sorted(mapping)[:5]}.")
+    else:
+        raise RecipeError(
+            f"`names` in {path} must be a list ([car, person]) or an id → name mapping ({{0: car, 1: person}}), "
+            f"got a {type(names).__name__}."
+        )
+    if any(value is None or isinstance(value, dict | list) for value in mapping.values()):
+        raise RecipeError(f"`names` in {path} must hold one name per class id, got {mapping}.")
+    mapping = {key: str(value) for key, value in sorted(mapping.items())}
+    if count is not None and count != len(mapping):
+        raise RecipeError(f"{path} says `nc: {count}` but `names` has {len(mapping)} entries: make them agree.")
+    repeated = sorted(name for name, n in Counter(mapping.values()).items() if n > 1)
+    if repeated:
+        raise RecipeError(f"`names` in {path} repeats {repeated}: each class id needs its own name.")
+    return mapping
+
+
+def _keypoint_numbers(content: dict[str, Any], path: Path) -> int:
+    shape = content.get("kpt_shape")
+    if shape is None:
+        return 0
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise RecipeError(f"`kpt_shape: {shape!r}` in {path} must be [keypoints, 2 or 3].")
+    return shape[0] * shape[1]
+
+
+def _yaml_root(content: dict[str, Any], path: Path) -> Path:
+    """The data.yaml's ``path:`` (relative to the yaml file) when it is a folder here, else the yaml's folder."""
+    declared = content.get("path")
+    if declared:
+        candidate = Path(str(declared)).expanduser()
+        candidate = Path(os.path.abspath(candidate if candidate.is_absolute() else path.parent / candidate))
+        if candidate.is_dir():
+            return candidate
+        logger.info("%s: `path: %s` is not a folder here; split paths are read relative to %s.", path, declared,
+                    path.parent)
+    return path.parent
+
+
+def _class_file_names(folder: Path) -> tuple[dict[int, str], Path] | None:
+    """Names from ``classes.txt`` / ``obj.names`` (one per line: Label Studio, labelImg, Darknet)."""
+    for where in (folder, folder / "labels", folder.parent):
+        for name in YOLO_CLASS_FILES:
+            path = where / name
+            if path.is_file():
+                lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+                return dict(enumerate(line for line in lines if line)), path
+    return None
+
+
+def yolo_config(folder: Path, class_names: list[str] | None = None) -> YoloConfig:
+    """Read what ``folder`` declares: its data.yaml (names, split paths, ``kpt_shape``), or its parent's (names
+    only: ``folder`` is then one split), else ``classes.txt``/``obj.names``, else ``class_names``."""
+    config = YoloConfig(root=folder)
+    own = _yolo_yaml(folder)
+    path = own or _yolo_yaml(folder.parent)
+    if path is not None:
+        content = _load_yolo_yaml(path)
+        config.yaml_file, config.keypoint_numbers = path, _keypoint_numbers(content, path)
+        config.names = yolo_names(content, path)
+        config.names_source = path.name if config.names is not None else None
+        if path == own:
+            config.root = _yaml_root(content, path)
+            for key, value in content.items():
+                split = canonical_split(str(key))
+                entries = value if isinstance(value, list) else [value]
+                entries = [str(entry) for entry in entries if entry]
+                if split and entries and split not in config.splits:
+                    config.splits[split] = entries
+    if config.names is None:
+        found = _class_file_names(folder)
+        if found is not None:
+            config.names, config.names_source = found[0], found[1].name
+    if config.names is None and class_names:
+        config.names, config.names_source = dict(enumerate(class_names)), "`class_names`"
+    return config
+
+
+def yolo_label_path(image: Path, root: Path) -> Path:
+    """The label file of ``image``: its path under ``root`` with the last ``images`` folder read as ``labels``
+    and the suffix ``.txt`` (Ultralytics' rule); next to the image when its path has no ``images`` folder."""
+    parts = list(image.relative_to(root).parts) if _inside(root, image) else []
+    folders = parts[:-1]
+    if "images" in folders:
+        folders[len(folders) - 1 - folders[::-1].index("images")] = "labels"
+        return root.joinpath(*folders, parts[-1]).with_suffix(".txt")
+    return image.with_suffix(".txt")
+
+
+def _images_under(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+
+
+@dataclass
+class YoloBox:
+    """One label line: its number, class id and normalised ``[x, y, width, height]`` (top-left corner)."""
+
+    line: int
+    class_id: int
+    box: list[float]
+    polygon: bool = False
+    outside: bool = False
+    """A number of the box or polygon lies outside [0, 1] (kept: the common checks clip it or drop it)."""
+
+
+class LabelLineError(ValueError):
+    """A label line that cannot be used; ``line`` is its number (from 1)."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+
+
+def parse_yolo_label(path: Path, keypoint_numbers: int = 0) -> list[YoloBox]:
+    """The boxes of one YOLO label file: ``class cx cy w h`` lines (normalised), segmentation polygons
+    ``class x1 y1 x2 y2 x3 y3 …`` read as their bounding box, or with ``keypoint_numbers`` pose lines (box +
+    keypoints, which are ignored). Raises :class:`LabelLineError` naming the first line it cannot use."""
+    boxes = []
+    for number, text in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        tokens = text.split()
+        if not tokens:
+            continue
+        try:
+            values = [float(token) for token in tokens]
+        except ValueError as err:
+            raise LabelLineError(number, f"cannot parse `{text.strip()[:80]}`: {err}") from err
+        if not np.all(np.isfinite(values)):
+            raise LabelLineError(number, f"non-finite number in `{text.strip()[:80]}`")
+        if values[0] < 0 or values[0] != int(values[0]):
+            raise LabelLineError(number, f"class id `{tokens[0]}` is not a non-negative integer")
+        numbers, polygon = values[1:], False
+        if keypoint_numbers:
+            if len(numbers) != 4 + keypoint_numbers:
+                raise LabelLineError(number, f"expected {5 + keypoint_numbers} numbers (class, cx, cy, w, h and "
+                                             f"{keypoint_numbers} keypoint numbers for `kpt_shape`), "
+                                             f"found {len(tokens)}")
+            numbers = numbers[:4]
+        elif len(numbers) >= 6 and len(numbers) % 2 == 0:
+            polygon = True
+        elif len(numbers) != 4:
+            hint = " (class, box and a confidence: a prediction file?)" if len(tokens) == 6 else ""
+            raise LabelLineError(number, f"expected 5 numbers (class cx cy w h) or a polygon (class x1 y1 x2 y2 "
+                                         f"x3 y3 ...), found {len(tokens)}{hint}")
+        if polygon:
+            xs, ys = numbers[0::2], numbers[1::2]
+            box = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+        else:
+            cx, cy, w, h = numbers[:4]
+            box = [cx - w / 2, cy - h / 2, w, h]
+        outside = any(v < -YOLO_TOLERANCE or v > 1 + YOLO_TOLERANCE for v in numbers)
+        boxes.append(YoloBox(number, int(values[0]), box, polygon, outside))
+    return boxes
+
+
+def _yaml_target(config: YoloConfig, entry: str) -> tuple[Path | None, str | None]:
+    """A data.yaml split entry as a path under the root; ``../x`` falls back to ``x`` (Roboflow's exports)."""
+    candidates = [config.root / entry] + ([config.root / entry[3:]] if entry.startswith("../") else [])
+    for candidate in candidates:
+        if _inside(config.root, candidate) and candidate.exists():
+            return Path(os.path.abspath(candidate)), None
+    if any(candidate.exists() for candidate in candidates):
+        return None, f"split path `{entry}` points outside the data root {config.root}"
+    return None, f"split path `{entry}` was not found under {config.root}"
+
+
+def _image_list(path: Path, root: Path, problems: list[BadFile]) -> list[Path]:
+    """An Ultralytics image list (one path per line, relative to the list file)."""
+    images: list[Path] = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        problems.append(BadFile(str(path), f"cannot read the image list: {err}"))
+        return images
+    for number, line in enumerate(lines, start=1):
+        entry = line.strip()
+        if not entry:
+            continue
+        candidate = Path(os.path.abspath(path.parent / entry.removeprefix("./")))
+        if not _inside(root, candidate):
+            problems.append(BadFile(f"{path}:{number}", f"image path `{entry}` points outside the data root {root}"))
+        elif not candidate.is_file():
+            problems.append(BadFile(f"{path}:{number}", f"image `{entry}` was not found"))
+        else:
+            images.append(candidate)
+    return images
+
+
+def _yolo_sources(config: YoloConfig, problems: list[BadFile]) -> dict[str, tuple[list[Path], list[Path]]]:
+    """Per split: its images and the image folders whose ``labels`` twins are checked for orphan labels."""
+    sources: dict[str, tuple[list[Path], list[Path]]] = {}
+    if config.splits:
+        for split, entries in config.splits.items():
+            images, folders = [], []
+            for entry in entries:
+                target, reason = _yaml_target(config, entry)
+                if target is None:
+                    problems.append(BadFile(str(config.yaml_file), f"`{split}`: {reason}"))
+                elif target.is_dir():
+                    images += _images_under(target)
+                    folders.append(target)
+                elif target.suffix.lower() == ".txt":
+                    images += _image_list(target, config.root, problems)
+                else:
+                    problems.append(BadFile(str(config.yaml_file),
+                                            f"`{split}: {entry}` is neither a folder nor a .txt list of images"))
+            sources[split] = (images, folders)
+        return sources
+    root = config.root
+    if (root / "images").is_dir():
+        found = {}
+        for child in sorted(p for p in (root / "images").iterdir() if p.is_dir()):
+            split = canonical_split(child.name)
+            if split and split not in found:
+                found[split] = child
+        folders = found or {"train": root / "images"}
+    else:
+        folders = {}
+        for child in sorted(p for p in root.iterdir() if p.is_dir()):
+            split = canonical_split(child.name)
+            if split and split not in folders and (child / "images").is_dir():
+                folders[split] = child / "images"
+    return {split: (_images_under(folder), [folder]) for split, folder in folders.items()}
+
+
+def _orphan_labels(folders: list[Path], root: Path, used: set[Path]) -> list[BadFile]:
+    """Label files in the ``labels`` twins of ``folders`` that no image of the split uses."""
+    orphans = []
+    for folder in folders:
+        labels = yolo_label_path(folder / "x", root).parent
+        if labels == folder or not labels.is_dir():
+            continue  # labels beside the images: other .txt files may live there
+        for label in sorted(labels.rglob("*.txt")):
+            if label not in used and label.name not in YOLO_CLASS_FILES:
+                orphans.append(BadFile(str(label), f"label file without an image: no {label.stem}.<image extension> "
+                                                   f"in {folder / label.parent.relative_to(labels)}"))
+    return orphans
+
+
+def _yolo_entries(label: Path, config: YoloConfig) -> list[YoloBox]:
+    """:func:`parse_yolo_label`, with class ids checked against the names (:class:`LabelLineError` otherwise)."""
+    entries = parse_yolo_label(label, config.keypoint_numbers)
+    names = config.names
+    unknown = next((entry for entry in entries if names is not None and entry.class_id not in names), None)
+    if unknown is not None and names is not None:
+        known = ", ".join(f"{k}: {v}" for k, v in list(names.items())[:10]) + (", ..." if len(names) > 10 else "")
+        raise LabelLineError(unknown.line, f"class id {unknown.class_id} is not in the names of "
+                                           f"{config.names_source} ({known})")
+    return entries
+
+
+def read_yolo(folder: Path, class_names: list[str] | None = None) -> ReadResult:
+    """YOLO txt labels (Ultralytics, Roboflow, CVAT, Label Studio exports): ``images/`` + ``labels/*.txt``, split
+    folders (``images/train`` + ``labels/train`` or ``train/images`` + ``train/labels``) or the split paths of a
+    data.yaml; class names from data.yaml ``names`` (list or id → name), ``classes.txt`` or ``class_names``.
+
+    Each label line becomes a box in absolute pixels of the upright image (its size read from the header). A line
+    that does not parse or names a class id outside ``names`` makes the image's label file a problem (named with
+    its line, the image skipped); a label file without an image is a problem too; an image without a label file is
+    a negative. Numbers outside [0, 1] are logged by line and kept: :func:`check_split` clips or drops the box.
+    """
+    from recipes.tasks.detection.checks import upright_size  # the checks' header reader (checks import this module)
+
+    config = yolo_config(Path(os.path.abspath(folder)), class_names)
+    result = ReadResult(splits={})
+    if config.names is not None and config.names_source != "`class_names`":
+        result.declared_names = list(config.names.values())
+    if config.names is None:
+        logger.warning("%s: no class names (data.yaml `names`, classes.txt or `class_names`): classes are named by "
+                       "their ids.", folder)
+    outside: list[str] = []
+    image_id = 0
+    for split, (images, folders) in _yolo_sources(config, result.problems).items():
+        rows = result.splits.setdefault(split, [])
+        used: set[Path] = set()
+        for image in images:
+            label = yolo_label_path(image, config.root)
+            entries: list[YoloBox] = []
+            if label.is_file():
+                used.add(label)
+                try:
+                    entries = _yolo_entries(label, config)
+                except LabelLineError as err:
+                    result.problems.append(BadFile(f"{label}:{err.line}", str(err)))
+                    continue
+                except (OSError, UnicodeDecodeError) as err:
+                    result.problems.append(BadFile(str(label), f"cannot read the label file: {err}"))
+                    continue
+            else:
+                result.counts["yolo_images_without_label_file"] += 1
+            try:
+                width, height = upright_size({"path": str(image), "bytes": None})
+            except (OSError, KeyError, TypeError, ValueError) as err:
+                # no boxes: check_split reports the unreadable image (by the same reading) and skips it
+                logger.debug("Cannot read the header of %s: %s", image, err)
+                width, height, entries = None, None, []
+            boxes, names = [], []
+            for entry in entries:
+                x, y, w, h = entry.box
+                boxes.append([x * width, y * height, w * width, h * height])
+                names.append(config.names[entry.class_id] if config.names is not None else str(entry.class_id))
+                if entry.polygon:
+                    result.counts["yolo_polygons_as_boxes"] += 1
+                if entry.outside:
+                    outside.append(f"{label}:{entry.line}")
+            source = label if label in used else image
+            rows.append(_row(image.resolve(), image_id, width, height, boxes, names, source))
+            image_id += 1
+        result.problems += _orphan_labels(folders, config.root, used)
+        if images and not used:
+            logger.warning("None of the %d %s images of %s has a label file (%s for %s): all are negatives.",
+                           len(images), split, folder, yolo_label_path(images[0], config.root), images[0].name)
+    if outside:
+        result.counts["yolo_lines_outside_0_1"] += len(outside)
+        listing = ", ".join(outside[:10]) + (f" and {len(outside) - 10} more" if len(outside) > 10 else "")
+        logger.warning("YOLO label lines with numbers outside [0, 1] (not normalised? their boxes are clipped to the "
+                       "image or dropped by the box checks): %s", listing)
     return result
 
 
