@@ -42,7 +42,7 @@ VALIDATION_FRACTION = 0.2
 COMMON = ["--report_to", "none", "--save_strategy", "no", "--load_best_model_at_end", "false", "--make_plots",
           "false", "--auto_resume", "false", "--bf16", "false", "--train_val_split", str(VALIDATION_FRACTION),
           "--seed", str(SEED), "--logging_steps", "10", "--dataloader_num_workers", "1"]
-CONDITIONAL_DETR = ["configs/plates-detr.yaml", "--model_name_or_path", "{shared}/" + BACKBONE,
+CONDITIONAL_DETR = [str(REPO / "configs" / "plates-detr.yaml"), "--model_name_or_path", "{shared}/" + BACKBONE,
                     "--image_processor_overrides", '{"size": {"shortest_edge": 320, "longest_edge": 512}}',
                     "--per_device_train_batch_size", "8", "--learning_rate", "2e-4", "--backbone_learning_rate",
                     "2e-5", "--early_stopping_patience", "1000", "--lr_scheduler_type", "cosine"]
@@ -72,8 +72,8 @@ def plates_small_random_init() -> list[str]:
                  "decoder_in_channels": [recipe["config_overrides"]["encoder_hidden_dim"]] * 3}
     processor = {**recipe.get("image_processor_overrides", {}), "do_normalize": True, "image_mean": [0.5] * 3,
                  "image_std": [0.5] * 3}
-    return ["configs/plates-small.yaml", "--backbone_name_or_path", "", "--config_overrides", json.dumps(overrides),
-            "--image_processor_overrides", json.dumps(processor),
+    return [str(REPO / "configs" / "plates-small.yaml"), "--backbone_name_or_path", "",
+            "--config_overrides", json.dumps(overrides), "--image_processor_overrides", json.dumps(processor),
             "--backbone_learning_rate", str(recipe["learning_rate"])]
 
 
@@ -84,10 +84,13 @@ def trainer_curve(name: str, arguments: list[str], data_dir: Path, minutes: floa
     from recipes.parse import parse_recipe
 
     base = [*arguments, "--train_dir", str(data_dir), *COMMON]
-    context = run(parse_recipe([*base, "--output_dir", str(work / f"{name}-calibration"), "--max_steps",
-                                str(calibration_steps), "--eval_strategy", "no"]))
-    runtime = next(e["train_runtime"] for e in context.trainer.state.log_history if "train_runtime" in e)
-    per_step = max(1e-3, runtime / calibration_steps)
+    def runtime(steps: int) -> float:
+        context = run(parse_recipe([*base, "--output_dir", str(work / f"{name}-calibration-{steps}"), "--max_steps",
+                                    str(steps), "--eval_strategy", "no"]))
+        return next(e["train_runtime"] for e in context.trainer.state.log_history if "train_runtime" in e)
+
+    # Two short runs: the difference is the steady-state cost of the extra steps (start-up cancels out).
+    per_step = max(1e-3, (runtime(2 + calibration_steps) - runtime(2)) / calibration_steps)
     steps = max(2, int(minutes * 60 / per_step))
     eval_every = max(1, int(min(milestones) * 60 / per_step))
     context = run(parse_recipe([*base, "--output_dir", str(work / name), "--max_steps", str(steps),
@@ -256,11 +259,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training time per detector")
     parser.add_argument("--milestones", default="5,10,20,30", help="training minutes at which mAP50 is measured")
     parser.add_argument("--only", default="", help="comma-separated subset: small,random,cdetr,fcos")
-    parser.add_argument("--quick", action="store_true", help="a few steps each on 24 photos (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="15 s each on 24 photos (a smoke test)")
     parser.add_argument("--shared", type=Path, default=SHARED, help="folder holding datasets/ and pretrained/")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--plot", type=Path, default=Path("detection_convergence.png"), help="the curve (PNG)")
     options = parser.parse_args()
+    if options.quick:
+        options.minutes, options.milestones = min(options.minutes, 0.25), "0.125,0.25"
     milestones = sorted(float(m) for m in options.milestones.split(",") if float(m) <= options.minutes)
     milestones = milestones or [options.minutes]
     calibration = 2 if options.quick else 10
@@ -272,7 +277,7 @@ def main() -> None:
         if options.quick:
             data_dir = _quick_subset(data_dir, work / "plates")
         trainer_runs = {
-            "small": ("plates-small", ["configs/plates-small.yaml"]),
+            "small": ("plates-small", [str(REPO / "configs" / "plates-small.yaml")]),
             "random": ("plates-small, random init", plates_small_random_init()),
             "cdetr": ("conditional DETR", [a.replace("{shared}", str(options.shared)) for a in CONDITIONAL_DETR]),
         }
@@ -284,10 +289,10 @@ def main() -> None:
             curves.append(fcos_curve(options.shared, data_dir, options.minutes, milestones, calibration))
     print(f"\nCar plates ({data_dir}), validation: {VALIDATION_FRACTION:.0%} held out (seed {SEED}); "
           f"{options.minutes:g} training minutes each on this machine ({torch.get_num_threads()} threads)")
-    header = "".join(f"{f'@{m:g} min':>10}" for m in milestones)
+    header = "".join(f"{f'@{m:g} min':>12}" for m in milestones)
     print(f"  {'detector':<28}{'mAP50':>8}{'mAP':>8}{'steps':>7}{'s/step':>8}{header}")
     for curve in curves:
-        cells = "".join(f"{'-' if value_at(curve, m) is None else f'{value_at(curve, m):.3f}':>10}"
+        cells = "".join(f"{'-' if value_at(curve, m) is None else f'{value_at(curve, m):.3f}':>12}"
                         for m in milestones)
         print(f"  {curve.name:<28}{curve.map_50[-1]:>8.3f}{curve.map[-1]:>8.3f}{curve.steps:>7}"
               f"{curve.seconds_per_step:>8.2f}{cells}")

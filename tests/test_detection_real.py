@@ -5,6 +5,9 @@ the CLI, with ``predict --format coco`` and ``pipeline()`` agreeing with the tra
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -235,3 +238,21 @@ def test_predict_maps_boxes_of_a_padded_batch_back_in_the_frame_of_each_architec
     sink.close()
     assert np.allclose(found[0]["boxes"][0], [160, 135, 240, 165], atol=0.05)
     assert np.allclose(found[1]["boxes"][0], [40, 224, 60, 256], atol=0.05)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_convergence_benchmark_runs_our_recipe_and_the_torchvision_reference(tmp_path: Path) -> None:
+    shared_dataset("car-plates")
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.detection_convergence", "--quick", "--only", "small,fcos",
+         "--plot", str(tmp_path / "curve.png"), "--json", str(tmp_path / "curves.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    curves = {c["name"]: c for c in json.loads((tmp_path / "curves.json").read_text())["curves"]}
+    assert set(curves) == {"plates-small", "torchvision FCOS"}
+    for curve in curves.values():
+        assert curve["steps"] >= 2 and curve["minutes"] and all(0 <= v <= 1 for v in curve["map_50"])
+    assert (tmp_path / "curve.png").stat().st_size > 10_000
+    assert "plates-small" in result.stdout and "torchvision FCOS" in result.stdout
