@@ -14,11 +14,13 @@ import dataclasses
 import json
 import logging
 import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
 from transformers import TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
 
 from recipes.config import Recipe, RecipeError
 
@@ -64,9 +66,12 @@ def training_fingerprint(recipe: Recipe, data: Any) -> dict[str, Any]:
 
 
 def write_fingerprint(folder: str | Path, fingerprint: dict[str, Any]) -> Path:
-    """``folder/run_fingerprint.json``."""
+    """``folder/run_fingerprint.json``, written atomically (a temporary file renamed): in a checkpoint it is the
+    last file written, the mark that the checkpoint is complete (:func:`checkpoint_problem`)."""
     path = Path(folder) / FINGERPRINT_FILE
-    path.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    partial = path.with_name(f".{FINGERPRINT_FILE}.partial")
+    partial.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, path)
     return path
 
 
@@ -79,7 +84,9 @@ def read_fingerprint(folder: str | Path) -> dict[str, Any] | None:
 
 
 class FingerprintWriter(TrainerCallback):
-    """Save the run's fingerprint in every checkpoint folder the Trainer writes."""
+    """Save the run's fingerprint in every checkpoint folder the Trainer writes: after the weights, optimizer,
+    scheduler, RNG and ``trainer_state.json`` (the Trainer's order) and after the stream positions (callbacks
+    added before this one), so it is the checkpoint's completion mark."""
 
     def __init__(self, fingerprint: dict[str, Any]) -> None:
         self.fingerprint = fingerprint
@@ -112,7 +119,15 @@ def _show(values: dict[str, Any], key: str) -> str:
 def check_checkpoint(checkpoint: str | Path, fingerprint: dict[str, Any], explicit: bool) -> None:
     """Compare the run with the checkpoint it is about to continue. A checkpoint found in ``output_dir`` of another
     run stops it (:class:`RecipeError`); one named by ``resume_from_checkpoint``/``resume_from_hub`` is the user's
-    choice, so a difference is only warned about; one without a fingerprint (older runs) is resumed with a warning."""
+    choice, so a difference is only warned about; one without a fingerprint (older runs) is resumed with a warning.
+    An incomplete checkpoint named by the user stops the run with what is missing (:func:`checkpoint_problem`)."""
+    problem = checkpoint_problem(checkpoint, fingerprinted=False) if explicit else None
+    if problem is not None:
+        raise RecipeError(
+            f"Cannot resume from {checkpoint}: {problem}; it was probably cut while being saved. Fix: name an "
+            "earlier checkpoint with --resume_from_checkpoint, or leave it out to continue from the last complete "
+            "checkpoint in --output_dir."
+        )
     saved = read_fingerprint(checkpoint)
     if saved is None:
         if not explicit:
@@ -182,6 +197,98 @@ def existing_metrics(output_dir: str | Path) -> dict[str, dict[str, Any]]:
     return metrics
 
 
-def last_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest ``checkpoint-N`` in ``output_dir``, or None."""
-    return get_last_checkpoint(str(output_dir)) if os.path.isdir(output_dir) else None
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE_FILE = "trainer_state.json"
+SHARDED_WEIGHTS_INDEX = "model.safetensors.index.json"
+OTHER_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model_fsdp.bin",
+                 "pytorch_model_fsdp_0")
+"""Weights the Trainer saves in other set-ups (``.bin``, FSDP): their presence is enough, they are not opened."""
+INCOMPLETE_PREFIX = "incomplete-"
+"""An incomplete ``checkpoint-N`` is moved aside to ``incomplete-checkpoint-N`` before training continues (out of the
+Trainer's rotation and resume, which take every ``checkpoint-*``; the rerun saves ``checkpoint-N`` afresh)."""
+
+
+def checkpoint_problem(folder: str | Path, fingerprinted: bool = True) -> str | None:
+    """Why ``folder`` is not a complete checkpoint, or None when it is: the one completeness rule of resuming.
+
+    Complete means ``trainer_state.json`` parses (the Trainer writes it after the weights, optimizer, scheduler and
+    RNG states), the weights are whole (``model.safetensors`` and every shard of a sharded one open with their
+    header and size intact; ``.bin``/FSDP weights only need to exist) and, when ``fingerprinted`` (this version's
+    runs, which write it), ``run_fingerprint.json`` — written last and atomically — is there."""
+    folder = Path(folder)
+    try:
+        json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"it has no {TRAINER_STATE_FILE}"
+    except (OSError, ValueError) as err:
+        return f"its {TRAINER_STATE_FILE} is unreadable ({str(err).splitlines()[0]})"
+    weights = _weights_problem(folder)
+    if weights is not None:
+        return weights
+    if fingerprinted and not (folder / FINGERPRINT_FILE).is_file():
+        return f"it has no {FINGERPRINT_FILE} (written last, after the Trainer's files)"
+    return None
+
+
+def _weights_problem(folder: Path) -> str | None:
+    shards = []
+    if (folder / SHARDED_WEIGHTS_INDEX).is_file():
+        try:
+            index = json.loads((folder / SHARDED_WEIGHTS_INDEX).read_text(encoding="utf-8"))
+            shards = sorted(set(index["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+            return f"its {SHARDED_WEIGHTS_INDEX} is unreadable ({str(err).splitlines()[0]})"
+    elif (folder / "model.safetensors").exists():
+        shards = ["model.safetensors"]
+    elif any((folder / name).exists() for name in OTHER_WEIGHTS):
+        return None
+    else:
+        return "it has no model weights (model.safetensors)"
+    for shard in shards:
+        try:
+            with safe_open(str(folder / shard), framework="pt"):
+                pass
+        except (SafetensorError, OSError, ValueError) as err:
+            return f"its {shard} is truncated or unreadable ({str(err).splitlines()[0]})"
+    return None
+
+
+def checkpoints(output_dir: str | Path) -> list[Path]:
+    """The ``checkpoint-N`` folders of ``output_dir``, newest (highest N) first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [(int(match.group(1)), path) for path in Path(output_dir).iterdir()
+             if (match := _CHECKPOINT_NAME.match(path.name)) and path.is_dir()]
+    return [path for _, path in sorted(found, reverse=True)]
+
+
+def last_checkpoint(output_dir: str | Path, move_aside: bool = False) -> str | None:
+    """The newest complete ``checkpoint-N`` in ``output_dir``, or None. Newer incomplete ones (a run killed while
+    saving) are skipped with a warning naming each and why; ``move_aside`` (the main process, about to train)
+    also renames them to ``incomplete-checkpoint-N``, so the rerun saves that step afresh.
+
+    Checkpoints of versions before the fingerprint are complete without one when no checkpoint of the folder has
+    one; once one does, the run writes them, and a checkpoint without it was cut before its end."""
+    found = checkpoints(output_dir)
+    fingerprinted = any((path / FINGERPRINT_FILE).is_file() for path in found)
+    chosen, skipped = None, []
+    for path in found:
+        problem = checkpoint_problem(path, fingerprinted=fingerprinted)
+        if problem is None:
+            chosen = str(path)
+            break
+        skipped.append((path, problem))
+    outcome = f"resuming from {Path(chosen).name}" if chosen else "no complete checkpoint is left: training starts over"
+    for path, problem in skipped:
+        where = ""
+        if move_aside:
+            aside = path.with_name(INCOMPLETE_PREFIX + path.name)
+            shutil.rmtree(aside, ignore_errors=True)  # an earlier cut of the same step
+            try:
+                path.rename(aside)
+                where = f"; moved aside to {aside.name} (delete it once you have looked)"
+            except OSError as err:
+                where = f"; could not move it aside ({err})"
+        logger.warning("Skipping %s: an incomplete checkpoint (cut while being saved?): %s; %s%s.", path, problem,
+                       outcome, where)
+    return chosen

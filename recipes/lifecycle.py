@@ -73,13 +73,14 @@ def setup_logging(recipe: Recipe) -> None:
 def resume_checkpoint(recipe: Recipe, fingerprint: dict[str, Any] | None = None) -> str | None:
     """The checkpoint to continue from: ``resume_from_checkpoint`` if set, else the last one in
     ``output_dir`` (so rerunning an interrupted command continues it) when it was saved by the same run
-    (``fingerprint``; another run's checkpoint stops with what differs)."""
+    (``fingerprint``; another run's checkpoint stops with what differs). Incomplete checkpoints (cut while being
+    saved) are skipped and, by the main process, moved aside (:func:`recipes.checkpoints.last_checkpoint`)."""
     args = recipe.training
     if args.resume_from_checkpoint:
         if fingerprint is not None:
             check_checkpoint(args.resume_from_checkpoint, fingerprint, explicit=True)
         return args.resume_from_checkpoint
-    last = last_checkpoint(args.output_dir) if recipe.run.auto_resume else None
+    last = last_checkpoint(args.output_dir, move_aside=args.process_index == 0) if recipe.run.auto_resume else None
     if last is not None:
         if fingerprint is not None:
             check_checkpoint(last, fingerprint, explicit=False)
