@@ -118,6 +118,11 @@ class DataArguments:
                   "rescales and normalises them on its device (4x less shared memory and host-to-device traffic; "
                   "when the processor's pixel steps are exactly rescale + normalise). false: the workers do it."},
     )
+    max_image_pixels: int = field(
+        default=178_956_970,
+        metadata={"help": "Images whose header claims more pixels (width x height) are bad images, skipped and "
+                  "listed (strict: the run stops) before anything is decoded; default Pillow's limit, ~179 million."},
+    )
 
 
 @dataclass

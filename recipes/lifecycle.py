@@ -32,6 +32,7 @@ from recipes.checkpoints import (
 from recipes.config import ModelArguments, Recipe, RecipeError
 from recipes.examples import save_examples
 from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, push_output_dir
+from recipes.images import set_max_image_pixels
 from recipes.labels import named_labels, plan_labels
 from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
 from recipes.schedule import HeadWarmup, LearningRates, RangeTest, range_test
@@ -99,6 +100,7 @@ def run(recipe: Recipe) -> RunContext:
     # The token stays out of the arguments the Trainer pickles into training_args.bin and checkpoints.
     hub_token, args.hub_token = args.hub_token, None
     check_streaming_recipe(recipe.data, args, task.name, task.supports_streaming)
+    set_max_image_pixels(recipe.data.max_image_pixels)  # every decoder of this process and its workers
 
     loading_started = time.perf_counter()
     with args.main_process_first(desc="loading and checking the data"):

@@ -25,7 +25,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from recipes.config import RecipeError
-from recipes.images import IMAGE_EXTENSIONS, BadImageError
+from recipes.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, BadImageError, set_max_image_pixels
 from recipes.render import class_palette, render
 from recipes.tasks.base import PredictOptions
 from recipes.transforms import decode_to_tensor
@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, help="float32 (default); bf16 or fp16 on a GPU")
     parser.add_argument("--visualize", default=None, metavar="DIR", help="Also save each image with its prediction")
     parser.add_argument("--revision", default="main", help="Hub model revision")
+    parser.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="Images whose header claims more pixels are skipped and listed (default: Pillow's "
+                             "limit, ~179 million)")
     return parser
 
 
@@ -158,6 +161,9 @@ def predict(args: argparse.Namespace) -> Summary:
 
     if args.batch_size < 1:
         raise RecipeError(f"--batch_size must be at least 1, got {args.batch_size}.")
+    if args.max_image_pixels < 1:
+        raise RecipeError(f"--max_image_pixels must be at least 1, got {args.max_image_pixels}.")
+    set_max_image_pixels(args.max_image_pixels)  # before the loader's workers start
     paths = expand_inputs(args.inputs)
     loaded = load_fine_tuned(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
     config = loaded.config
