@@ -29,6 +29,12 @@ logger = logging.getLogger("recipes")
 FINGERPRINT_FILE = "run_fingerprint.json"
 FINGERPRINT_VERSION = 1
 
+STATUS_FILE = "run_status.json"
+"""How far the run in ``output_dir`` got (:func:`write_run_status`): ``training`` (written before training starts),
+``trained`` (final model, trainer state, fingerprint and training metrics saved), ``finished`` (written after the
+last output: metrics, plots, card, manifest, and the push when one was asked for and made)."""
+TRAINING, TRAINED, FINISHED = "training", "trained", "finished"
+
 IGNORED_RECIPE_KEYS = frozenset({
     # run: what happens around training
     "early_stopping_patience", "extra_metrics", "license", "card_tags", "auto_resume", "evaluate_only", "find_lr",
@@ -151,11 +157,40 @@ def check_checkpoint(checkpoint: str | Path, fingerprint: dict[str, Any], explic
     )
 
 
+def write_run_status(output_dir: str | Path, status: str) -> Path:
+    """``output_dir/run_status.json`` saying how far the run got (:data:`STATUS_FILE`), written atomically."""
+    path = Path(output_dir) / STATUS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{STATUS_FILE}.partial")
+    partial.write_text(json.dumps({"status": status}) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+    return path
+
+
+def read_run_status(output_dir: str | Path) -> str | None:
+    """The status in ``output_dir/run_status.json``; None when there is none (runs of older versions)."""
+    try:
+        return json.loads((Path(output_dir) / STATUS_FILE).read_text(encoding="utf-8")).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def trained_run(output_dir: str | Path) -> bool:
+    """Whether ``output_dir`` holds a run whose training completed (status ``trained``: the final model, trainer
+    state and fingerprint are there and whole) but whose later steps did not all finish: a rerun skips training
+    and redoes evaluation, outputs and push from the saved model."""
+    return read_run_status(output_dir) == TRAINED and checkpoint_problem(output_dir) is None
+
+
 def finished_run(recipe: Recipe, fingerprint: dict[str, Any]) -> str | None:
-    """When ``output_dir`` holds a run that finished (final model and ``trainer_state.json``, which the lifecycle
-    saves after training) with this fingerprint: the message saying so and how to train again. A finished run of
-    other settings stops with the differences (:class:`RecipeError`)."""
+    """When ``output_dir`` holds a run that finished (status ``finished``, written after its last output; for runs
+    of older versions, without a status: final model and ``trainer_state.json``) with this fingerprint: the
+    message saying so and how to train again. A finished or trained run of other settings stops with the
+    differences (:class:`RecipeError`); one still training, or trained with outputs missing, is not finished."""
     output_dir = Path(recipe.training.output_dir)
+    status = read_run_status(output_dir)
+    if status == TRAINING:
+        return None
     state_file = output_dir / "trainer_state.json"
     weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
     if not state_file.is_file() or not any((output_dir / name).is_file() for name in weights):
@@ -174,6 +209,8 @@ def finished_run(recipe: Recipe, fingerprint: dict[str, Any]) -> str | None:
             f"Fix: use a new --output_dir for this run, or --auto_resume false to start over in {output_dir} "
             f"(its model and checkpoints are overwritten).{extend if last else ''}"
         )
+    if status == TRAINED:
+        return None
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except ValueError:

@@ -18,6 +18,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, sn
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from transformers import TrainerCallback
 
+from recipes.checkpoints import INCOMPLETE_PREFIX, STATUS_FILE
 from recipes.config import RecipeError
 
 logger = logging.getLogger("recipes")
@@ -29,7 +30,7 @@ DOWNLOAD_PREFIX = ".checkpoint-download-"
 
 # What a fine-tuned model folder publishes; checkpoints and optimizer state stay local.
 PUSH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "runs/**", "*.pt", "*.pth", "training_args.bin", "*.lock",
-               f"{STAGING_PREFIX}*/**", f"{DOWNLOAD_PREFIX}*/**"]
+               f"{STAGING_PREFIX}*/**", f"{DOWNLOAD_PREFIX}*/**", f"{INCOMPLETE_PREFIX}checkpoint-*/**", STATUS_FILE]
 
 
 class PublishError(RuntimeError):

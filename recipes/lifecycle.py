@@ -15,19 +15,25 @@ from typing import Any
 import datasets
 import torch
 import transformers
-from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
+from transformers import EarlyStoppingCallback, TrainerCallback, TrainerState, set_seed
 
 from recipes import plots
 from recipes.batchnorm import batchnorm_layers
 from recipes.card import build_model_card
 from recipes.checkpoints import (
+    FINISHED,
+    STATUS_FILE,
+    TRAINED,
+    TRAINING,
     FingerprintWriter,
     check_checkpoint,
     existing_metrics,
     finished_run,
     last_checkpoint,
+    trained_run,
     training_fingerprint,
     write_fingerprint,
+    write_run_status,
 )
 from recipes.config import ModelArguments, Recipe, RecipeError
 from recipes.examples import save_examples
@@ -100,6 +106,7 @@ def run(recipe: Recipe) -> RunContext:
     # The token stays out of the arguments the Trainer pickles into training_args.bin and checkpoints.
     hub_token, args.hub_token = args.hub_token, None
     check_streaming_recipe(recipe.data, args, task.name, task.supports_streaming)
+    trained = False  # the run in output_dir trained to its end already (its later steps are redone)
     set_max_image_pixels(recipe.data.max_image_pixels)  # every decoder of this process and its workers
 
     loading_started = time.perf_counter()
@@ -123,8 +130,15 @@ def run(recipe: Recipe) -> RunContext:
             if args.should_log:
                 print(finished, flush=True)
             return context
-        context.resumed_from = resume_checkpoint(recipe, fingerprint)
-    pusher = _checkpoint_pusher(recipe, push_requested, hub_token) if fingerprint is not None else None
+        if not args.resume_from_checkpoint and recipe.run.auto_resume and trained_run(args.output_dir):
+            trained = True
+            logger.info("%s holds this run's trained model, but its later steps did not all finish (%s: %s): "
+                        "training skipped; evaluating, writing the outputs%s from the saved model.", args.output_dir,
+                        STATUS_FILE, TRAINED, " and pushing" if push_requested else "")
+        else:
+            context.resumed_from = resume_checkpoint(recipe, fingerprint)
+    train_now = fingerprint is not None and not trained
+    pusher = _checkpoint_pusher(recipe, push_requested, hub_token) if train_now else None
 
     processor = build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data))
     task.check_image_processor(processor)
@@ -158,9 +172,13 @@ def run(recipe: Recipe) -> RunContext:
             context.plots["lr_find"] = write_range_test(range_test(trainer, steps=steps), context.output_dir)
         return context
 
-    if not recipe.run.evaluate_only:
+    if trained:
+        restore_trained(trainer, context)
+    elif not recipe.run.evaluate_only:
         if stream is not None:
             stream.restore(context.resumed_from, trainer)
+        if trainer.is_world_process_zero():
+            write_run_status(context.output_dir, TRAINING)
         try:
             result = trainer.train(resume_from_checkpoint=context.resumed_from)
         finally:  # the last checkpoint reaches the Hub even when training stops with an error
@@ -180,6 +198,8 @@ def run(recipe: Recipe) -> RunContext:
             train_metrics["train_samples"] = data.summary["streaming"]["examples_seen"]
         context.metrics["train"] = train_metrics
         trainer.save_metrics("train", train_metrics)
+        if trainer.is_world_process_zero():
+            write_run_status(context.output_dir, TRAINED)  # a failure from here on redoes only what follows
 
     context.metrics["eval"] = trainer.evaluate()
     context.eval_details = metric.details
@@ -196,8 +216,22 @@ def run(recipe: Recipe) -> RunContext:
         _write_outputs(context)
         if push_requested:
             _push(context, hub_token)
+        if fingerprint is not None and (context.push_url or not push_requested):
+            write_run_status(context.output_dir, FINISHED)  # after the last output (a failed push is redone)
         print_summary(context)
     return context
+
+
+def restore_trained(trainer: RecipeTrainer, context: RunContext) -> None:
+    """For a rerun of a run that trained to its end (:func:`recipes.checkpoints.trained_run`): the final model saved
+    in ``output_dir`` (the best one with ``load_best_model_at_end``), its trainer state (log history for the plots
+    and card) and training metrics, instead of training again."""
+    output_dir = context.output_dir
+    trainer._load_from_checkpoint(str(output_dir))
+    trainer.state = TrainerState.load_from_json(str(output_dir / "trainer_state.json"))
+    train_metrics = existing_metrics(output_dir).get("train")
+    if train_metrics is not None:
+        context.metrics["train"] = train_metrics
 
 
 def _checkpoint_pusher(recipe: Recipe, push_requested: bool, hub_token: str | None) -> CheckpointPusher | None:

@@ -296,3 +296,47 @@ def test_a_run_killed_while_saving_a_checkpoint_resumes_from_the_previous_one_an
     metrics = json.loads((cut / "eval_results.json").read_text())
     assert metrics["eval_accuracy"] == pytest.approx(full_metrics["eval_accuracy"])
     assert metrics["eval_loss"] == pytest.approx(full_metrics["eval_loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_a_step_failing_after_training_is_redone_by_the_rerun_without_training_again(
+    tmp_path: Path, shapes_dir: Path, fake_hub
+) -> None:
+    from recipes.checkpoints import STATUS_FILE, read_run_status
+
+    out = tmp_path / "out"
+    command = [QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out), "--num_train_epochs", "1",
+               "--make_plots", "false", "--push_to_hub", "--hub_model_id", "user/late"]
+    # Training completes, then a late step fails: an extra metric that does not exist.
+    failed = run_cli(*command, "--extra_metrics", str(tmp_path / "missing_metric.py"),
+                     env=fake_hub.client_env(tmp_path / "hf_home"))
+    assert failed.returncode == 2 and "missing_metric.py" in failed.stderr, failed.stderr[-3000:]
+    assert read_run_status(out) == "trained"
+    assert not (out / "README.md").exists() and not (out / "run_manifest.json").exists()
+    weights = (out / "model.safetensors").stat().st_mtime_ns
+    eval_metrics = json.loads((out / "eval_results.json").read_text())
+
+    # The rerun skips training and redoes what is missing; here the push fails (a wrong token)...
+    again = run_cli(*command, env=fake_hub.client_env(tmp_path / "hf_home", token="hf_wrong_token"))
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert "training skipped; evaluating, writing the outputs and pushing" in again.stderr
+    assert "holds a finished run" not in again.stdout and "train_runtime" not in again.stdout + again.stderr
+    assert (out / "README.md").is_file() and (out / "run_manifest.json").is_file()
+    assert read_run_status(out) == "trained"  # the requested push is still to be made
+    # ...so the next rerun makes it.
+    pushed = run_cli(*command, env=fake_hub.client_env(tmp_path / "hf_home"))
+    assert_ok(pushed)
+    assert "training skipped" in pushed.stderr and read_run_status(out) == "finished"
+    files = fake_hub.files("user/late")
+    assert "model.safetensors" in files and "README.md" in files and STATUS_FILE not in files
+    assert (out / "model.safetensors").stat().st_mtime_ns == weights, "the trained model is not trained again"
+    # Evaluated with the saved model (not a fresh initialisation): the metrics of the first evaluation.
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["eval_accuracy"] == pytest.approx(eval_metrics["eval_accuracy"])
+    assert metrics["eval_loss"] == pytest.approx(eval_metrics["eval_loss"], rel=1e-5)
+    assert json.loads((out / "train_results.json").read_text())["train_samples"] > 0
+    manifest = json.loads((out / "run_manifest.json").read_text())
+    assert manifest["metrics"]["train"]["train_samples"] > 0
+    finished = run_cli(*command, env=fake_hub.client_env(tmp_path / "hf_home"))
+    assert_ok(finished)
+    assert "holds a finished run" in finished.stdout
