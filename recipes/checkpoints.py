@@ -38,7 +38,7 @@ TRAINING, TRAINED, FINISHED = "training", "trained", "finished"
 IGNORED_RECIPE_KEYS = frozenset({
     # run: what happens around training
     "early_stopping_patience", "extra_metrics", "license", "card_tags", "auto_resume", "evaluate_only", "find_lr",
-    "make_plots", "max_plot_images", "resume_from_hub", "push_checkpoints",
+    "make_plots", "max_plot_images", "resume_from_hub", "push_checkpoints", "overwrite",
     # data: checks and speed (the data fingerprints catch a change of the data itself)
     "strict", "check_images", "preprocessing_num_workers", "max_image_pixels",
     # model: where it is cached, how it is laid out in memory
@@ -71,14 +71,22 @@ def training_fingerprint(recipe: Recipe, data: Any) -> dict[str, Any]:
     }
 
 
-def write_fingerprint(folder: str | Path, fingerprint: dict[str, Any]) -> Path:
-    """``folder/run_fingerprint.json``, written atomically (a temporary file renamed): in a checkpoint it is the
-    last file written, the mark that the checkpoint is complete (:func:`checkpoint_problem`)."""
-    path = Path(folder) / FINGERPRINT_FILE
-    partial = path.with_name(f".{FINGERPRINT_FILE}.partial")
-    partial.write_text(json.dumps(fingerprint, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+def write_atomically(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file beside it, renamed over it: a reader (or a rerun after a
+    kill) sees the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    with open(partial, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
     os.replace(partial, path)
     return path
+
+
+def write_fingerprint(folder: str | Path, fingerprint: dict[str, Any]) -> Path:
+    """``folder/run_fingerprint.json``, written atomically: in a checkpoint it is the last file written, the mark
+    that the checkpoint is complete (:func:`checkpoint_problem`)."""
+    return write_atomically(Path(folder) / FINGERPRINT_FILE, json.dumps(fingerprint, indent=1, sort_keys=True) + "\n")
 
 
 def read_fingerprint(folder: str | Path) -> dict[str, Any] | None:
@@ -159,12 +167,7 @@ def check_checkpoint(checkpoint: str | Path, fingerprint: dict[str, Any], explic
 
 def write_run_status(output_dir: str | Path, status: str) -> Path:
     """``output_dir/run_status.json`` saying how far the run got (:data:`STATUS_FILE`), written atomically."""
-    path = Path(output_dir) / STATUS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{STATUS_FILE}.partial")
-    partial.write_text(json.dumps({"status": status}) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-    return path
+    return write_atomically(Path(output_dir) / STATUS_FILE, json.dumps({"status": status}) + "\n")
 
 
 def read_run_status(output_dir: str | Path) -> str | None:
@@ -243,6 +246,32 @@ OTHER_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_m
 INCOMPLETE_PREFIX = "incomplete-"
 """An incomplete ``checkpoint-N`` is moved aside to ``incomplete-checkpoint-N`` before training continues (out of the
 Trainer's rotation and resume, which take every ``checkpoint-*``; the rerun saves ``checkpoint-N`` afresh)."""
+
+
+RUN_SIGNS = frozenset({STATUS_FILE, FINGERPRINT_FILE, "run_manifest.json", "trainer_state.json", "lr_find.json",
+                       "evaluation_recipe.yaml"})
+"""Files only a vision-recipes run writes in its ``output_dir`` (with ``checkpoint-N`` folders and a model card
+tagged ``vision-recipes``)."""
+
+
+def foreign_contents(output_dir: str | Path) -> list[str]:
+    """The entries of ``output_dir`` when it holds files but no sign of a vision-recipes run (:data:`RUN_SIGNS`),
+    such as ``--output_dir .`` in a project folder: a run there would overwrite its ``README.md``,
+    ``config.json``... Empty for a missing or empty folder and for one of this tool's runs."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    entries = sorted(path.name for path in folder.iterdir())
+    ours = [name for name in entries if name in RUN_SIGNS or _CHECKPOINT_NAME.match(name)
+            or name.startswith((INCOMPLETE_PREFIX, ".checkpoint-"))]
+    if ours or not entries:
+        return []
+    try:
+        if "vision-recipes" in (folder / "README.md").read_text(encoding="utf-8", errors="replace"):
+            return []
+    except OSError:
+        pass
+    return entries
 
 
 def checkpoint_problem(folder: str | Path, fingerprinted: bool = True) -> str | None:

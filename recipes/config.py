@@ -62,6 +62,11 @@ class RunArguments:
     )
     make_plots: bool = field(default=True, metadata={"help": "Write PNG plots next to the model."})
     max_plot_images: int = field(default=16, metadata={"help": "Images shown in prediction grids."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Write into an output_dir that holds files vision-recipes did not write (its README.md, "
+                  "config.json... are replaced); without it such a folder stops the run before anything is written."},
+    )
 
 
 @dataclass

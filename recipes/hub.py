@@ -30,7 +30,8 @@ DOWNLOAD_PREFIX = ".checkpoint-download-"
 
 # What a fine-tuned model folder publishes; checkpoints and optimizer state stay local.
 PUSH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "runs/**", "*.pt", "*.pth", "training_args.bin", "*.lock",
-               f"{STAGING_PREFIX}*/**", f"{DOWNLOAD_PREFIX}*/**", f"{INCOMPLETE_PREFIX}checkpoint-*/**", STATUS_FILE]
+               f"{STAGING_PREFIX}*/**", f"{DOWNLOAD_PREFIX}*/**", f"{INCOMPLETE_PREFIX}checkpoint-*/**", STATUS_FILE,
+               ".*.partial-*"]
 
 
 class PublishError(RuntimeError):

@@ -29,9 +29,11 @@ from recipes.checkpoints import (
     check_checkpoint,
     existing_metrics,
     finished_run,
+    foreign_contents,
     last_checkpoint,
     trained_run,
     training_fingerprint,
+    write_atomically,
     write_fingerprint,
     write_run_status,
 )
@@ -107,6 +109,14 @@ def run(recipe: Recipe) -> RunContext:
     hub_token, args.hub_token = args.hub_token, None
     check_streaming_recipe(recipe.data, args, task.name, task.supports_streaming)
     trained = False  # the run in output_dir trained to its end already (its later steps are redone)
+    foreign = [] if recipe.run.evaluate_only or recipe.run.overwrite else foreign_contents(args.output_dir)
+    if foreign:
+        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+        raise RecipeError(
+            f"--output_dir {args.output_dir} holds files vision-recipes did not write ({shown}); the run would "
+            "overwrite its README.md, config.json and the like. Fix: a new or empty --output_dir, or --overwrite "
+            "true to write into this one anyway (files of the same names are replaced, no other is removed)."
+        )
     set_max_image_pixels(recipe.data.max_image_pixels)  # every decoder of this process and its workers
 
     loading_started = time.perf_counter()
@@ -405,7 +415,7 @@ def _write_outputs(context: RunContext) -> None:
     save_examples(context.data.validation, output_dir, column=context.recipe.data.image_column_name)
     write_manifest(context)
     card = build_model_card(context)
-    card.save(output_dir / "README.md")
+    write_atomically(output_dir / "README.md", str(card))
 
 
 def write_manifest(context: RunContext) -> Path:
@@ -429,9 +439,7 @@ def write_manifest(context: RunContext) -> Path:
         "metrics": context.metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = context.output_dir / "run_manifest.json"
-    path.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-    return path
+    return write_atomically(context.output_dir / "run_manifest.json", json.dumps(manifest, indent=2, default=str))
 
 
 SECRET_FLAGS = ("--hub_token", "--hub-token", "--token")

@@ -294,5 +294,46 @@ def test_predict_skips_and_names_decompression_bombs_and_predicts_the_other_imag
     assert [row["file"] for row in read_jsonl(out)] == [str(p) for p in photos]
     # A lower limit of its own: the photos (32 x 32) are over it too, so nothing is readable.
     assert main([str(quickstart_model), str(photos[0]), "--output", str(out), "--max_image_pixels", "1000",
-                 "--num_workers", workers]) == 2
+                 "--num_workers", workers, "--overwrite"]) == 2
     assert "32 x 32 = 1,024 pixels, over the limit of 1,000" in capsys.readouterr().err
+
+
+def test_predict_replaces_its_output_only_with_overwrite_and_only_once_complete(
+    quickstart_model: Path, shapes_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recipes.config import RecipeError
+    from recipes.modes.predict import check_output, main
+    from recipes.tasks.classification.outputs import ClassificationSink
+
+    photos = [str(path) for path in sorted(shapes_dir.glob("*/*.png"))[:3]]
+    out = tmp_path / "predictions.jsonl"
+    out.write_text("earlier predictions\n")
+    command = [str(quickstart_model), *photos, "--output", str(out), "--num_workers", "0", "--batch_size", "1"]
+    assert main(command) == 2
+    assert f"--output {out} exists. Fix: --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "earlier predictions\n"
+    # Killed after the first image (here: an error in the sink): the earlier output stays, no partial file anywhere.
+    add = ClassificationSink.add
+
+    def add_then_fail(self, *args):
+        if getattr(self, "added", False):
+            raise KeyboardInterrupt
+        self.added = True
+        add(self, *args)
+
+    monkeypatch.setattr(ClassificationSink, "add", add_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        main([*command, "--overwrite"])
+    assert out.read_text() == "earlier predictions\n" and [p.name for p in tmp_path.iterdir()] == [out.name]
+    monkeypatch.setattr(ClassificationSink, "add", add)
+    assert main([*command, "--overwrite"]) == 0
+    assert [row["file"] for row in read_jsonl(out)] == photos
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+    # A folder output (segmentation masks) is replaced whole, and never when it holds files predict does not write.
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "old_mask.png").write_bytes(b"")
+    check_output(masks, overwrite=True)
+    (masks / "notes.txt").write_text("mine")
+    with pytest.raises(RecipeError, match=r"holds files predict did not write \(notes\.txt\)"):
+        check_output(masks, overwrite=True)

@@ -340,3 +340,41 @@ def test_a_step_failing_after_training_is_redone_by_the_rerun_without_training_a
     finished = run_cli(*command, env=fake_hub.client_env(tmp_path / "hf_home"))
     assert_ok(finished)
     assert "holds a finished run" in finished.stdout
+
+
+def test_an_output_dir_of_other_files_stops_the_run_before_anything_is_written(
+    tmp_path: Path, shapes_dir: Path
+) -> None:
+    from recipes.checkpoints import foreign_contents
+    from recipes.examples import save_examples
+    from recipes.lifecycle import run
+
+    project = tmp_path / "project"  # e.g. --output_dir . in a project folder
+    project.mkdir()
+    (project / "README.md").write_text("# My project\n")
+    (project / "config.json").write_text("{}")
+    with pytest.raises(RecipeError, match=r"holds files vision-recipes did not write \(README\.md, config\.json\)"
+                                          r".*--overwrite true"):
+        run(parse_recipe([QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(project)]))
+    assert sorted(p.name for p in project.iterdir()) == ["README.md", "config.json"]
+    assert (project / "README.md").read_text() == "# My project\n"
+    # Folders of this tool's runs (checkpoints, status, a card it wrote) and empty ones are its own.
+    assert foreign_contents(tmp_path / "missing") == [] and foreign_contents(project / "..") == ["project"]
+    for sign in ("checkpoint-2", "run_status.json", "incomplete-checkpoint-4"):
+        other = tmp_path / sign.replace(".", "_")
+        (other / sign).mkdir(parents=True)
+        (other / "README.md").write_text("# x\n")
+        assert foreign_contents(other) == [], sign
+    (project / "README.md").write_text("---\ntags:\n- vision-recipes\n---\n# card\n")
+    assert foreign_contents(project) == []
+    # The demo examples of an earlier run are replaced; other files in examples/ are left alone.
+    from datasets import Dataset, Image
+
+    examples = project / "examples"
+    examples.mkdir()
+    (examples / "example_7.jpg").write_bytes(b"earlier run")
+    (examples / "my_photo.jpg").write_bytes(b"mine")
+    photos = Dataset.from_dict({"image": [str(p) for p in sorted(shapes_dir.glob("*/*.png"))[:2]]}).cast_column(
+        "image", Image())
+    assert [p.name for p in save_examples(photos, project)] == ["example_1.jpg", "example_2.jpg"]
+    assert sorted(p.name for p in examples.iterdir()) == ["example_1.jpg", "example_2.jpg", "my_photo.jpg"]
