@@ -39,6 +39,7 @@ IGNORED_RECIPE_KEYS = frozenset({
     # run: what happens around training
     "early_stopping_patience", "extra_metrics", "license", "card_tags", "auto_resume", "evaluate_only", "find_lr",
     "make_plots", "max_plot_images", "resume_from_hub", "push_checkpoints", "overwrite",
+    "push_photos",
     # data: checks and speed (the data fingerprints catch a change of the data itself)
     "strict", "check_images", "preprocessing_num_workers", "max_image_pixels",
     # model: where it is cached, how it is laid out in memory

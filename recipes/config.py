@@ -67,6 +67,11 @@ class RunArguments:
         metadata={"help": "Write into an output_dir that holds files vision-recipes did not write (its README.md, "
                   "config.json... are replaced); without it such a folder stops the run before anything is written."},
     )
+    push_photos: bool = field(
+        default=False,
+        metadata={"help": "Also push data photos: examples/ (validation images for the demo), eval-*/ folders and "
+                  "the prediction plots drawn on validation photos (top_losses.png, predictions.png...)."},
+    )
 
 
 @dataclass

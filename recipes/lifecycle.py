@@ -465,7 +465,8 @@ def _push(context: RunContext, token: str | None) -> None:
     args = context.recipe.training
     repo_id = args.hub_model_id or context.output_dir.name
     try:
-        context.push_url = push_output_dir(context.output_dir, repo_id, token=token, private=args.hub_private_repo)
+        context.push_url = push_output_dir(context.output_dir, repo_id, token=token, private=args.hub_private_repo,
+                                           include_photos=context.recipe.run.push_photos)
         logger.info("Pushed to %s", context.push_url)
     except PublishError as err:
         context.push_error = str(err)

@@ -403,6 +403,12 @@ def test_push_to_hub_then_pipeline_downloads_it(tmp_path: Path, shapes_dir: Path
     ):
         assert name in files, name
     assert not any(name.startswith("checkpoint-") for name in files)
+    # Nothing private by default: no data photo, no local record, no absolute local path in any pushed file.
+    assert (out / "examples").is_dir() and (out / "top_losses.png").is_file() and (out / "run_manifest.json").is_file()
+    assert not [name for name in files if name.startswith("examples/") or name in (
+        "top_losses.png", "run_manifest.json", "trainer_state.json", "run_fingerprint.json", "training_args.bin")]
+    assert not [name for name, content in files.items() if str(tmp_path).encode() in content]
+    assert "top_losses.png" not in files["README.md"].decode()
     token = fake_hub.token
     assert all(token.encode() not in content for content in files.values())
     assert token not in result.stdout + result.stderr

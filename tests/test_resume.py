@@ -136,6 +136,7 @@ def test_checkpoints_on_the_hub_resume_on_a_new_machine_and_reruns_never_continu
         for name in ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json",
                      FINGERPRINT_FILE):
             assert f"checkpoints/checkpoint-{step}/{name}" in files
+        assert f"checkpoints/checkpoint-{step}/training_args.bin" not in files  # a pickle with local paths
     assert "model.safetensors" in files and "README.md" in files  # the final push, as before
     token = fake_hub.token
     assert not [name for name, content in files.items() if token.encode() in content]
