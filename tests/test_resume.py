@@ -379,3 +379,17 @@ def test_an_output_dir_of_other_files_stops_the_run_before_anything_is_written(
         "image", Image())
     assert [p.name for p in save_examples(photos, project)] == ["example_1.jpg", "example_2.jpg"]
     assert sorted(p.name for p in examples.iterdir()) == ["example_1.jpg", "example_2.jpg", "my_photo.jpg"]
+
+
+@pytest.mark.slow
+def test_fault_injection_benchmark_quick() -> None:
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, "-m", "benchmarks.faults", "--quick"], cwd=REPO, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert "faults: 2 kills (1 SIGKILL, 1 SIGTERM; 1 while a checkpoint was being written): 2 of 2 reruns finished " \
+           "with the metrics of the uninterrupted run" in result.stdout
