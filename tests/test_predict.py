@@ -326,9 +326,16 @@ def test_predict_replaces_its_output_only_with_overwrite_and_only_once_complete(
         main([*command, "--overwrite"])
     assert out.read_text() == "earlier predictions\n" and [p.name for p in tmp_path.iterdir()] == [out.name]
     monkeypatch.setattr(ClassificationSink, "add", add)
-    assert main([*command, "--overwrite"]) == 0
+    drawn = tmp_path / "drawn"
+    assert main([*command, "--overwrite", "--visualize", str(drawn)]) == 0
     assert [row["file"] for row in read_jsonl(out)] == photos
-    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [drawn.name, out.name] and len(list(drawn.iterdir())) == 3
+    # Fewer images the next time: no drawing (nor line) of the earlier run stays.
+    command = [str(quickstart_model), photos[1], "--output", str(out), "--num_workers", "0", "--overwrite"]
+    assert main([*command, "--visualize", str(drawn)]) == 0
+    assert [row["file"] for row in read_jsonl(out)] == [photos[1]] and len(list(drawn.iterdir())) == 1
+    out.unlink()
+    assert main([*command, "--visualize", str(drawn)]) == 0 and out.is_file()
     # A folder output (segmentation masks) is replaced whole, and never when it holds files predict does not write.
     masks = tmp_path / "masks"
     masks.mkdir()

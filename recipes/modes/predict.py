@@ -172,16 +172,21 @@ def predict(args: argparse.Namespace) -> Summary:
     paths = expand_inputs(args.inputs)
     output = Path(args.output).expanduser()
     check_output(output, overwrite=args.overwrite)
+    visualize = Path(args.visualize).expanduser() if args.visualize else None
+    if visualize is not None:
+        check_output(visualize, overwrite=args.overwrite)
     loaded = load_fine_tuned(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
     config = loaded.config
     palette = hub_palette(args.model, config.num_labels, loaded.local_dir)
-    with staged_output(output) as staged:
+    with staged_output(output) as staged, contextlib.ExitStack() as drawings:
+        drawn = drawings.enter_context(staged_output(visualize)) if visualize is not None else None
         options = PredictOptions(output=staged, format=args.format, top_k=args.top_k, threshold=args.threshold,
                                  palette=palette)
-        summary = _predict(args, loaded, paths, options, palette)
-        if summary.images == 0:  # nothing readable: the previous output stays as it was
-            if staged.is_dir():
-                shutil.rmtree(staged)
+        summary = _predict(args, loaded, paths, options, palette, drawn)
+        if summary.images == 0:  # nothing readable: the previous outputs stay as they were
+            for path in (staged, drawn):
+                if path is not None and path.is_dir():
+                    shutil.rmtree(path)
             staged.unlink(missing_ok=True)
             summary.written = []
     summary.written = [output / path.relative_to(staged) if path != staged else output for path in summary.written]
@@ -195,8 +200,8 @@ def predict(args: argparse.Namespace) -> Summary:
 
 
 PREDICT_FOLDER_FILES = re.compile(r"^(predictions\.jsonl|.+\.png)$")
-"""What ``predict`` writes in a folder output (segmentation): an existing folder is replaced only when it holds
-nothing else."""
+"""What ``predict`` writes in a folder (segmentation masks, ``--visualize`` drawings): an existing folder is replaced
+only when it holds nothing else."""
 
 
 def check_output(output: Path, overwrite: bool) -> None:
@@ -241,11 +246,10 @@ def staged_output(output: Path) -> Iterator[Path]:
 
 
 def _predict(args: argparse.Namespace, loaded: Any, paths: list[Path], options: PredictOptions,
-             palette: np.ndarray) -> Summary:
-    """Infer batch by batch into the sink of ``options``."""
+             palette: np.ndarray, visualize: Path | None) -> Summary:
+    """Infer batch by batch into the sink of ``options`` (and drawings into ``visualize``)."""
     config = loaded.config
     sink = loaded.task.prediction_sink(loaded.model, loaded.image_processor, options)
-    visualize = Path(args.visualize) if args.visualize else None
     if visualize is not None:
         visualize.mkdir(parents=True, exist_ok=True)
     id2label = {int(k): v for k, v in config.id2label.items()}
