@@ -1,6 +1,7 @@
 """Fault injection: kill a short training run at random moments (SIGKILL and SIGTERM; half of the kills right as a
-checkpoint folder appears, that is while the Trainer writes it), rerun the same command into the same output
-folder each time, and count the reruns that finish with the metrics of an uninterrupted run (the goal: all).
+checkpoint folder appears, that is while the Trainer writes it, a quarter as soon as training has ended), rerun
+the same command into the same output folder each time, and count the reruns that finish with the metrics of an
+uninterrupted run (the goal: all).
 
     python -m benchmarks.faults [--kills 8] [--seed 0] [--quick] [--json results.json]
 
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from recipes.checkpoints import read_run_status
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "configs/quickstart/classification.yaml"
@@ -54,9 +57,10 @@ def checkpoints_seen(output_dir: Path, seen: set[str]) -> int:
     return len(seen)
 
 
-def killed_run(data: Path, output_dir: Path, signum: int, at: float | int, rng: random.Random) -> str:
+def killed_run(data: Path, output_dir: Path, signum: int, at: float | int | str, rng: random.Random) -> str:
     """Start the run and kill it ``at`` seconds in (an ``int``: just after the ``at``-th checkpoint folder appears,
-    in the middle of its writing); what the kill interrupted, for the report."""
+    in the middle of its writing; ``"trained"``: as soon as training has ended, during the evaluation and outputs
+    that follow); what the kill interrupted, for the report."""
     process = subprocess.Popen(command(data, output_dir), cwd=REPO, env=environment(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     started, seen, moment = time.perf_counter(), set(), "finished before the kill"
@@ -64,6 +68,9 @@ def killed_run(data: Path, output_dir: Path, signum: int, at: float | int, rng: 
         elapsed = time.perf_counter() - started
         if isinstance(at, float) and elapsed >= at:
             moment = f"at {elapsed:.1f}s"
+            break
+        if at == "trained" and read_run_status(output_dir) == "trained":
+            moment = "after training (evaluating, writing outputs)"
             break
         if isinstance(at, int) and checkpoints_seen(output_dir, seen) >= at:
             time.sleep(rng.uniform(0.0, 0.05))
@@ -109,7 +116,8 @@ def main() -> None:
         rows = []
         for k in range(kills):
             signum = signal.SIGKILL if k % 2 == 0 else signal.SIGTERM
-            at = rng.randint(1, 3) if k % 4 in (1, 2) else rng.uniform(0.1 * duration, 0.95 * duration)
+            at = (rng.randint(1, 3) if k % 4 in (1, 2) else "trained" if k % 4 == 3
+                  else rng.uniform(0.1 * duration, 0.95 * duration))
             output_dir = Path(tmp) / f"killed-{k}"
             moment = killed_run(data, output_dir, signum, at, rng)
             metrics, log = finish(data, output_dir)
@@ -118,13 +126,16 @@ def main() -> None:
                          "skipped_incomplete": "an incomplete checkpoint" in log})
             print(f"kill {k + 1}/{kills}: {signal.Signals(signum).name} {moment} → rerun "
                   f"{'finished with equal metrics' if same else 'DIFFERS OR FAILED'}"
-                  + (" (an incomplete checkpoint skipped)" if rows[-1]["skipped_incomplete"] else ""), flush=True)
+                  + (" (an incomplete checkpoint skipped)" if rows[-1]["skipped_incomplete"] else "")
+                  + (" (training skipped)" if "training skipped" in log else ""), flush=True)
             if not same:
                 print(log[-2000:], flush=True)
     finished = sum(row["equal"] for row in rows)
     during = sum(row["moment"].startswith("writing") for row in rows)
+    after = sum(row["moment"].startswith("after training") for row in rows)
     print(f"faults: {kills} kills ({sum(r['signal'] == 'SIGKILL' for r in rows)} SIGKILL, "
-          f"{sum(r['signal'] == 'SIGTERM' for r in rows)} SIGTERM; {during} while a checkpoint was being written): "
+          f"{sum(r['signal'] == 'SIGTERM' for r in rows)} SIGTERM; {during} while a checkpoint was being written, "
+          f"{after} after training): "
           f"{finished} of {kills} reruns finished with the metrics of the uninterrupted run", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps({"kills": kills, "equal": finished, "runs": rows}, indent=1))
