@@ -44,8 +44,16 @@ def set_max_image_pixels(limit: int | None) -> None:
     if limit < 1:
         raise RecipeError(f"max_image_pixels must be a positive number of pixels, got {limit}.")
     os.environ[MAX_PIXELS_ENV] = str(int(limit))
+    _let_pillow_decode(limit)
+
+
+def _let_pillow_decode(limit: int) -> None:
+    """Raise Pillow's decompression-bomb limit (an error above twice ``MAX_IMAGE_PIXELS``) to ``limit`` if lower."""
     if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
         Image.MAX_IMAGE_PIXELS = -(-limit // 2)
+
+
+_let_pillow_decode(max_image_pixels())  # a process started with the cap in its environment (a spawned worker)
 
 
 LIMIT_FIX = "Fix: downscale the file, or raise the limit with --max_image_pixels N (recipes and predict)."

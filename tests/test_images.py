@@ -192,3 +192,13 @@ def test_the_pixel_cap_is_one_setting_for_every_path(tmp_path: Path, monkeypatch
     assert "limit" not in (check_image_record({"bytes": png_bomb(), "path": "big.png"}) or "")
     with pytest.raises(RecipeError, match="positive"):
         set_max_image_pixels(0)
+    # A process started with the raised cap in its environment (a spawned loader worker) applies it to Pillow too.
+    import os
+    import subprocess
+    import sys
+
+    probe = ("from recipes.images import check_image_record; from test_images import png_bomb; "
+             "print(check_image_record({'bytes': png_bomb(), 'path': 'big.png'}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parent,
+                            env={**os.environ, MAX_PIXELS_ENV: "500000000"}, timeout=120)
+    assert result.returncode == 0 and "limit" not in result.stdout, result.stdout + result.stderr[-2000:]
