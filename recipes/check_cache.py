@@ -9,8 +9,8 @@ classification's decode cache) is a ``Dataset.map`` whose output is written to a
   points to), the number of rows,
 * the size and modification time (ns) of every local file the pass reads (image records without bytes and
   path columns), so an edited, replaced or deleted file invalidates the result,
-* the pass's options (class names, palette, label mapping, ...) and the versions of ``datasets``, Pillow and
-  NumPy.
+* the pass's options (class names, palette, label mapping, ...), the pixel cap of the decoders
+  (``max_image_pixels``) and the versions of ``datasets``, Pillow and NumPy.
 
 A rerun, a resume and the other processes of a distributed run (which load the data after the main process,
 inside ``main_process_first``) load the file instead of reading the images again; ``recheck_data`` recomputes
@@ -40,6 +40,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import Dataset
 from datasets.fingerprint import Hasher
+
+from recipes.images import max_image_pixels
 
 logger = logging.getLogger("recipes")
 
@@ -193,6 +195,7 @@ class CheckCache:
             "function": Hasher.hash(function),  # with a partial's arguments (class names, label mapping, ...)
             "options": Hasher.hash(options),
             "versions": _library_versions(),
+            "max_image_pixels": max_image_pixels(),  # what the image decoders accept
         }
         return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=16).hexdigest()
 

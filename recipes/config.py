@@ -62,6 +62,16 @@ class RunArguments:
     )
     make_plots: bool = field(default=True, metadata={"help": "Write PNG plots next to the model."})
     max_plot_images: int = field(default=16, metadata={"help": "Images shown in prediction grids."})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "Write into an output_dir that holds files vision-recipes did not write (its README.md, "
+                  "config.json... are replaced); without it such a folder stops the run before anything is written."},
+    )
+    push_photos: bool = field(
+        default=False,
+        metadata={"help": "Also push data photos: examples/ (validation images for the demo), eval-*/ folders and "
+                  "the prediction plots drawn on validation photos (top_losses.png, predictions.png...)."},
+    )
 
 
 @dataclass
@@ -117,6 +127,11 @@ class DataArguments:
         metadata={"help": "Training batches leave the DataLoader workers as uint8 and the training process "
                   "rescales and normalises them on its device (4x less shared memory and host-to-device traffic; "
                   "when the processor's pixel steps are exactly rescale + normalise). false: the workers do it."},
+    )
+    max_image_pixels: int = field(
+        default=178_956_970,
+        metadata={"help": "Images whose header claims more pixels (width x height) are bad images, skipped and "
+                  "listed (strict: the run stops) before anything is decoded; default Pillow's limit, ~179 million."},
     )
 
 

@@ -18,6 +18,7 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
+from recipes.images import max_image_pixels
 from recipes.jpeg_region import decode_region
 
 try:  # optional at run time: without it, training decodes at full size (same crops, slower)
@@ -79,12 +80,14 @@ def orient(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
 
 def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     """(upright height, upright width, EXIF orientation) of JPEG bytes, or ``None`` when this path cannot decode
-    them (no ``simplejpeg``, not a JPEG, unreadable header)."""
+    them (no ``simplejpeg``, not a JPEG, unreadable header, over the pixel cap)."""
     if simplejpeg is None or data[:2] != b"\xff\xd8":
         return None
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
     except (ValueError, RuntimeError):
+        return None
+    if width * height > max_image_pixels():  # over the cap: the full decode reports the file by name
         return None
     orientation = jpeg_exif_orientation(data)
     return (width, height, orientation) if orientation >= 5 else (height, width, orientation)

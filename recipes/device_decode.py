@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from recipes.images import jpeg_has_end_marker
+from recipes.images import jpeg_has_end_marker, max_image_pixels
 from recipes.transforms import JPEG_MAGIC, ProcessorGeometry, decode_to_tensor, normalize_batch, processor_pixel_values
 
 RGB_COMPONENT_IDS = [ord("R"), ord("G"), ord("B")]
@@ -65,6 +65,9 @@ def device_decodable_bytes(record: Any) -> torch.Tensor | None:
         with Image.open(io.BytesIO(data)) as header:  # reads the header only
             if header.mode != "RGB" or stored_as_rgb(header) or header.getexif().get(EXIF_ORIENTATION, 1) in ROTATED:
                 return None
+            if header.width * header.height > max_image_pixels():
+                return None  # the CPU path reports it, before decoding
+
     except Exception:
         return None  # let the CPU path decode it and name the file if it is broken
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)

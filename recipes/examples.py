@@ -7,7 +7,7 @@ the training run knows which images the model never trained on; the run manifest
 from __future__ import annotations
 
 import logging
-import shutil
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from recipes.images import BadImageError, load_rgb
 logger = logging.getLogger("recipes")
 
 EXAMPLES_DIR = "examples"
+EXAMPLE_NAME = re.compile(r"^example_\d+\.jpg$")
 
 
 def image_column(dataset: Dataset, preferred: str = "image") -> str | None:
@@ -29,13 +30,16 @@ def image_column(dataset: Dataset, preferred: str = "image") -> str | None:
 def save_examples(dataset: Dataset | None, output_dir: Path, column: str = "image", count: int = 3,
                   max_side: int = 384) -> list[Path]:
     """Save ``count`` images spread evenly over ``dataset`` as ``output_dir/examples/example_N.jpg``, no side
-    longer than ``max_side`` (tens of KB each). Replaces the examples of an earlier run in the same folder."""
+    longer than ``max_side`` (tens of KB each). Replaces the examples of an earlier run in the same folder (its
+    ``example_N.jpg`` files; any other file there is left alone)."""
     folder = output_dir / EXAMPLES_DIR
-    shutil.rmtree(folder, ignore_errors=True)
+    for earlier in folder.glob("example_*.jpg"):
+        if EXAMPLE_NAME.match(earlier.name):
+            earlier.unlink(missing_ok=True)
     column = image_column(dataset, column) if dataset is not None and len(dataset) else None
     if column is None:
         return []
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for index in np.unique(np.linspace(0, len(dataset) - 1, min(count, len(dataset))).round().astype(int)):
         record = dataset[int(index)][column]

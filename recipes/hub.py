@@ -18,6 +18,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, sn
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from transformers import TrainerCallback
 
+from recipes.checkpoints import INCOMPLETE_PREFIX, STATUS_FILE
 from recipes.config import RecipeError
 
 logger = logging.getLogger("recipes")
@@ -29,18 +30,57 @@ DOWNLOAD_PREFIX = ".checkpoint-download-"
 
 # What a fine-tuned model folder publishes; checkpoints and optimizer state stay local.
 PUSH_IGNORE = ["checkpoint-*/**", "checkpoint-*", "runs/**", "*.pt", "*.pth", "training_args.bin", "*.lock",
-               f"{STAGING_PREFIX}*/**", f"{DOWNLOAD_PREFIX}*/**"]
+               f"{STAGING_PREFIX}*/**", f"{DOWNLOAD_PREFIX}*/**", f"{INCOMPLETE_PREFIX}checkpoint-*/**", STATUS_FILE,
+               ".*.partial-*"]
+
+
+TRAINING_ARGS_FILE = "training_args.bin"
+PHOTO_PATTERNS = ["examples/**", "eval-*/**", "top_losses.png", "validation_predictions.png", "predictions.png"]
+"""Data photos in an output folder, pushed only when asked (``push_photos``, ``vision-recipes push
+--include-photos``): the demo's validation images, the folders ``vision-recipes evaluate`` writes (copies of the
+evaluation images among them) and the prediction plots drawn on validation photos (classification's top losses,
+detection's and segmentation's prediction grids)."""
+LOCAL_RECORDS = ["run_manifest.json", "run_fingerprint.json", "trainer_state.json", "evaluation_recipe.yaml",
+                 "lr_find.json"]
+"""Records of the local run that hold absolute local paths (the command, the data folders, the checkpoints):
+they stay local."""
+_IMAGE_LINE = re.compile(r"^!\[[^\]]*\]\(([^)\s]+)\)\s*$")
+
+
+def pushed_files(output_dir: str | Path, include_photos: bool = False) -> list[str]:
+    """The files of ``output_dir`` a push publishes (paths relative to it, sorted): the model, processor, card,
+    metrics and plots of metrics; data photos only with ``include_photos``; never checkpoints, optimizer state,
+    ``training_args.bin`` or the run's local records (:data:`LOCAL_RECORDS`)."""
+    from huggingface_hub.utils import filter_repo_objects
+
+    output_dir = Path(output_dir)
+    ignore = [*PUSH_IGNORE, *LOCAL_RECORDS, ".git/**", ".cache/**", *([] if include_photos else PHOTO_PATTERNS)]
+    files = sorted(path.relative_to(output_dir).as_posix() for path in output_dir.rglob("*") if path.is_file())
+    return list(filter_repo_objects(files, ignore_patterns=ignore))
+
+
+def card_for_push(card: str, pushed: list[str]) -> str:
+    """The model card without the image lines (``![name](file)``) of local files that are not pushed."""
+    lines = []
+    for line in card.splitlines(keepends=True):
+        match = _IMAGE_LINE.match(line.strip())
+        if match and "://" not in match.group(1) and match.group(1) not in pushed:
+            continue
+        lines.append(line)
+    return "".join(lines)
 
 
 class PublishError(RuntimeError):
     """The upload failed; the message says why and how to retry. Local outputs are untouched."""
 
 
-def retry_command(output_dir: str | Path, repo_id: str, private: bool = False) -> str:
+def retry_command(output_dir: str | Path, repo_id: str, private: bool = False, include_photos: bool = False) -> str:
     """The exact command that pushes ``output_dir`` again."""
     command = ["python", "scripts/push_to_hub.py", str(output_dir), "--repo-id", repo_id]
     if private:
         command.append("--private")
+    if include_photos:
+        command.append("--include-photos")
     return shlex.join(command)
 
 
@@ -60,14 +100,16 @@ def push_output_dir(
     private: bool | None = None,
     commit_message: str = "Upload fine-tuned model with Vision Recipes",
     endpoint: str | None = None,
+    include_photos: bool = False,
 ) -> str:
-    """Create ``repo_id`` if needed and upload model, processor, card, plots and metrics.
+    """Create ``repo_id`` if needed and upload, in one commit, :func:`pushed_files` (model, processor, card, metrics,
+    plots of metrics; data photos only with ``include_photos``), the card without the plots that stay local.
 
     Returns the repository URL. Raises :class:`PublishError` with the retry command on failure;
     the token is never part of the message.
     """
     output_dir = Path(output_dir)
-    retry = retry_command(output_dir, repo_id, bool(private))
+    retry = retry_command(output_dir, repo_id, bool(private), include_photos)
     if not (output_dir / "config.json").is_file():
         raise PublishError(f"{output_dir} holds no model (config.json missing); train first or check the path.")
     token = resolve_token(token)
@@ -80,12 +122,13 @@ def push_output_dir(
     try:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         repo_id = repo_url.repo_id  # a bare name becomes <user>/<name>
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=output_dir,
-            commit_message=commit_message,
-            ignore_patterns=PUSH_IGNORE,
-        )
+        pushed = pushed_files(output_dir, include_photos)
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(output_dir / name))
+                      for name in pushed if name != "README.md"]
+        if "README.md" in pushed:
+            card = card_for_push((output_dir / "README.md").read_text(encoding="utf-8"), pushed)
+            operations.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode("utf-8")))
+        api.create_commit(repo_id=repo_id, operations=operations, commit_message=commit_message)
     except Exception as err:  # HTTP errors, httpx connection errors, OS errors: all end the same way
         reason = str(err).replace(token, "<token>")
         raise PublishError(
@@ -105,9 +148,12 @@ def hub_checkpoint_steps(api: HfApi, repo_id: str) -> list[int]:
 
 def _stage(folder: Path) -> Path:
     """A hard-linked (else copied) snapshot of ``folder`` next to it, so rotating checkpoints away during a slow
-    upload does not take the files from under it."""
+    upload does not take the files from under it; without ``training_args.bin`` (a pickle of the arguments, local
+    paths included, that resuming does not read)."""
     staged = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=folder.parent))
     for path in folder.rglob("*"):
+        if path.name == TRAINING_ARGS_FILE:
+            continue
         target = staged / path.relative_to(folder)
         if path.is_dir():
             target.mkdir(parents=True, exist_ok=True)

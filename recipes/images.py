@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,100 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from recipes.config import RecipeError
+
 # A truncated file must be reported, never silently padded with grey.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+DEFAULT_MAX_IMAGE_PIXELS = 178_956_970
+"""The pixel cap of every decoding path (:func:`check_pixels`): Pillow's own limit (twice
+``PIL.Image.MAX_IMAGE_PIXELS``, about 179 million pixels, e.g. 13,000 x 13,700; a 108 MP phone photo fits), where
+decoding a single RGB image takes about 0.5 GB. A file whose header claims more is a bad image, named and skipped,
+before anything is allocated for its pixels (a 57-byte PNG can claim 20000 x 20000)."""
+MAX_PIXELS_ENV = "VISION_RECIPES_MAX_IMAGE_PIXELS"
+"""Carries the cap to processes started afresh (spawned loader workers, data-check processes)."""
+
+
+def max_image_pixels() -> int:
+    """The pixel cap in force (:func:`set_max_image_pixels`; else :data:`DEFAULT_MAX_IMAGE_PIXELS`)."""
+    try:
+        return int(os.environ.get(MAX_PIXELS_ENV) or DEFAULT_MAX_IMAGE_PIXELS)
+    except ValueError:
+        return DEFAULT_MAX_IMAGE_PIXELS
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """Set the pixel cap of this process and the processes it starts (``max_image_pixels`` of a recipe, predict's
+    ``--max_image_pixels``); ``None`` keeps the current one. A cap above Pillow's own limit raises Pillow's too
+    (``PIL.Image.MAX_IMAGE_PIXELS``, process-wide), so the cap stays the only rule."""
+    if limit is None:
+        return
+    if limit < 1:
+        raise RecipeError(f"max_image_pixels must be a positive number of pixels, got {limit}.")
+    os.environ[MAX_PIXELS_ENV] = str(int(limit))
+    _let_pillow_decode(limit)
+
+
+def _let_pillow_decode(limit: int) -> None:
+    """Raise Pillow's decompression-bomb limit (an error above twice ``MAX_IMAGE_PIXELS``) to ``limit`` if lower."""
+    if Image.MAX_IMAGE_PIXELS is not None and limit > 2 * Image.MAX_IMAGE_PIXELS:
+        Image.MAX_IMAGE_PIXELS = -(-limit // 2)
+
+
+_let_pillow_decode(max_image_pixels())  # a process started with the cap in its environment (a spawned worker)
+
+
+LIMIT_FIX = "Fix: downscale the file, or raise the limit with --max_image_pixels N (recipes and predict)."
+
+
+def check_pixels(width: int, height: int, source: Any) -> None:
+    """Raise :class:`ImageTooLargeError` naming ``source`` when an image of ``width`` x ``height`` (read from its
+    header) is over the pixel cap: the check every decoding path makes before it allocates the pixels."""
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise ImageTooLargeError(source, f"{width} x {height} = {width * height:,} pixels, over the limit of "
+                                 f"{limit:,} pixels (a decompression bomb, or a very large photo). {LIMIT_FIX}")
+
+
+JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def jpeg_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
+    """(width, height) stored in a JPEG's frame header (the SOF segment), reading only the markers before it; None
+    when ``data`` is not a JPEG or has no readable frame header (the decoder then reports it)."""
+    if bytes(data[:2]) != b"\xff\xd8":
+        return None
+    position, end = 2, len(data)
+    while position + 4 <= end:
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
+            position += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
+            return None
+        length = int.from_bytes(data[position + 2 : position + 4], "big")
+        if marker in JPEG_SOF_MARKERS:
+            if position + 9 > end:
+                return None
+            height = int.from_bytes(data[position + 5 : position + 7], "big")
+            width = int.from_bytes(data[position + 7 : position + 9], "big")
+            return width, height
+        position += 2 + length
+    return None
+
+
+def check_jpeg_pixels(data: bytes | bytearray | memoryview, source: Any) -> None:
+    """:func:`check_pixels` for JPEG bytes, from their frame header (before a decoder allocates anything)."""
+    size = jpeg_size(data)
+    if size is not None:
+        check_pixels(*size, source)
 
 
 def jpeg_has_end_marker(data: bytes | bytearray | memoryview) -> bool:
@@ -28,6 +119,14 @@ class BadImageError(ValueError):
     """An image file that cannot be decoded; the message names the file."""
 
 
+class ImageTooLargeError(BadImageError):
+    """An image whose header claims more pixels than the cap (:func:`check_pixels`); ``reason`` without the file."""
+
+    def __init__(self, source: Any, reason: str) -> None:
+        super().__init__(f"Image {record_path(source)} is {reason}")
+        self.reason = reason
+
+
 def record_path(record: Any, fallback: str = "<in-memory image>") -> str:
     """The file behind an image record (a ``{"bytes", "path"}`` dict, a path or a PIL image), for messages."""
     if isinstance(record, dict):
@@ -37,12 +136,10 @@ def record_path(record: Any, fallback: str = "<in-memory image>") -> str:
     return getattr(record, "filename", None) or fallback
 
 
-def open_image(record: Any, draft_size: tuple[int, int] | None = None) -> Image.Image:
-    """Open an image from a path, a ``datasets`` ``{"bytes", "path"}`` record or a PIL image.
-
-    ``draft_size`` lets the JPEG decoder skip resolution the transform would throw away
-    (DCT scaling: the decoded image stays at least that large).
-    """
+def open_header(record: Any) -> Image.Image:
+    """Open an image from a path, a ``datasets`` ``{"bytes", "path"}`` record or a PIL image, reading its header
+    only, with its size checked against the pixel cap (:func:`check_pixels`; Pillow's own decompression-bomb
+    error or warning becomes the same :class:`BadImageError`)."""
     try:
         if isinstance(record, Image.Image):
             image = record
@@ -51,9 +148,30 @@ def open_image(record: Any, draft_size: tuple[int, int] | None = None) -> Image.
             image = Image.open(io.BytesIO(data)) if data else Image.open(record["path"])
         else:
             image = Image.open(record)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageTooLargeError(record, f"over the limit of {max_image_pixels():,} pixels (Pillow: {err}) "
+                                 f"{LIMIT_FIX}") from err
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, KeyError, TypeError) as err:
+        raise BadImageError(f"Cannot decode image {record_path(record)}: {err}") from err
+    check_pixels(image.width, image.height, record)
+    return image
+
+
+def open_image(record: Any, draft_size: tuple[int, int] | None = None) -> Image.Image:
+    """Open and decode an image from a path, a ``datasets`` ``{"bytes", "path"}`` record or a PIL image (its size
+    checked first, :func:`open_header`).
+
+    ``draft_size`` lets the JPEG decoder skip resolution the transform would throw away
+    (DCT scaling: the decoded image stays at least that large).
+    """
+    image = open_header(record)
+    try:
         if draft_size is not None and image.format == "JPEG":
             image.draft("RGB", draft_size)
         image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ImageTooLargeError(record, f"over the limit of {max_image_pixels():,} pixels (Pillow: {err}) "
+                                 f"{LIMIT_FIX}") from err
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, KeyError, TypeError) as err:
         raise BadImageError(f"Cannot decode image {record_path(record)}: {err}") from err
     return image
@@ -104,6 +222,8 @@ def check_image_record(record: Any) -> str | None:
         image = open_image(record)
         if image.width < 1 or image.height < 1:
             return "image has zero width or height"
+    except ImageTooLargeError as err:
+        return err.reason
     except BadImageError as err:
         return str(err.__cause__ or err)
     return None

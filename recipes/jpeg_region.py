@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from recipes.images import jpeg_has_end_marker
+from recipes.images import jpeg_has_end_marker, max_image_pixels
 
 LIBRARY_ENV = "VISION_RECIPES_LIBTURBOJPEG"
 DISABLED = "off"
@@ -113,7 +113,8 @@ class RegionDecoder:
             return None
         subsampling = lib.tj3Get(handle, TJPARAM_SUBSAMP)
         image_w, image_h = lib.tj3Get(handle, TJPARAM_JPEGWIDTH), lib.tj3Get(handle, TJPARAM_JPEGHEIGHT)
-        if (not 0 <= subsampling < len(MCU_WIDTH) or lib.tj3Get(handle, TJPARAM_PRECISION) != 8
+        if (not 0 <= subsampling < len(MCU_WIDTH) or image_w * image_h > max_image_pixels()
+                or lib.tj3Get(handle, TJPARAM_PRECISION) != 8
                 or lib.tj3Get(handle, TJPARAM_LOSSLESS) == 1):
             return None
         if min(top, left) < 0 or min(height, width) <= 0 or top + height > image_h or left + width > image_w:

@@ -15,23 +15,32 @@ from typing import Any
 import datasets
 import torch
 import transformers
-from transformers import EarlyStoppingCallback, TrainerCallback, set_seed
+from transformers import EarlyStoppingCallback, TrainerCallback, TrainerState, set_seed
 
 from recipes import plots
 from recipes.batchnorm import batchnorm_layers
 from recipes.card import build_model_card
 from recipes.checkpoints import (
+    FINISHED,
+    STATUS_FILE,
+    TRAINED,
+    TRAINING,
     FingerprintWriter,
     check_checkpoint,
     existing_metrics,
     finished_run,
+    foreign_contents,
     last_checkpoint,
+    trained_run,
     training_fingerprint,
+    write_atomically,
     write_fingerprint,
+    write_run_status,
 )
 from recipes.config import ModelArguments, Recipe, RecipeError
 from recipes.examples import save_examples
 from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, push_output_dir
+from recipes.images import set_max_image_pixels
 from recipes.labels import named_labels, plan_labels
 from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
 from recipes.schedule import HeadWarmup, LearningRates, RangeTest, range_test
@@ -73,13 +82,14 @@ def setup_logging(recipe: Recipe) -> None:
 def resume_checkpoint(recipe: Recipe, fingerprint: dict[str, Any] | None = None) -> str | None:
     """The checkpoint to continue from: ``resume_from_checkpoint`` if set, else the last one in
     ``output_dir`` (so rerunning an interrupted command continues it) when it was saved by the same run
-    (``fingerprint``; another run's checkpoint stops with what differs)."""
+    (``fingerprint``; another run's checkpoint stops with what differs). Incomplete checkpoints (cut while being
+    saved) are skipped and, by the main process, moved aside (:func:`recipes.checkpoints.last_checkpoint`)."""
     args = recipe.training
     if args.resume_from_checkpoint:
         if fingerprint is not None:
             check_checkpoint(args.resume_from_checkpoint, fingerprint, explicit=True)
         return args.resume_from_checkpoint
-    last = last_checkpoint(args.output_dir) if recipe.run.auto_resume else None
+    last = last_checkpoint(args.output_dir, move_aside=args.process_index == 0) if recipe.run.auto_resume else None
     if last is not None:
         if fingerprint is not None:
             check_checkpoint(last, fingerprint, explicit=False)
@@ -98,6 +108,16 @@ def run(recipe: Recipe) -> RunContext:
     # The token stays out of the arguments the Trainer pickles into training_args.bin and checkpoints.
     hub_token, args.hub_token = args.hub_token, None
     check_streaming_recipe(recipe.data, args, task.name, task.supports_streaming)
+    trained = False  # the run in output_dir trained to its end already (its later steps are redone)
+    foreign = [] if recipe.run.evaluate_only or recipe.run.overwrite else foreign_contents(args.output_dir)
+    if foreign:
+        shown = ", ".join(foreign[:8]) + (f" and {len(foreign) - 8} more" if len(foreign) > 8 else "")
+        raise RecipeError(
+            f"--output_dir {args.output_dir} holds files vision-recipes did not write ({shown}); the run would "
+            "overwrite its README.md, config.json and the like. Fix: a new or empty --output_dir, or --overwrite "
+            "true to write into this one anyway (files of the same names are replaced, no other is removed)."
+        )
+    set_max_image_pixels(recipe.data.max_image_pixels)  # every decoder of this process and its workers
 
     loading_started = time.perf_counter()
     with args.main_process_first(desc="loading and checking the data"):
@@ -120,8 +140,15 @@ def run(recipe: Recipe) -> RunContext:
             if args.should_log:
                 print(finished, flush=True)
             return context
-        context.resumed_from = resume_checkpoint(recipe, fingerprint)
-    pusher = _checkpoint_pusher(recipe, push_requested, hub_token) if fingerprint is not None else None
+        if not args.resume_from_checkpoint and recipe.run.auto_resume and trained_run(args.output_dir):
+            trained = True
+            logger.info("%s holds this run's trained model, but its later steps did not all finish (%s: %s): "
+                        "training skipped; evaluating, writing the outputs%s from the saved model.", args.output_dir,
+                        STATUS_FILE, TRAINED, " and pushing" if push_requested else "")
+        else:
+            context.resumed_from = resume_checkpoint(recipe, fingerprint)
+    train_now = fingerprint is not None and not trained
+    pusher = _checkpoint_pusher(recipe, push_requested, hub_token) if train_now else None
 
     processor = build_image_processor(recipe.model, task.image_processor_kwargs(recipe.data))
     task.check_image_processor(processor)
@@ -155,9 +182,13 @@ def run(recipe: Recipe) -> RunContext:
             context.plots["lr_find"] = write_range_test(range_test(trainer, steps=steps), context.output_dir)
         return context
 
-    if not recipe.run.evaluate_only:
+    if trained:
+        restore_trained(trainer, context)
+    elif not recipe.run.evaluate_only:
         if stream is not None:
             stream.restore(context.resumed_from, trainer)
+        if trainer.is_world_process_zero():
+            write_run_status(context.output_dir, TRAINING)
         try:
             result = trainer.train(resume_from_checkpoint=context.resumed_from)
         finally:  # the last checkpoint reaches the Hub even when training stops with an error
@@ -177,6 +208,8 @@ def run(recipe: Recipe) -> RunContext:
             train_metrics["train_samples"] = data.summary["streaming"]["examples_seen"]
         context.metrics["train"] = train_metrics
         trainer.save_metrics("train", train_metrics)
+        if trainer.is_world_process_zero():
+            write_run_status(context.output_dir, TRAINED)  # a failure from here on redoes only what follows
 
     context.metrics["eval"] = trainer.evaluate()
     context.eval_details = metric.details
@@ -193,8 +226,22 @@ def run(recipe: Recipe) -> RunContext:
         _write_outputs(context)
         if push_requested:
             _push(context, hub_token)
+        if fingerprint is not None and (context.push_url or not push_requested):
+            write_run_status(context.output_dir, FINISHED)  # after the last output (a failed push is redone)
         print_summary(context)
     return context
+
+
+def restore_trained(trainer: RecipeTrainer, context: RunContext) -> None:
+    """For a rerun of a run that trained to its end (:func:`recipes.checkpoints.trained_run`): the final model saved
+    in ``output_dir`` (the best one with ``load_best_model_at_end``), its trainer state (log history for the plots
+    and card) and training metrics, instead of training again."""
+    output_dir = context.output_dir
+    trainer._load_from_checkpoint(str(output_dir))
+    trainer.state = TrainerState.load_from_json(str(output_dir / "trainer_state.json"))
+    train_metrics = existing_metrics(output_dir).get("train")
+    if train_metrics is not None:
+        context.metrics["train"] = train_metrics
 
 
 def _checkpoint_pusher(recipe: Recipe, push_requested: bool, hub_token: str | None) -> CheckpointPusher | None:
@@ -368,7 +415,7 @@ def _write_outputs(context: RunContext) -> None:
     save_examples(context.data.validation, output_dir, column=context.recipe.data.image_column_name)
     write_manifest(context)
     card = build_model_card(context)
-    card.save(output_dir / "README.md")
+    write_atomically(output_dir / "README.md", str(card))
 
 
 def write_manifest(context: RunContext) -> Path:
@@ -392,9 +439,7 @@ def write_manifest(context: RunContext) -> Path:
         "metrics": context.metrics,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    path = context.output_dir / "run_manifest.json"
-    path.write_text(json.dumps(manifest, indent=2, default=str), encoding="utf-8")
-    return path
+    return write_atomically(context.output_dir / "run_manifest.json", json.dumps(manifest, indent=2, default=str))
 
 
 SECRET_FLAGS = ("--hub_token", "--hub-token", "--token")
@@ -420,7 +465,8 @@ def _push(context: RunContext, token: str | None) -> None:
     args = context.recipe.training
     repo_id = args.hub_model_id or context.output_dir.name
     try:
-        context.push_url = push_output_dir(context.output_dir, repo_id, token=token, private=args.hub_private_repo)
+        context.push_url = push_output_dir(context.output_dir, repo_id, token=token, private=args.hub_private_repo,
+                                           include_photos=context.recipe.run.push_photos)
         logger.info("Pushed to %s", context.push_url)
     except PublishError as err:
         context.push_error = str(err)

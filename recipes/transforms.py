@@ -16,7 +16,7 @@ from torchvision.transforms.v2 import functional as F
 
 from recipes.config import RecipeError
 from recipes.crop_decode import apply_transform, jpeg_random_resized_crop, random_resized_crop
-from recipes.images import BadImageError, load_rgb
+from recipes.images import BadImageError, check_jpeg_pixels, load_rgb
 
 JPEG_MAGIC = b"\xff\xd8"
 RAW_MAGIC = b"VRRAW1"
@@ -219,7 +219,8 @@ def decode_to_tensor(record: Any) -> torch.Tensor:
     """Decode an image record into an upright RGB ``uint8`` tensor (C, H, W).
 
     JPEG bytes take torchvision's libjpeg-turbo path (EXIF orientation applied); every other
-    format and mode goes through :func:`recipes.images.load_rgb`.
+    format and mode goes through :func:`recipes.images.load_rgb`. Either way an image over the pixel cap is a
+    :class:`~recipes.images.BadImageError`, from its header, before its pixels are allocated.
     """
     if isinstance(record, torch.Tensor):
         return record
@@ -229,6 +230,7 @@ def decode_to_tensor(record: Any) -> torch.Tensor:
     if data is not None and data[: len(RAW_MAGIC)] == RAW_MAGIC:
         return decode_raw_rgb(data)
     if data is not None and data[:2] == JPEG_MAGIC:
+        check_jpeg_pixels(data, record)  # before libjpeg-turbo allocates the pixels
         try:
             tensor = decode_jpeg(
                 torch.frombuffer(bytearray(data), dtype=torch.uint8),

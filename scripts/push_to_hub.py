@@ -1,6 +1,7 @@
-"""Push an existing output folder (model, processor, card, plots, metrics) to the Hugging Face Hub.
+"""Push an existing output folder (model, processor, card, metrics, plots of metrics; data photos only with
+--include-photos) to the Hugging Face Hub.
 
-    python scripts/push_to_hub.py outputs/food101-vit --repo-id user/vit-base-food101 [--private]
+    python scripts/push_to_hub.py outputs/food101-vit --repo-id user/vit-base-food101 [--private] [--include-photos]
 
 The token comes from --token, else HF_TOKEN, else `hf auth login`; it is never printed.
 """

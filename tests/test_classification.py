@@ -177,6 +177,24 @@ def test_unreadable_images_stop_a_strict_run(tmp_path: Path) -> None:
         _load(tmp_path, "--train_dir", str(root), "--strict")
 
 
+def test_decompression_bombs_are_skipped_and_listed_at_start_up(tmp_path: Path) -> None:
+    from test_images import jpeg_bomb, png_bomb
+
+    from recipes.sample_data.shapes import make_shapes_dataset
+
+    root = make_shapes_dataset(tmp_path / "data", images_per_class=6, size=16, classes=("circle", "square"))
+    (root / "circle" / "bomb.png").write_bytes(png_bomb())
+    (root / "square" / "bomb.jpg").write_bytes(jpeg_bomb())
+    _, data = _load(tmp_path, "--train_dir", str(root), "--train_val_split", "0.25")
+    skipped = {Path(item["path"]).name: item["reason"] for item in data.summary["skipped_files"]}
+    assert set(skipped) == {"bomb.png", "bomb.jpg"}
+    assert all("over the limit of 178,956,970 pixels" in reason and "--max_image_pixels" in reason
+               for reason in skipped.values())
+    assert len(data.train) + len(data.validation) == 12
+    with pytest.raises(RecipeError, match=r"(?s)bomb\.(png|jpg): over the limit.*without `strict`"):
+        _load(tmp_path, "--train_dir", str(root), "--strict")
+
+
 # ----------------------------------------------------------------------------- transforms
 
 
@@ -385,6 +403,12 @@ def test_push_to_hub_then_pipeline_downloads_it(tmp_path: Path, shapes_dir: Path
     ):
         assert name in files, name
     assert not any(name.startswith("checkpoint-") for name in files)
+    # Nothing private by default: no data photo, no local record, no absolute local path in any pushed file.
+    assert (out / "examples").is_dir() and (out / "top_losses.png").is_file() and (out / "run_manifest.json").is_file()
+    assert not [name for name in files if name.startswith("examples/") or name in (
+        "top_losses.png", "run_manifest.json", "trainer_state.json", "run_fingerprint.json", "training_args.bin")]
+    assert not [name for name, content in files.items() if str(tmp_path).encode() in content]
+    assert "top_losses.png" not in files["README.md"].decode()
     token = fake_hub.token
     assert all(token.encode() not in content for content in files.values())
     assert token not in result.stdout + result.stderr

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from recipes.images import BadImageError, check_image_record, jpeg_has_end_marker, load_rgb, to_rgb
+from recipes.config import RecipeError
+from recipes.images import BadImageError, check_image_record, jpeg_has_end_marker, jpeg_size, load_rgb, to_rgb
 from recipes.transforms import decode_raw_rgb, decode_to_tensor, encode_raw_rgb
 
 
@@ -91,3 +92,113 @@ def test_jpeg_end_marker_check_allows_padding_and_catches_a_cut() -> None:
     assert jpeg_has_end_marker(bytearray(data)) and jpeg_has_end_marker(memoryview(data))
     assert not jpeg_has_end_marker(data[:-1]) and not jpeg_has_end_marker(data[: len(data) // 2])
     assert not jpeg_has_end_marker(data + b"trailer") and not jpeg_has_end_marker(b"")
+
+
+# ----------------------------------------------------------------------------- decompression bombs
+
+
+def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
+    """A PNG of a few dozen bytes whose header claims ``width`` x ``height`` (greyscale, one zlib stream)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def jpeg_bomb(width: int = 65000, height: int = 65000) -> bytes:
+    """A real 16x16 JPEG whose frame header (SOF0) is patched to claim ``width`` x ``height``."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (10, 200, 30)).save(buffer, format="JPEG")
+    data = bytearray(buffer.getvalue())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.fixture
+def no_decoder_reached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bomb must be refused from its header: the full JPEG decoders fail the test if they are reached."""
+    import recipes.crop_decode
+    import recipes.transforms
+
+    def reached(*args, **kwargs):
+        raise AssertionError("a decoder was given a decompression bomb")
+
+    monkeypatch.setattr(recipes.transforms, "decode_jpeg", reached)
+    if recipes.crop_decode.simplejpeg is not None:
+        monkeypatch.setattr(recipes.crop_decode.simplejpeg, "decode_jpeg", reached)
+
+
+def test_jpeg_size_reads_the_frame_header() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (37, 21)).save(buffer, format="JPEG", progressive=True, exif=Image.Exif().tobytes())
+    assert jpeg_size(buffer.getvalue()) == (37, 21) and jpeg_size(memoryview(buffer.getvalue())) == (37, 21)
+    assert jpeg_size(jpeg_bomb()) == (65000, 65000)
+    assert jpeg_size(png_bomb()) is None and jpeg_size(b"\xff\xd8\xff") is None and jpeg_size(b"") is None
+
+
+@pytest.mark.parametrize("kind", ["png", "jpeg"])
+def test_a_decompression_bomb_is_a_bad_image_named_on_every_decoding_path(
+    kind: str, tmp_path: Path, no_decoder_reached: None
+) -> None:
+    from torchvision.transforms import v2
+
+    from recipes.crop_decode import jpeg_random_resized_crop
+    from recipes.device_decode import device_decodable_bytes
+    from recipes.tasks.segmentation.masks import _lazy_open
+    from recipes.transforms import decode_augmented
+
+    path = tmp_path / f"bomb.{'png' if kind == 'png' else 'jpg'}"
+    path.write_bytes(png_bomb() if kind == "png" else jpeg_bomb())
+    # torchvision's JPEG path reads the frame header itself; Pillow reports its own check in the same terms
+    size = "is over the limit of 178,956,970 pixels" if kind == "png" else "is 65000 x 65000 = 4,225,000,000 pixels"
+    records = [str(path), {"bytes": None, "path": str(path)}, {"bytes": path.read_bytes(), "path": str(path)}]
+    for record in records:
+        reason = check_image_record(record)
+        assert reason is not None and "over the limit of 178,956,970" in reason and "--max_image_pixels" in reason
+        for decode in (load_rgb, decode_to_tensor, _lazy_open):
+            if decode is decode_to_tensor and isinstance(record, str):
+                continue
+            with pytest.raises(BadImageError, match=rf"{path.name}"):
+                decode(record)
+    with pytest.raises(BadImageError, match=rf"{path.name} {size}"):
+        decode_to_tensor({"bytes": None, "path": str(path)})
+    crop = v2.Compose([v2.RandomResizedCrop(32), v2.RandomHorizontalFlip()])
+    with pytest.raises(BadImageError, match=path.name):
+        decode_augmented({"bytes": None, "path": str(path)}, crop)
+    assert jpeg_random_resized_crop(path.read_bytes(), crop.transforms[0]) is None
+    assert device_decodable_bytes({"bytes": path.read_bytes(), "path": str(path)}) is None
+
+
+def test_the_pixel_cap_is_one_setting_for_every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recipes.images import MAX_PIXELS_ENV, max_image_pixels, set_max_image_pixels
+
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(max_image_pixels()))
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(buffer, format="JPEG")
+    photo = {"bytes": buffer.getvalue(), "path": "photo.jpg"}
+    assert decode_to_tensor(photo).shape == (3, 48, 64)
+    set_max_image_pixels(64 * 48 - 1)
+    with pytest.raises(BadImageError, match=r"photo\.jpg is 64 x 48 = 3,072 pixels, over the limit of 3,071"):
+        decode_to_tensor(photo)
+    assert "over the limit of 3,071" in check_image_record(photo)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)
+    set_max_image_pixels(500_000_000)  # above Pillow's own limit: Pillow's is raised with it
+    # 400 M pixels: allowed through the cap and Pillow's check; the (tiny) data is then found truncated
+    assert "limit" not in (check_image_record({"bytes": png_bomb(), "path": "big.png"}) or "")
+    with pytest.raises(RecipeError, match="positive"):
+        set_max_image_pixels(0)
+    # A process started with the raised cap in its environment (a spawned loader worker) applies it to Pillow too.
+    import os
+    import subprocess
+    import sys
+
+    probe = ("from recipes.images import check_image_record; from test_images import png_bomb; "
+             "print(check_image_record({'bytes': png_bomb(), 'path': 'big.png'}))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parent,
+                            env={**os.environ, MAX_PIXELS_ENV: "500000000"}, timeout=120)
+    assert result.returncode == 0 and "limit" not in result.stdout, result.stdout + result.stderr[-2000:]

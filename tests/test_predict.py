@@ -253,3 +253,94 @@ def test_update_card_replaces_the_same_dataset_entry_and_keeps_the_others(tmp_pa
     results = sorted((r.dataset_name, r.metric_type, r.metric_value) for r in card.data.eval_results)
     assert results == [("food/test", "accuracy", 0.75), ("food/test", "f1_macro", 0.5), ("other/data", "accuracy", 0.9)]
     assert "Text kept." in card.text
+
+
+# ----------------------------------------------------------------------------- decompression bombs
+
+
+@pytest.fixture(scope="module")
+def quickstart_model(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path) -> Path:
+    """The quickstart's tiny ResNet trained for one epoch (seconds): a model for predict's input handling."""
+    from conftest import run_cli
+
+    out = tmp_path_factory.mktemp("quickstart-model") / "model"
+    assert_ok(run_cli("configs/quickstart/classification.yaml", "--train_dir", str(shapes_dir), "--output_dir",
+                      str(out), "--num_train_epochs", "1", "--make_plots", "false", "--save_total_limit", "1"))
+    return out
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_predict_skips_and_names_decompression_bombs_and_predicts_the_other_images(
+    quickstart_model: Path, shapes_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, workers: str
+) -> None:
+    from test_images import jpeg_bomb, png_bomb
+
+    from recipes.images import MAX_PIXELS_ENV, max_image_pixels
+    from recipes.modes.predict import main
+
+    monkeypatch.setenv(MAX_PIXELS_ENV, str(max_image_pixels()))  # predict sets it for its workers
+    photos = sorted(shapes_dir.glob("*/*.png"))[:3]
+    png, jpeg = tmp_path / "bomb.png", tmp_path / "bomb.jpg"
+    png.write_bytes(png_bomb())
+    jpeg.write_bytes(jpeg_bomb())
+    out = tmp_path / "predictions.jsonl"
+    inputs = [str(photos[0]), str(png), str(photos[1]), str(jpeg), str(photos[2])]
+    assert main(["--num_workers", workers, "--batch_size", "2", str(quickstart_model), *inputs, "--output",
+                 str(out)]) == 0
+    captured = capsys.readouterr()
+    assert f"skipped {png}: Image {png} is over the limit of 178,956,970 pixels" in captured.err
+    assert f"skipped {jpeg}: Image {jpeg} is 65000 x 65000 = 4,225,000,000 pixels, over the limit" in captured.err
+    assert "--max_image_pixels" in captured.err and "3 images, 2 skipped" in captured.out
+    assert [row["file"] for row in read_jsonl(out)] == [str(p) for p in photos]
+    # A lower limit of its own: the photos (32 x 32) are over it too, so nothing is readable.
+    assert main([str(quickstart_model), str(photos[0]), "--output", str(out), "--max_image_pixels", "1000",
+                 "--num_workers", workers, "--overwrite"]) == 2
+    assert "32 x 32 = 1,024 pixels, over the limit of 1,000" in capsys.readouterr().err
+
+
+def test_predict_replaces_its_output_only_with_overwrite_and_only_once_complete(
+    quickstart_model: Path, shapes_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recipes.config import RecipeError
+    from recipes.modes.predict import check_output, main
+    from recipes.tasks.classification.outputs import ClassificationSink
+
+    photos = [str(path) for path in sorted(shapes_dir.glob("*/*.png"))[:3]]
+    out = tmp_path / "predictions.jsonl"
+    out.write_text("earlier predictions\n")
+    command = [str(quickstart_model), *photos, "--output", str(out), "--num_workers", "0", "--batch_size", "1"]
+    assert main(command) == 2
+    assert f"--output {out} exists. Fix: --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "earlier predictions\n"
+    # Killed after the first image (here: an error in the sink): the earlier output stays, no partial file anywhere.
+    add = ClassificationSink.add
+
+    def add_then_fail(self, *args):
+        if getattr(self, "added", False):
+            raise KeyboardInterrupt
+        self.added = True
+        add(self, *args)
+
+    monkeypatch.setattr(ClassificationSink, "add", add_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        main([*command, "--overwrite"])
+    assert out.read_text() == "earlier predictions\n" and [p.name for p in tmp_path.iterdir()] == [out.name]
+    monkeypatch.setattr(ClassificationSink, "add", add)
+    drawn = tmp_path / "drawn"
+    assert main([*command, "--overwrite", "--visualize", str(drawn)]) == 0
+    assert [row["file"] for row in read_jsonl(out)] == photos
+    assert sorted(p.name for p in tmp_path.iterdir()) == [drawn.name, out.name] and len(list(drawn.iterdir())) == 3
+    # Fewer images the next time: no drawing (nor line) of the earlier run stays.
+    command = [str(quickstart_model), photos[1], "--output", str(out), "--num_workers", "0", "--overwrite"]
+    assert main([*command, "--visualize", str(drawn)]) == 0
+    assert [row["file"] for row in read_jsonl(out)] == [photos[1]] and len(list(drawn.iterdir())) == 1
+    out.unlink()
+    assert main([*command, "--visualize", str(drawn)]) == 0 and out.is_file()
+    # A folder output (segmentation masks) is replaced whole, and never when it holds files predict does not write.
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    (masks / "old_mask.png").write_bytes(b"")
+    check_output(masks, overwrite=True)
+    (masks / "notes.txt").write_text("mine")
+    with pytest.raises(RecipeError, match=r"holds files predict did not write \(notes\.txt\)"):
+        check_output(masks, overwrite=True)

@@ -74,3 +74,37 @@ def test_command_line_tokens_are_redacted(monkeypatch: pytest.MonkeyPatch) -> No
     for secret in ("abc123", "xyz789", "t0k", "hf_inline", "plain-secret"):
         assert secret not in redacted
     assert "--x" in redacted and "--hub-token=<redacted>" in redacted
+
+
+def test_a_push_publishes_no_data_photo_or_local_path_unless_photos_are_asked_for(
+    output_dir: Path, tmp_path: Path, fake_hub
+) -> None:
+    local = str(tmp_path)
+    (output_dir / "README.md").write_text(
+        "---\nlicense: apache-2.0\ntags:\n- vision-recipes\n---\n# x\n\n## Plots\n\n"
+        "![training_curves](training_curves.png)\n\n![top_losses](top_losses.png)\n\n![badge](https://example.com/badge.png)\n")
+    for name in ("training_curves.png", "confusion_matrix.png", "top_losses.png", "examples/example_1.jpg",
+                 "eval-photos/top_losses.png", "eval-photos/evaluation.md", "incomplete-checkpoint-6/model.safetensors",
+                 ".run_manifest.json.partial-12", "eval_results.json"):
+        (output_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (output_dir / name).write_bytes(b"photo" if name.endswith((".png", ".jpg")) else b"{}")
+    for name in ("run_manifest.json", "run_fingerprint.json", "trainer_state.json", "run_status.json"):
+        (output_dir / name).write_text(json.dumps({"output_dir": local, "train_dir": f"{local}/data"}))
+    env = fake_hub.client_env(tmp_path / "home")
+    result = _push_script(output_dir, env, "--repo-id", "user/private-data")
+    assert result.returncode == 0, result.stderr
+    files = fake_hub.files("user/private-data")
+    assert sorted(files) == [".gitattributes", "README.md", "config.json", "confusion_matrix.png", "eval_results.json",
+                             "model.safetensors", "preprocessor_config.json", "training_curves.png"]
+    assert not [name for name, content in files.items() if local.encode() in content]
+    card = files["README.md"].decode()
+    assert "![training_curves](training_curves.png)" in card and "top_losses" not in card
+    assert "https://example.com/badge.png" in card
+    assert "![top_losses](top_losses.png)" in (output_dir / "README.md").read_text(), "the local card keeps it"
+    # Asked for explicitly: the photos too (still no local record).
+    result = _push_script(output_dir, env, "--repo-id", "user/with-photos", "--include-photos")
+    assert result.returncode == 0, result.stderr
+    files = fake_hub.files("user/with-photos")
+    assert {"examples/example_1.jpg", "eval-photos/top_losses.png", "top_losses.png"} <= set(files)
+    assert "![top_losses](top_losses.png)" in files["README.md"].decode()
+    assert not {"run_manifest.json", "trainer_state.json", "run_fingerprint.json"} & set(files)

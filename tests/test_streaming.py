@@ -327,3 +327,23 @@ def test_webdataset_shards_need_class_names_then_stream(tmp_path: Path, shapes_d
     assert len(examples) == len(files) - 8 and not any("bad" in e["_stream"] for e in examples)
     assert {tuple(e["pixel_values"].shape) for e in examples} == {(3, 32, 32)}
     assert {e["labels"] for e in examples} == set(range(len(names)))
+
+
+def test_decompression_bombs_in_a_stream_are_skipped_and_listed(tmp_path: Path) -> None:
+    from test_images import jpeg_bomb, png_bomb
+
+    train = _shapes(tmp_path / "images", per_class=4, seed=0)  # 16 records; 4 are held out for validation
+    bombs = {5: ("bomb.png", png_bomb()), 9: ("bomb.jpg", jpeg_bomb())}
+    train = train.cast_column("image", _raw()).map(
+        lambda row, index: {"image": {"bytes": bombs[index][1], "path": bombs[index][0]}} if index in bombs else row,
+        with_indices=True)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    train.to_parquet(str(folder / "train-00000-of-00001.parquet"))
+    context = run(parse_recipe(_local(folder, tmp_path / "out", "--max_steps", "4", "--shuffle_buffer_size", "0")))
+    report = context.data.summary["streaming"]
+    skipped = {record["path"]: record["reason"] for record in report["skipped_records"]}
+    assert set(skipped) == {"bomb.png", "bomb.jpg"} and report["bad_records"] >= 2  # (again in a later pass)
+    assert "65000 x 65000 = 4,225,000,000 pixels, over the limit of 178,956,970" in skipped["bomb.jpg"]
+    assert "over the limit of 178,956,970 pixels" in skipped["bomb.png"]
+    assert context.trainer.state.global_step == 4

@@ -9,11 +9,14 @@ Unreadable files are listed and skipped; the exit code is 2 only when no image c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import os
+import re
+import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,7 +28,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from recipes.config import RecipeError
-from recipes.images import IMAGE_EXTENSIONS, BadImageError
+from recipes.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, BadImageError, set_max_image_pixels
 from recipes.render import class_palette, render
 from recipes.tasks.base import PredictOptions
 from recipes.transforms import decode_to_tensor
@@ -134,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default=None, help="float32 (default); bf16 or fp16 on a GPU")
     parser.add_argument("--visualize", default=None, metavar="DIR", help="Also save each image with its prediction")
     parser.add_argument("--revision", default="main", help="Hub model revision")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Replace an existing --output (once the new predictions are all written)")
+    parser.add_argument("--max_image_pixels", type=int, default=DEFAULT_MAX_IMAGE_PIXELS,
+                        help="Images whose header claims more pixels are skipped and listed (default: Pillow's "
+                             "limit, ~179 million)")
     return parser
 
 
@@ -158,14 +166,90 @@ def predict(args: argparse.Namespace) -> Summary:
 
     if args.batch_size < 1:
         raise RecipeError(f"--batch_size must be at least 1, got {args.batch_size}.")
+    if args.max_image_pixels < 1:
+        raise RecipeError(f"--max_image_pixels must be at least 1, got {args.max_image_pixels}.")
+    set_max_image_pixels(args.max_image_pixels)  # before the loader's workers start
     paths = expand_inputs(args.inputs)
+    output = Path(args.output).expanduser()
+    check_output(output, overwrite=args.overwrite)
+    visualize = Path(args.visualize).expanduser() if args.visualize else None
+    if visualize is not None:
+        check_output(visualize, overwrite=args.overwrite)
     loaded = load_fine_tuned(args.model, device=args.device, dtype=args.dtype, revision=args.revision)
     config = loaded.config
     palette = hub_palette(args.model, config.num_labels, loaded.local_dir)
-    options = PredictOptions(output=Path(args.output), format=args.format, top_k=args.top_k,
-                             threshold=args.threshold, palette=palette)
+    with staged_output(output) as staged, contextlib.ExitStack() as drawings:
+        drawn = drawings.enter_context(staged_output(visualize)) if visualize is not None else None
+        options = PredictOptions(output=staged, format=args.format, top_k=args.top_k, threshold=args.threshold,
+                                 palette=palette)
+        summary = _predict(args, loaded, paths, options, palette, drawn)
+        if summary.images == 0:  # nothing readable: the previous outputs stay as they were
+            for path in (staged, drawn):
+                if path is not None and path.is_dir():
+                    shutil.rmtree(path)
+            staged.unlink(missing_ok=True)
+            summary.written = []
+    summary.written = [output / path.relative_to(staged) if path != staged else output for path in summary.written]
+    for path, reason in summary.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    print(f"{summary.images} images, {len(summary.skipped)} skipped, {summary.images_per_s:.1f} images/s "
+          f"({loaded.task.name}, batch {args.batch_size}, {loaded.device}). Wrote "
+          f"{', '.join(map(str, summary.written)) or 'nothing'}"
+          + (f"; drawings in {args.visualize}" if args.visualize else ""), flush=True)
+    return summary
+
+
+PREDICT_FOLDER_FILES = re.compile(r"^(predictions\.jsonl|.+\.png)$")
+"""What ``predict`` writes in a folder (segmentation masks, ``--visualize`` drawings): an existing folder is replaced
+only when it holds nothing else."""
+
+
+def check_output(output: Path, overwrite: bool) -> None:
+    """An existing ``--output`` is replaced only with ``--overwrite``; a folder only when it holds nothing but what
+    ``predict`` writes (``predictions.jsonl`` and PNG masks)."""
+    if not output.exists() and not output.is_symlink():
+        return
+    if not overwrite:
+        raise RecipeError(f"--output {output} exists. Fix: --overwrite to replace it (it is replaced only once the "
+                          "new predictions are all written), or another --output.")
+    if output.is_dir():
+        others = sorted(path.name for path in output.iterdir()
+                        if not (path.is_file() and PREDICT_FOLDER_FILES.match(path.name)))
+        if others:
+            raise RecipeError(f"--output {output} holds files predict did not write ({', '.join(others[:5])}): it is "
+                              "not replaced, even with --overwrite. Fix: another --output.")
+
+
+@contextlib.contextmanager
+def staged_output(output: Path) -> Iterator[Path]:
+    """Where the sink writes (``.NAME.partial-PID/NAME`` beside ``output``), moved onto ``output`` only when the run
+    completes: an interrupted or failed run leaves the previous output as it was (and no partial file under its
+    name); a folder output is replaced whole, so no mask of an earlier run stays."""
+    staging = output.parent / f".{output.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    staged = staging / output.name
+    try:
+        yield staged
+        if staged.is_dir() and output.is_dir():
+            aside = staging / ".replaced"
+            os.rename(output, aside)
+            os.rename(staged, output)
+        elif staged.is_dir() != output.is_dir() and output.exists():
+            kinds = ("folder", "file") if output.is_dir() else ("file", "folder")
+            raise RecipeError(f"--output {output} is a {kinds[0]}; this task writes a {kinds[1]}. Fix: another "
+                              "--output.")
+        elif staged.exists():
+            os.replace(staged, output)  # atomic for a file
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _predict(args: argparse.Namespace, loaded: Any, paths: list[Path], options: PredictOptions,
+             palette: np.ndarray, visualize: Path | None) -> Summary:
+    """Infer batch by batch into the sink of ``options`` (and drawings into ``visualize``)."""
+    config = loaded.config
     sink = loaded.task.prediction_sink(loaded.model, loaded.image_processor, options)
-    visualize = Path(args.visualize) if args.visualize else None
     if visualize is not None:
         visualize.mkdir(parents=True, exist_ok=True)
     id2label = {int(k): v for k, v in config.id2label.items()}
@@ -196,15 +280,7 @@ def predict(args: argparse.Namespace) -> Summary:
                 done += len(batch.indices)
             progress.update(len(batch.indices) + len(batch.failed))
     elapsed = time.perf_counter() - started
-    written = sink.close()
-
-    for path, reason in skipped:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    summary = Summary(images=done, skipped=skipped, seconds=elapsed, written=written)
-    print(f"{done} images, {len(skipped)} skipped, {summary.images_per_s:.1f} images/s "
-          f"({loaded.task.name}, batch {args.batch_size}, {loaded.device}). Wrote {', '.join(map(str, written))}"
-          + (f"; drawings in {visualize}" if visualize is not None else ""), flush=True)
-    return summary
+    return Summary(images=done, skipped=skipped, seconds=elapsed, written=sink.close())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,6 +1,6 @@
 """``vision-recipes push OUTPUT_DIR --repo-id USER/NAME``: publish an existing output folder (model, processor,
-card, plots, metrics) to the Hugging Face Hub. The token comes from --token, else HF_TOKEN, else `hf auth login`;
-it is never printed."""
+card, metrics, plots of metrics; data photos only with --include-photos) to the Hugging Face Hub. The token comes
+from --token, else HF_TOKEN, else `hf auth login`; it is never printed."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--private", action="store_true", help="Create the repository as private")
     parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
     parser.add_argument("--commit-message", default="Upload fine-tuned model with Vision Recipes")
+    parser.add_argument("--include-photos", action="store_true",
+                        help="Also push data photos: examples/, eval-*/ folders, plots drawn on validation photos")
     args = parser.parse_args(argv)
     try:
         url = push_output_dir(args.output_dir, args.repo_id, token=args.token, private=args.private or None,
-                              commit_message=args.commit_message)
+                              commit_message=args.commit_message, include_photos=args.include_photos)
     except PublishError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from recipes.images import BadImageError, open_image, record_path
+from recipes.images import BadImageError, open_header, open_image, record_path
 from recipes.tasks.segmentation.formats import (
     INDEX_MASK_MODES,
     LabelMapping,
@@ -151,14 +151,8 @@ def check_and_convert_one(
 
 
 def _lazy_open(record: Any) -> Image.Image:
-    """Open an image's header only (size, EXIF) without decoding its pixels."""
-    try:
-        if isinstance(record, dict):
-            data = record.get("bytes")
-            return Image.open(io.BytesIO(data)) if data else Image.open(record["path"])
-        return Image.open(record)
-    except (OSError, KeyError, TypeError, ValueError) as err:
-        raise BadImageError(f"Cannot decode image {record_path(record)}: {err}") from err
+    """Open an image's header only (size, EXIF) without decoding its pixels; over the pixel cap: a bad image."""
+    return open_header(record)
 
 
 def check_and_convert_batch(
