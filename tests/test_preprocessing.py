@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import shared_dataset
 from PIL import Image
-from processor_configs import PROCESSOR_CONFIGS, write_checkpoint
+from processor_configs import PROCESSOR_CONFIGS, TIMM_CONFIGS, write_checkpoint
 from transformers.image_utils import load_image
 
 from recipes.config import ModelArguments
@@ -31,11 +31,12 @@ from recipes.transforms import (
 )
 
 SEGMENTATION = ("nvidia/segformer-b0-finetuned-ade-512-512", "nvidia/mit-b0", "google/deeplabv3_mobilenet_v2_1.0_513")
-CLASSIFICATION = tuple(name for name in PROCESSOR_CONFIGS if name not in SEGMENTATION)
+TIMM = tuple(TIMM_CONFIGS)
+CLASSIFICATION = (*(name for name in PROCESSOR_CONFIGS if name not in SEGMENTATION), *TIMM)
 
 
 def _processor(name: str, tmp_path: Path) -> object:
-    folder = write_checkpoint(name, tmp_path / name.replace("/", "--"))
+    folder = write_checkpoint(name, tmp_path / name.split(" ")[0].replace("/", "--"))
     return build_image_processor(ModelArguments(model_name_or_path=str(folder)))
 
 
@@ -104,7 +105,10 @@ def test_training_inputs_share_the_processor_pixel_steps(name: str, tmp_path: Pa
     pixel steps) must equal the full processor exactly: this catches normalisation, rescale and channel order."""
     processor = _processor(name, tmp_path)
     geometry = ProcessorGeometry.from_processor(processor)
-    photo = Image.new("RGB", (331, 217), (200, 30, 90))
+    # timm's crop_mode border pads to the model's aspect ratio with the mean colour: give it that aspect ratio.
+    border = TIMM_CONFIGS.get(name, {}).get("pretrained_cfg", {}).get("crop_mode") == "border"
+    photo = Image.new("RGB", (331, round(331 * geometry.height / geometry.width)) if border else (331, 217),
+                      (200, 30, 90))
     expected = processor(images=photo, return_tensors="pt")["pixel_values"]
     assert tuple(expected.shape[-2:]) == (geometry.height, geometry.width)
     example = transform_classification_batch(
