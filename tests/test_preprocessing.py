@@ -1,11 +1,17 @@
 """Evaluation inputs are exactly the checkpoint's image processor's (what ``pipeline()`` feeds the model), for the
-processor configurations of 16 real Hub checkpoints, on real non-square photos.
+processor configurations of 16 real Hub checkpoints and 10 timm configurations (``TimmWrapperImageProcessor``: timm's
+own evaluation transform from ``pretrained_cfg``), on real non-square photos.
 
 Tolerance: none (``torch.equal``). Our evaluation decodes with torchvision's libjpeg-turbo (EXIF applied) and
 then calls the processor itself; ``pipeline()`` decodes with PIL (also libjpeg-turbo, default settings) and calls
 the same processor. Both decoders give identical pixels for these JPEGs and PNGs, so any difference at all means
 a preprocessing step differs. Training inputs share the processor's pixel steps (rescale, normalisation, channel
 order): a uniform colour image, which no resize or crop changes, must come out identical through both paths.
+
+timm processors: evaluation hands the decoded ``uint8`` images to the processor as a list, which it turns into PIL
+images for timm's transform, as it does with ``pipeline()``'s PIL image (so tolerance none here too); training crops
+run the transform's own ``ToTensor`` + ``Normalize``. For ``crop_mode: border`` (which pads to the model's aspect ratio
+with the mean colour) the uniform image has the model's aspect ratio, so nothing is padded.
 """
 
 from __future__ import annotations
