@@ -58,6 +58,12 @@ def food_timm(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                 hub_style=False)
 
 
+@pytest.fixture(scope="module")
+def hub_timm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same ResNet-18 with config.json as the Hub's ``timm/...`` repositories have it (no ``model_args``)."""
+    return save_timm_checkpoint("resnet18", tmp_path_factory.mktemp("timm-hub"), label_names=FOOD_ROWS)
+
+
 def _timm_logits(folder: Path) -> torch.Tensor:
     """The saved timm model's logits, computed by timm alone (no transformers)."""
     from safetensors.torch import load_file
@@ -132,8 +138,8 @@ def test_an_architecture_timm_does_not_know_is_a_clear_early_error(food_timm: Pa
         build_image_processor(ModelArguments(model_name_or_path=str(bad)))
 
 
-def test_image_processor_overrides_change_timm_data_config_and_the_saved_config(food_timm: Path) -> None:
-    args = ModelArguments(model_name_or_path=str(food_timm), image_processor_overrides={
+def test_image_processor_overrides_change_timm_data_config_and_the_saved_config(hub_timm: Path) -> None:
+    args = ModelArguments(model_name_or_path=str(hub_timm), image_processor_overrides={
         "input_size": [3, 160, 160], "crop_pct": 1.0, "crop_mode": "squash"})
     processor = build_image_processor(args)
     geometry = ProcessorGeometry.from_processor(processor)
@@ -142,7 +148,7 @@ def test_image_processor_overrides_change_timm_data_config_and_the_saved_config(
     model = build_model(AutoModelForImageClassification, args, dict(enumerate(FOOD_ROWS))).model
     assert model.config.pretrained_cfg["input_size"] == [3, 160, 160]  # what pipeline() will use
     with pytest.raises(RecipeError, match=r"(?s)\['size'\].*timm's data config"):
-        build_image_processor(ModelArguments(model_name_or_path=str(food_timm),
+        build_image_processor(ModelArguments(model_name_or_path=str(hub_timm),
                                              image_processor_overrides={"size": {"height": 160, "width": 160}}))
 
 
