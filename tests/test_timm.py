@@ -98,6 +98,22 @@ def test_a_checkpoint_saved_by_timm_loads_with_a_new_head(mobilenet: Path) -> No
     assert "num_classes" not in (loaded.model.config.model_args or {})  # saved so that pipeline() can load it
 
 
+def test_a_headless_timm_checkpoint_gets_a_new_head(tmp_path: Path) -> None:
+    """A feature checkpoint (``num_classes: 0``, as MAE/DINO-style timm checkpoints are) gets a new head."""
+    folder = save_timm_checkpoint("resnet18", tmp_path / "headless", hub_style=False)
+    config = json.loads((folder / "config.json").read_text())
+    config["num_classes"] = config["model_args"]["num_classes"] = config["pretrained_cfg"]["num_classes"] = 0
+    (folder / "config.json").write_text(json.dumps(config))
+    from safetensors.torch import load_file, save_file
+
+    weights = {k: v for k, v in load_file(folder / "model.safetensors").items() if not k.startswith("fc.")}
+    save_file(weights, folder / "model.safetensors")
+    loaded = build_model(AutoModelForImageClassification, ModelArguments(model_name_or_path=str(folder)),
+                         {0: "pizza", 1: "steak"})
+    assert loaded.new_parameters == ["timm_model.fc.bias", "timm_model.fc.weight"]
+    assert loaded.model.timm_model.fc.out_features == 2
+
+
 def test_labels_by_name_keep_the_timm_head_rows(food_timm: Path) -> None:
     """timm's ``label_names`` become ``id2label``; each known class keeps its row (moved), a new class gets a new one
     (the head is rebuilt for 4 classes, as ``reset_classifier`` would, through transformers' ``num_labels``)."""
