@@ -74,10 +74,23 @@ def timm_processor_overrides(processor: Any, overrides: dict[str, Any], where: s
             f"have: its preprocessing is timm's data config, keys {list(TIMM_DATA_KEYS)} (e.g. "
             "{crop_pct: 1.0, input_size: [3, 288, 288]})."
         )
-    config = {**processor.data_config, **overrides}
-    if isinstance(config.get("input_size"), int):
-        config["input_size"] = (3, config["input_size"], config["input_size"])
+    config = {**processor.data_config, **_timm_sizes(overrides)}
     return type(processor)(pretrained_cfg=config, architecture=getattr(processor, "architecture", None))
+
+
+def _timm_sizes(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``input_size`` as timm wants it, ``[channels, height, width]``, from ``224`` or ``[height, width]`` too."""
+    size = overrides.get("input_size")
+    if size is None:
+        return dict(overrides)
+    if isinstance(size, int):
+        size = [3, size, size]
+    elif isinstance(size, (list, tuple)) and len(size) == 2:
+        size = [3, *size]
+    if not (isinstance(size, (list, tuple)) and len(size) == 3 and all(isinstance(v, int) for v in size)):
+        raise RecipeError(f"`image_processor_overrides.input_size` {overrides['input_size']!r}: give 224, "
+                          "[height, width] or [3, height, width].")
+    return {**overrides, "input_size": list(size)}
 
 
 def apply_processor_overrides(config: Any, overrides: dict[str, Any] | None) -> None:
@@ -86,7 +99,5 @@ def apply_processor_overrides(config: Any, overrides: dict[str, Any] | None) -> 
     if not overrides or not is_timm_config(config):
         return
     pretrained = dict(getattr(config, "pretrained_cfg", None) or {})
-    pretrained.update(overrides)
-    if isinstance(pretrained.get("input_size"), int):
-        pretrained["input_size"] = [3, pretrained["input_size"], pretrained["input_size"]]
+    pretrained.update(_timm_sizes(overrides))
     config.pretrained_cfg = pretrained

@@ -156,7 +156,7 @@ def test_an_architecture_timm_does_not_know_is_a_clear_early_error(food_timm: Pa
 
 def test_image_processor_overrides_change_timm_data_config_and_the_saved_config(hub_timm: Path) -> None:
     args = ModelArguments(model_name_or_path=str(hub_timm), image_processor_overrides={
-        "input_size": [3, 160, 160], "crop_pct": 1.0, "crop_mode": "squash"})
+        "input_size": [160, 160], "crop_pct": 1.0, "crop_mode": "squash"})
     processor = build_image_processor(args)
     geometry = ProcessorGeometry.from_processor(processor)
     assert (geometry.height, geometry.width) == (160, 160)
