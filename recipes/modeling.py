@@ -18,6 +18,13 @@ from recipes.batchnorm import fix_tensorflow_dropout, fix_tensorflow_momentum, f
 from recipes.config import ModelArguments, RecipeError
 from recipes.labels import label_parameter_rows, move_head_rows, named_labels, plan_labels
 from recipes.schedule import LearningRates, parameter_groups
+from recipes.timm_checkpoints import (
+    apply_processor_overrides,
+    check_timm_architecture,
+    fix_timm_config,
+    timm_processor_overrides,
+)
+from recipes.transforms import timm_data_config
 
 logger = logging.getLogger("recipes")
 
@@ -35,15 +42,19 @@ def build_image_processor(model_args: ModelArguments, extra_kwargs: dict[str, An
     name = model_args.image_processor_name or model_args.model_name_or_path
     if name:
         try:
-            return AutoImageProcessor.from_pretrained(
+            processor = AutoImageProcessor.from_pretrained(
                 name,
                 revision=model_args.model_revision,
                 cache_dir=model_args.cache_dir,
                 trust_remote_code=model_args.trust_remote_code,
                 **kwargs,
             )
+        except ImportError as err:  # e.g. a timm checkpoint without timm
+            raise RecipeError(f"Cannot build the image processor of `{name}`: {err}") from err
         except OSError as err:
             local = Path(name).expanduser()
+            if _timm_hint(name):
+                raise RecipeError(f"Could not load the image processor of `{name}`.{_timm_hint(name)}") from err
             if local.is_dir() and not (local / "preprocessor_config.json").is_file():
                 raise RecipeError(
                     f"{local} has no preprocessor_config.json, so how its model expects images is unknown. Copy the "
@@ -53,7 +64,12 @@ def build_image_processor(model_args: ModelArguments, extra_kwargs: dict[str, An
                 ) from err
             raise RecipeError(f"Could not load the image processor of `{name}`: {err}") from err
         except ValueError as err:
-            raise RecipeError(f"`{name}` has no image processor this task can use: {err}") from err
+            raise RecipeError(f"`{name}` has no image processor this task can use: {err}{_timm_hint(name)}") from err
+        if timm_data_config(processor) is not None:  # timm_wrapper: timm's transform from pretrained_cfg
+            check_timm_architecture(getattr(processor, "architecture", None), f"`{name}`")
+            if model_args.image_processor_overrides:
+                processor = timm_processor_overrides(processor, model_args.image_processor_overrides, f"`{name}`")
+        return processor
     model_type = SAME_PROCESSOR_AS.get(model_args.model_type or "", model_args.model_type or "")
     mapping = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type)
     class_name = (mapping or {}).get("torchvision") or (mapping or {}).get("pil")
@@ -62,6 +78,22 @@ def build_image_processor(model_args: ModelArguments, extra_kwargs: dict[str, An
             f"No default image processor for model_type `{model_args.model_type}`; set `image_processor_name`."
         )
     return getattr(transformers, class_name)(**kwargs)
+
+
+def _timm_hint(name: str) -> str:
+    """Advice for a local ``config.json`` that looks like timm's but lacks what transformers needs."""
+    import json
+
+    try:
+        config = json.loads((Path(name).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if isinstance(config, dict) and "architecture" in config and "pretrained_cfg" not in config:
+        return (f" Its config.json names the timm architecture `{config['architecture']}` but has no "
+                "`pretrained_cfg` (timm's preprocessing, which transformers needs to load it as a timm checkpoint): "
+                "save the model with timm's `save_for_hf`/`push_to_hf_hub`, or add `pretrained_cfg` "
+                "(`timm.models.get_pretrained_cfg(NAME).to_dict()`).")
+    return ""
 
 
 @dataclass
@@ -88,13 +120,14 @@ def load_checkpoint_config(model_args: ModelArguments) -> Any | None:
     if not model_args.model_name_or_path:
         return None
     try:
-        return AutoConfig.from_pretrained(model_args.model_name_or_path, **_hub_kwargs(model_args))
+        config = AutoConfig.from_pretrained(model_args.model_name_or_path, **_hub_kwargs(model_args))
     except (OSError, ValueError) as err:
         raise RecipeError(
             f"Could not load the config of `{model_args.model_name_or_path}`: {err}. Check the id or path (a "
             "local checkpoint folder needs config.json), your network and HF_TOKEN; or set `model_type` to build "
             "a model from a config offline."
         ) from err
+    return fix_timm_config(config, f"`{model_args.model_name_or_path}`")
 
 
 def build_model(
@@ -171,12 +204,16 @@ def _load_pretrained(
     plan = plan_labels(checkpoint_labels, label_kwargs["id2label"], evaluate_only=False)
     try:
         config = AutoConfig.from_pretrained(path, **label_kwargs, **overrides, **common)
+        fix_timm_config(config, f"`{path}`")
+        apply_processor_overrides(config, model_args.image_processor_overrides)
         if "classifier_dropout_prob" not in overrides:
             fix_tensorflow_dropout(config)
         model, info = auto_model_class.from_pretrained(
             path, config=config, ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
             output_loading_info=True, **common,
         )
+    except RecipeError:
+        raise
     except ImportError as err:  # e.g. a timm backbone without timm
         raise RecipeError(f"Cannot build `{path}`: {err}") from err
     except (OSError, ValueError) as err:
@@ -189,7 +226,7 @@ def _load_pretrained(
     same_size = original.num_labels == len(plan.rows)
     if checkpoint_labels and not plan.is_identity and (plan.keeps_rows or same_size):
         rows = label_parameter_rows(auto_model_class, config)
-        checkpoint_model = auto_model_class.from_pretrained(path, **common)
+        checkpoint_model = auto_model_class.from_pretrained(path, config=original, **common)
         move_head_rows(model, checkpoint_model, rows, plan)
         loaded.new_parameters = sorted({*new, *rows})
         loaded.kept_label_rows = {plan.id2label[i]: row for i, row in enumerate(plan.rows) if row is not None}

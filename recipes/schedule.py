@@ -41,6 +41,30 @@ def layer_ranks(names: Iterable[str], head: set[str]) -> dict[str, int]:
     return ranks
 
 
+def timm_layer_ids(model: torch.nn.Module) -> dict[str, int] | None:
+    """Depth of each parameter of a timm model wrapped by transformers (``timm_model``), as timm's own layer-wise
+    decay (``param_groups_layer_decay``) computes it: the model's ``group_matcher(coarse=False)`` (0 = stem, then
+    its blocks; what it does not match — the final norm, pooling and classifier — is the top group). ``None`` for
+    other models, or a timm model without a ``group_matcher`` (the block names are used instead)."""
+    inner = getattr(model, "timm_model", None)
+    if inner is None or not hasattr(inner, "group_matcher"):
+        return None
+    from timm.models import group_parameters
+
+    ids = group_parameters(inner, inner.group_matcher(coarse=False), reverse=True)
+    return {f"timm_model.{name}": int(layer) for name, layer in ids.items()}
+
+
+def model_layer_ranks(model: torch.nn.Module, names: list[str], head: set[str]) -> dict[str, int]:
+    """:func:`layer_ranks` of ``model``'s parameters ``names``; timm models use timm's grouping
+    (:func:`timm_layer_ids`), with the ``head`` parameters and any name it does not list on top."""
+    ids = timm_layer_ids(model)
+    if ids is None:
+        return layer_ranks(names, head)
+    top = max(ids.values(), default=0)
+    return {name: top if name in head else ids.get(name, top) for name in names}
+
+
 @dataclass
 class LearningRates:
     """How the learning rate varies over a model's parameters."""
@@ -52,10 +76,12 @@ class LearningRates:
     """Block k of L gets ``base * layer_decay ** (L + 1 - k)``; the head and the top get ``base``."""
     head: set[str] = field(default_factory=set)
 
-    def per_parameter(self, names: list[str]) -> dict[str, float]:
+    def per_parameter(self, names: list[str], ranks: dict[str, int] | None = None) -> dict[str, float]:
+        """Each parameter's rate; ``ranks``: depths from the model itself (:func:`model_layer_ranks`), else they
+        are read from the names (:func:`layer_ranks`)."""
         rates = dict.fromkeys(names, self.base)
         if self.layer_decay is not None:
-            ranks = layer_ranks(names, self.head)
+            ranks = ranks if ranks is not None else layer_ranks(names, self.head)
             top = max(ranks.values(), default=0)
             rates = {name: self.base * self.layer_decay ** (top - ranks[name]) for name in names}
         if self.backbone is not None:
@@ -68,7 +94,9 @@ def parameter_groups(
 ) -> list[dict[str, Any]]:
     """Optimizer groups, one per (learning rate, weight decay, head or not), of the trainable parameters."""
     named = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
-    per_parameter = rates.per_parameter([name for name, _ in named])
+    names = [name for name, _ in named]
+    ranks = model_layer_ranks(model, names, rates.head) if rates.layer_decay is not None else None
+    per_parameter = rates.per_parameter(names, ranks)
     groups: dict[tuple[float, bool, bool], dict[str, Any]] = {}
     for name, param in named:
         key = (per_parameter[name], name in decay_names, name in rates.head)

@@ -71,6 +71,17 @@ class ProcessorGeometry:
                 "`image_processor_overrides`, e.g. {size: {height: 224, width: 224}}."
             )
         (height, width), = sizes
+        timm = timm_data_config(processor)
+        if timm is not None:  # timm's transform: ToTensor (÷ 255), then Normalize(mean, std)
+            channels = int(timm["input_size"][0])
+            if channels != 3:
+                raise RecipeError(
+                    f"This timm model expects {channels}-channel input (pretrained_cfg input_size "
+                    f"{list(timm['input_size'])}); images are decoded to RGB here. Use a 3-channel checkpoint."
+                )
+            mean = tuple(float(v) for v in timm["mean"])
+            std = tuple(float(v) for v in timm["std"])
+            return cls(height=height, width=width, mean=mean, std=std)  # type: ignore[arg-type]
         if getattr(processor, "do_normalize", True):
             mean = tuple(float(v) for v in (processor.image_mean or (0.5, 0.5, 0.5)))
             std = tuple(float(v) for v in (processor.image_std or (0.5, 0.5, 0.5)))
@@ -89,6 +100,8 @@ def processor_pixel_values(processor: Any, images: list[torch.Tensor], *, sized:
     steps run — still the processor's own code, so training and evaluation inputs share one format.
     """
     kwargs: dict[str, Any] = {"return_tensors": "pt"}
+    if sized and timm_data_config(processor) is not None:
+        return timm_pixel_steps(processor, images)
     if sized:
         kwargs["do_resize"] = False
         if hasattr(processor, "do_center_crop"):
@@ -97,6 +110,42 @@ def processor_pixel_values(processor: Any, images: list[torch.Tensor], *, sized:
         # once for the batch (same values as a list, about half the time).
         return processor(images=torch.stack(images), **kwargs)["pixel_values"]
     return processor(images=images, **kwargs)["pixel_values"]
+
+
+TIMM_TO_TENSOR = ("ToTensor", "MaybeToTensor")
+"""The step of a timm transform where the geometry ends: PIL/array ``uint8`` → float ``(C, H, W)`` ÷ 255."""
+
+
+def timm_data_config(processor: Any) -> dict[str, Any] | None:
+    """timm's resolved data config (``input_size``, ``interpolation``, ``crop_pct``, ``crop_mode``, ``mean``,
+    ``std``) of transformers' ``TimmWrapperImageProcessor``, whose preprocessing is timm's own evaluation
+    transform (``val_transforms``); ``None`` for every other processor."""
+    config = getattr(processor, "data_config", None)
+    if isinstance(config, dict) and hasattr(processor, "val_transforms"):
+        return config
+    return None
+
+
+def timm_pixel_steps(processor: Any, images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The pixel steps of a timm processor's evaluation transform on images already at its output size: the
+    transform's own steps from ``ToTensor`` on (÷ 255, ``Normalize``), skipping its resize and crop.
+
+    ``pipeline()`` hands timm's transform a PIL image; here each ``uint8`` (C, H, W) image enters as the same
+    ``uint8`` (H, W, C) array, which ``ToTensor`` converts exactly as it converts the PIL image."""
+    steps = list(processor.val_transforms.transforms)
+    start = next((i for i, step in enumerate(steps) if type(step).__name__ in TIMM_TO_TENSOR), None)
+    if start is None:
+        raise RecipeError(
+            f"The timm transform of this checkpoint has no ToTensor step ({steps}); its pixel steps are unknown. "
+            "Use a checkpoint whose pretrained_cfg gives a standard timm evaluation transform."
+        )
+    out = []
+    for image in images:
+        pixels: Any = image.detach().cpu().permute(1, 2, 0).numpy()
+        for step in steps[start:]:
+            pixels = step(pixels)
+        out.append(pixels)
+    return torch.stack(out)
 
 
 def verified_fast_normalisation(processor: Any) -> ProcessorGeometry | None:

@@ -1,11 +1,17 @@
 """Evaluation inputs are exactly the checkpoint's image processor's (what ``pipeline()`` feeds the model), for the
-processor configurations of 16 real Hub checkpoints, on real non-square photos.
+processor configurations of 16 real Hub checkpoints and 10 timm configurations (``TimmWrapperImageProcessor``: timm's
+own evaluation transform from ``pretrained_cfg``), on real non-square photos.
 
 Tolerance: none (``torch.equal``). Our evaluation decodes with torchvision's libjpeg-turbo (EXIF applied) and
 then calls the processor itself; ``pipeline()`` decodes with PIL (also libjpeg-turbo, default settings) and calls
 the same processor. Both decoders give identical pixels for these JPEGs and PNGs, so any difference at all means
 a preprocessing step differs. Training inputs share the processor's pixel steps (rescale, normalisation, channel
 order): a uniform colour image, which no resize or crop changes, must come out identical through both paths.
+
+timm processors: evaluation hands the decoded ``uint8`` images to the processor as a list, which it turns into PIL
+images for timm's transform, as it does with ``pipeline()``'s PIL image (so tolerance none here too); training crops
+run the transform's own ``ToTensor`` + ``Normalize``. For ``crop_mode: border`` (which pads to the model's aspect ratio
+with the mean colour) the uniform image has the model's aspect ratio, so nothing is padded.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import pytest
 import torch
 from conftest import shared_dataset
 from PIL import Image
-from processor_configs import PROCESSOR_CONFIGS, write_checkpoint
+from processor_configs import PROCESSOR_CONFIGS, TIMM_CONFIGS, write_checkpoint
 from transformers.image_utils import load_image
 
 from recipes.config import ModelArguments
@@ -31,11 +37,12 @@ from recipes.transforms import (
 )
 
 SEGMENTATION = ("nvidia/segformer-b0-finetuned-ade-512-512", "nvidia/mit-b0", "google/deeplabv3_mobilenet_v2_1.0_513")
-CLASSIFICATION = tuple(name for name in PROCESSOR_CONFIGS if name not in SEGMENTATION)
+TIMM = tuple(TIMM_CONFIGS)
+CLASSIFICATION = (*(name for name in PROCESSOR_CONFIGS if name not in SEGMENTATION), *TIMM)
 
 
 def _processor(name: str, tmp_path: Path) -> object:
-    folder = write_checkpoint(name, tmp_path / name.replace("/", "--"))
+    folder = write_checkpoint(name, tmp_path / name.split(" ")[0].replace("/", "--"))
     return build_image_processor(ModelArguments(model_name_or_path=str(folder)))
 
 
@@ -104,7 +111,10 @@ def test_training_inputs_share_the_processor_pixel_steps(name: str, tmp_path: Pa
     pixel steps) must equal the full processor exactly: this catches normalisation, rescale and channel order."""
     processor = _processor(name, tmp_path)
     geometry = ProcessorGeometry.from_processor(processor)
-    photo = Image.new("RGB", (331, 217), (200, 30, 90))
+    # timm's crop_mode border pads to the model's aspect ratio with the mean colour: give it that aspect ratio.
+    border = TIMM_CONFIGS.get(name, {}).get("pretrained_cfg", {}).get("crop_mode") == "border"
+    photo = Image.new("RGB", (331, round(331 * geometry.height / geometry.width)) if border else (331, 217),
+                      (200, 30, 90))
     expected = processor(images=photo, return_tensors="pt")["pixel_values"]
     assert tuple(expected.shape[-2:]) == (geometry.height, geometry.width)
     example = transform_classification_batch(

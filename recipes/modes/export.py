@@ -42,6 +42,7 @@ from recipes.onnx_export import (
     throughput_row,
     time_call,
 )
+from recipes.transforms import timm_data_config
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,7 +218,10 @@ def run_export(args: argparse.Namespace) -> int:
     export_onnx(fine.model, processed(fine, images[:2]), model_path, names, spec)
     export_seconds = time.perf_counter() - start
     fine.model.config.save_pretrained(output)
-    fine.image_processor.save_pretrained(output)
+    if timm_data_config(fine.image_processor) is None:  # a timm checkpoint's processor is config.json's pretrained_cfg
+        fine.image_processor.save_pretrained(output)
+    processor_file = "preprocessor_config.json" if timm_data_config(fine.image_processor) is None else (
+        "the image processor in config.json (timm's pretrained_cfg)")
     session = onnx_session(model_path)
     print(f"  exported in {export_seconds:.1f} s ({model_path.stat().st_size / 2**20:.1f} MiB), "
           f"inputs {[(node.name, node.shape) for node in session.get_inputs()]}")
@@ -246,7 +250,7 @@ def run_export(args: argparse.Namespace) -> int:
         "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__},
     }
     (output / "export_report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    print(f"Wrote {model_path}, config.json, preprocessor_config.json and export_report.json to {output}")
+    print(f"Wrote {model_path}, config.json, {processor_file} and export_report.json to {output}")
     failures = parity.failures()
     if failures:
         print(f"error: ONNX Runtime disagrees with PyTorch for {architecture}: {'; '.join(failures)}. "

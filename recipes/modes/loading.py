@@ -14,6 +14,7 @@ from transformers import AutoConfig
 from recipes.config import ModelArguments, RecipeError
 from recipes.modeling import build_image_processor
 from recipes.tasks import Task, task_for_config
+from recipes.timm_checkpoints import fix_timm_config
 
 logger = logging.getLogger("recipes")
 
@@ -104,6 +105,7 @@ def load_fine_tuned(
             f"Could not load the model `{reference}`: no such local folder, and the Hub did not serve it ({err}). "
             "Check the path or the Hub id (and HF_TOKEN for private repos)."
         ) from err
+    config = fix_timm_config(config, f"`{reference}`")
     task = task_for_config(config, where=reference)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -111,7 +113,8 @@ def load_fine_tuned(
                                 trust_remote_code=trust_remote_code)
     image_processor = build_image_processor(model_args)
     model = task.auto_model_class.from_pretrained(
-        reference, revision=revision, cache_dir=cache_dir, trust_remote_code=trust_remote_code, dtype=torch_dtype
+        reference, config=config, revision=revision, cache_dir=cache_dir, trust_remote_code=trust_remote_code,
+        dtype=torch_dtype,
     )
     model.to(torch_device).eval()
     logger.info("Loaded %s (%s, %s) on %s", reference, type(model).__name__, task.name, torch_device)
