@@ -175,6 +175,8 @@ def drop_bad_images(
 
     The result is cached by ``cache`` (see :mod:`recipes.check_cache`): a rerun decodes nothing.
     """
+    if len(dataset) == 0:  # every row was dropped by an earlier check: nothing to decode
+        return dataset, []
     cache = cache or CheckCache(num_workers=num_proc)
     checked = cache.map(
         dataset, partial(check_image_batch, column=column, extra_check=extra_check), check="images", split=split,

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 import transformers
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoImageProcessor, Trainer
 from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 
@@ -285,7 +286,7 @@ def load_into_sharded_model(
                      *(key for key, *_ in info.get("mismatched_keys", []))]
             problem[0] = f"its weights do not match the model ({sorted(wrong)[:3]})" if wrong else None
             full = reloaded.state_dict()
-        except (RuntimeError, ValueError, OSError) as err:
+        except (RuntimeError, ValueError, OSError, SafetensorError) as err:
             problem[0] = str(err).splitlines()[0]
     # Every process learns rank 0's verdict, so all stop together and none waits in the broadcast below.
     torch.distributed.broadcast_object_list(problem, src=0)
@@ -380,7 +381,7 @@ class RecipeTrainer(Trainer):
         try:
             reloaded = type(target).from_pretrained(checkpoint, config=target.config)
             missing, unexpected = target.load_state_dict(reloaded.state_dict(), strict=False)
-        except (RuntimeError, ValueError, OSError) as err:
+        except (RuntimeError, ValueError, OSError, SafetensorError) as err:  # SafetensorError: a cut weights file
             missing, unexpected = [str(err).splitlines()[0]], []
         if missing or unexpected:
             raise RecipeError(

@@ -256,3 +256,18 @@ def test_malformed_coco_entries_are_reported_not_fatal(tmp_path: Path) -> None:
     assert any("instances_val.json" in bad.path and "categories" in bad.reason for bad in result.problems)
     assert result.counts["malformed_boxes_skipped"] == 1
     assert len(result.splits["train"]) == 1
+
+
+def test_a_decompression_bomb_in_a_detection_folder_is_skipped_and_named(tmp_path: Path) -> None:
+    from test_images import png_bomb
+
+    root = tmp_path / "data"
+    for stem in "abcdefgh":
+        _voc(root, stem, [(5, 5, 20, 20)])
+    (root / "images" / "bomb.png").write_bytes(png_bomb())
+    (root / "annotations" / "bomb.xml").write_text(voc_xml("bomb.png", 20000, 20000, [(1, 1, 5, 5)]))
+    data = _load(train_dir=str(root), train_val_split=0.25)
+    reasons = [s["reason"] for s in data.summary["skipped_files"] if "bomb" in s["path"]]
+    assert reasons and "pixels" in reasons[0], data.summary["skipped_files"]
+    kept = sorted(Path(r["image"]["path"]).stem for r in [*data.train, *data.validation])
+    assert kept == list("abcdefgh")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -11,12 +10,11 @@ from typing import Any
 import numpy as np
 import pyarrow.compute as pc
 from datasets import Dataset, Features, Value
-from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from recipes.check_cache import CheckCache, arrow_column, column_values
 from recipes.config import RecipeError
-from recipes.images import BadFile
+from recipes.images import BadFile, open_header
 from recipes.tasks.detection.formats import COCO_SIZE_RANGES, EXIF_ORIENTATION, category_name, detection_features
 
 logger = logging.getLogger("recipes")
@@ -25,9 +23,9 @@ logger = logging.getLogger("recipes")
 
 
 def upright_size(record: Any) -> tuple[int, int]:
-    """``(width, height)`` of an image record after EXIF orientation, reading the header only."""
-    source = io.BytesIO(record["bytes"]) if record.get("bytes") else record["path"]
-    with PILImage.open(source) as image:
+    """``(width, height)`` of an image record after EXIF orientation, reading the header only (an image over the
+    pixel cap raises :class:`recipes.images.ImageTooLargeError`, a ``ValueError`` naming the file)."""
+    with open_header(record) as image:
         width, height = image.size
         if image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
             width, height = height, width
