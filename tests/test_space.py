@@ -74,7 +74,7 @@ def test_space_of_a_hub_model(tmp_path: Path, fake_hub: FakeHubServer, capsys: p
     assert meta["models"] == ["user/tiny-detr"] and meta["title"] == "tiny-demo" and meta["license"] == "mit"
     assert "(https://huggingface.co/user/tiny-detr)" in card
     requirements = files["requirements.txt"].decode().splitlines()
-    assert "transformers==5.0.1" in requirements and "torch==2.5.0" in requirements  # the trained-with versions
+    assert requirements[1:4] == ["transformers==5.0.1", "torch==2.5.0", "torchvision==0.20.0"]  # trained with
     assert any(line.startswith("pillow==") for line in requirements)
     assert not any(line.startswith("gradio") for line in requirements)  # the sdk_version installs it
     settings = json.loads(files["space_config.json"])
@@ -265,11 +265,13 @@ def test_the_space_in_a_real_browser(task: str, fine_tuned: Any, fake_hub: FakeH
         ".gitattributes", "README.md", "app.py", "requirements.txt", "space_config.json"]
     assert (space / "examples").is_dir() == (task == "classification")
     versions = json.loads((folder / "run_manifest.json").read_text())["versions"]
-    assert f"transformers=={versions['transformers']}" in (space / "requirements.txt").read_text().splitlines()
+    pins = (space / "requirements.txt").read_text().splitlines()
+    assert {f"{name}=={versions[name]}" for name in ("transformers", "torch", "torchvision")} <= set(pins)
     seen = len(fake_hub.requests)
     url = run_space(space)
-    assert any(request.path.startswith(f"/{model_repo}/resolve/main/model.safetensors")
-               for request in fake_hub.requests[seen:]), "the Space did not load the model by its Hub id"
+    paths = [request.path for request in fake_hub.requests[seen:]]
+    assert any(path.startswith(f"/{model_repo}/resolve/") and path.endswith("/model.safetensors") for path in paths), (
+        f"the Space did not load the model by its Hub id: {paths}")
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(TIMEOUT_MS)

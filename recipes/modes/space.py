@@ -38,8 +38,9 @@ REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 # What inference needs from a model folder (bundled into the Space with --bundle_model).
 MODEL_FILES = ("config.json", "*.safetensors", "model.safetensors.index.json", "preprocessor_config.json")
 CARD_FILES = ("config.json", "preprocessor_config.json", "README.md", "run_manifest.json", "palette.json")
-# Pinned in requirements.txt (gradio comes from the card's sdk_version); torchvision only for fast processors.
-PINNED = ("transformers", "torch")
+# Pinned in requirements.txt (gradio comes from the card's sdk_version); torchvision runs the image processors of
+# transformers >= 5 (without it they fall back to their PIL versions, whose numbers differ a little).
+PINNED = ("transformers", "torch", "torchvision")
 
 
 @dataclass
@@ -170,12 +171,8 @@ def trained_versions(source: SourceModel) -> tuple[dict[str, str], str]:
 
 def requirements(source: SourceModel) -> str:
     versions, where = trained_versions(source)
-    names = list(PINNED)
-    processor = _read_json(source.folder / "preprocessor_config.json").get("image_processor_type", "")
-    if str(processor).endswith("Fast"):  # fast image processors run on torchvision
-        names.append("torchvision")
     lines = [f"# The versions the model was trained with (from {where}); gradio is the card's sdk_version.",
-             *(f"{name}=={versions[name].split('+')[0]}" for name in names if name in versions),
+             *(f"{name}=={versions[name].split('+')[0]}" for name in PINNED if name in versions),
              f"pillow=={metadata.version('pillow')}"]
     return "\n".join(lines) + "\n"
 
