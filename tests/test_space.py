@@ -145,6 +145,8 @@ def test_space_command_errors(tmp_path: Path, fake_hub: FakeHubServer, monkeypat
     assert "the Hub did not serve it" in capsys.readouterr().err
     assert cli_main(["space", "user/missing", "--repo_id", "user/demo"]) == 2
     assert "neither a local folder nor a model the Hub served" in capsys.readouterr().err
+    assert cli_main(["space", str(tmp_path / "missing"), "--repo_id", "user/demo"]) == 2
+    assert "no such folder, and not a Hub model id" in capsys.readouterr().err
     assert cli_main(["space", str(folder), "--repo_id", "user/demo", "--bundle_model", "--examples", "x"]) == 2
     assert "a folder of images or a number" in capsys.readouterr().err
     monkeypatch.delenv("HF_TOKEN")

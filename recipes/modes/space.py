@@ -130,7 +130,9 @@ def resolve_source(reference: str, api: Any, scratch: Path, *, model_repo: str |
                            else "")
     if model_repo:
         raise RecipeError("--model_repo is for a local output folder; MODEL_OR_REPO is already a Hub id.")
-    check_repo_id(reference, "MODEL_OR_REPO")
+    if not REPO_ID.match(reference):
+        raise RecipeError(f"{reference}: no such folder, and not a Hub model id (USER/NAME). Pass the output folder "
+                          "of `vision-recipes train` or the Hub id it was pushed to.")
     patterns = [*CARD_FILES, *(MODEL_FILES if bundle else ())]
     from huggingface_hub import snapshot_download
 
