@@ -103,6 +103,22 @@ def test_bundled_model_and_examples_only_when_asked(tmp_path: Path, fake_hub: Fa
     settings = json.loads(files["space_config.json"])
     assert settings["model_path"] == "model" and settings["model_id"] is None
     assert "models" not in _front_matter(files["README.md"].decode())  # no Hub repo to name
+    # the bundled Space's app loads the model from its own model/ folder and predicts what the demo predicts
+    pytest.importorskip("gradio")
+    from recipes.modes import space_app
+    from recipes.modes.demo import make_predictor
+    from recipes.modes.loading import load_fine_tuned
+
+    space = tmp_path / "space"
+    for name, data in files.items():
+        (space / name).parent.mkdir(parents=True, exist_ok=True)
+        (space / name).write_bytes(data)
+    app = space_app.build_app(space_app.load_settings(space), space)
+    assert sum(component["type"] == "dataset" for component in app.get_config_file()["components"]) == 1
+    photo = Image.fromarray(np.random.default_rng(1).integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    overlay, legend = space_app.Predictor(space_app.load_settings(space), str(space / "model")).segment(photo)
+    expected = make_predictor(load_fine_tuned(str(folder), device="cpu"))(photo)
+    assert np.array_equal(np.asarray(overlay), np.asarray(expected[0])) and legend == expected[1]
     # an update without --examples or --bundle_model removes them (pushed under hub_model_id meanwhile)
     push_output_dir(folder, "user/seg-model", token=fake_hub.token, endpoint=fake_hub.url)
     publish_space(str(folder), "user/seg", token=fake_hub.token, endpoint=fake_hub.url, model_repo="user/seg-model")
