@@ -26,6 +26,7 @@ from test_demo import RECIPES, _save_tiny_model
 from test_demo_browser import TIMEOUT_MS, _photo, _shown_image, browser  # noqa: F401  (Chromium fixture)
 
 from recipes.cli import main as cli_main
+from recipes.config import RecipeError
 from recipes.hub import push_output_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -133,6 +134,32 @@ def test_bundled_model_and_examples_only_when_asked(tmp_path: Path, fake_hub: Fa
     publish_space(str(folder), "user/seg", token=fake_hub.token, endpoint=fake_hub.url, model_repo="user/seg-model",
                   examples=str(photos))
     assert [name for name in _space(fake_hub, "user/seg") if name.startswith("examples/")] == ["examples/street.png"]
+
+
+def test_a_private_hub_model_is_bundled_without_its_checkpoints(tmp_path: Path, fake_hub: FakeHubServer,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from recipes.modes.space import publish_space
+
+    folder = _model(tmp_path)
+    push_output_dir(folder, "user/secret", token=fake_hub.token, endpoint=fake_hub.url, private=True)
+    fake_hub.seed("user/secret", {"checkpoints/checkpoint-4/model.safetensors": b"\0" * 64})
+    publish_space("user/secret", "user/secret-demo", token=fake_hub.token, endpoint=fake_hub.url)
+    assert "user/secret is private" in capsys.readouterr().err
+    with pytest.raises(RecipeError, match="bundling it into a public Space would publish it"):
+        publish_space("user/secret", "user/secret-demo", token=fake_hub.token, endpoint=fake_hub.url, bundle=True)
+    with pytest.raises(RecipeError, match="exists and is public"):
+        publish_space("user/secret", "user/secret-demo", token=fake_hub.token, endpoint=fake_hub.url, bundle=True,
+                      private=True)
+    capsys.readouterr()
+    publish_space("user/secret", "user/private-demo", token=fake_hub.token, endpoint=fake_hub.url, bundle=True,
+                  private=True)
+    assert "private" not in capsys.readouterr().err
+    assert fake_hub.repo("user/private-demo", repo_type="space").private
+    assert not any(name.startswith("model/") for name in _space(fake_hub, "user/secret-demo"))
+    files = _space(fake_hub, "user/private-demo")
+    assert sorted(name for name in files if name.startswith("model/")) == [
+        "model/config.json", "model/model.safetensors", "model/preprocessor_config.json"]
+    assert files["model/model.safetensors"] == (folder / "model.safetensors").read_bytes()
 
 
 def test_requirements_fall_back_to_the_model_card(tmp_path: Path) -> None:

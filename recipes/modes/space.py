@@ -53,6 +53,7 @@ class SourceModel:
     model_repo: str | None
     manifest: dict[str, Any] = field(default_factory=dict)
     card_text: str = ""
+    private: bool = False
 
 
 def check_repo_id(repo_id: str, what: str = "--repo_id") -> str:
@@ -102,6 +103,7 @@ def resolve_source(reference: str, api: Any, scratch: Path, *, model_repo: str |
         tag, config = _task_of(local, str(local))
         manifest = _read_json(local / "run_manifest.json")
         repo = model_repo or (manifest.get("recipe", {}).get("training", {}) or {}).get("hub_model_id")
+        private = False
         if repo:
             check_repo_id(repo, "--model_repo")
             try:
@@ -116,7 +118,8 @@ def resolve_source(reference: str, api: Any, scratch: Path, *, model_repo: str |
                         "the Space."
                     ) from None
             else:
-                if info.private and not bundle:
+                private = bool(info.private)
+                if private and not bundle:
                     print(f"warning: {repo} is private: the Space can only load it with an HF_TOKEN secret that "
                           "reads it (Space settings), or use --bundle_model.", file=sys.stderr)
         if repo is None and not bundle:
@@ -127,7 +130,7 @@ def resolve_source(reference: str, api: Any, scratch: Path, *, model_repo: str |
             )
         card = local / "README.md"
         return SourceModel(local, tag, config, repo, manifest, card.read_text(encoding="utf-8") if card.is_file()
-                           else "")
+                           else "", private)
     if model_repo:
         raise RecipeError("--model_repo is for a local output folder; MODEL_OR_REPO is already a Hub id.")
     if not REPO_ID.match(reference):
@@ -142,15 +145,19 @@ def resolve_source(reference: str, api: Any, scratch: Path, *, model_repo: str |
                   or (examples and name.startswith(f"{EXAMPLES_FOLDER}/") and name.count("/") == 1)]
         folder = Path(snapshot_download(reference, allow_patterns=wanted or ["config.json"],
                                         local_dir=scratch / "source", token=token, endpoint=api.endpoint))
+        private = bool(api.model_info(reference).private)
     except Exception as err:
         raise RecipeError(
             f"{reference} is neither a local folder nor a model the Hub served ({_reason(err, token)}). Check the "
             "path or the Hub id, and the token for a private model."
         ) from None
+    if private and not bundle:
+        print(f"warning: {reference} is private: the Space can only load it with an HF_TOKEN secret that reads it "
+              "(Space settings), or use --bundle_model.", file=sys.stderr)
     tag, config = _task_of(folder, reference)
     card = folder / "README.md"
     return SourceModel(folder, tag, config, reference, _read_json(folder / "run_manifest.json"),
-                       card.read_text(encoding="utf-8") if card.is_file() else "")
+                       card.read_text(encoding="utf-8") if card.is_file() else "", private)
 
 
 def trained_versions(source: SourceModel) -> tuple[dict[str, str], str]:
@@ -298,6 +305,26 @@ def link_model_card(api: Any, model_repo: str, space_id: str, token: str | None)
     return f"Linked the Space from the model card of {model_repo}."
 
 
+def _check_visibility(api: Any, repo_id: str, source: SourceModel, *, bundle: bool, private: bool,
+                      token: str | None) -> None:
+    """Never publish a private model inside a public Space; ``--private`` only makes a new Space private."""
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        existing: bool | None = bool(api.repo_info(repo_id, repo_type="space").private)
+    except RepositoryNotFoundError:
+        existing = None
+    except Exception as err:
+        raise RecipeError(f"Could not read the Space {repo_id} ({_reason(err, token)}). Check the token and the "
+                          "network, then rerun.") from None
+    if private and existing is False:
+        raise RecipeError(f"The Space {repo_id} exists and is public: make it private in its settings on the Hub "
+                          "first (--private only creates new Spaces private).")
+    if bundle and source.private and not (existing or (existing is None and private)):
+        raise RecipeError(f"{source.model_repo} is private: bundling it into a public Space would publish it. Pass "
+                          "--private (for a new Space) or make the Space private first.")
+
+
 def publish_space(reference: str, repo_id: str, *, token: str | None = None, endpoint: str | None = None,
                   model_repo: str | None = None, bundle: bool = False, examples: str | None = None,
                   private: bool | None = None, title: str | None = None, threshold: float = 0.5,
@@ -318,6 +345,7 @@ def publish_space(reference: str, repo_id: str, *, token: str | None = None, end
                                 examples=examples is not None, token=token)
         staged = stage_space(source, Path(scratch) / "space", repo_id=repo_id, title=title, threshold=threshold,
                              bundle=bundle, examples=examples)
+        _check_visibility(api, repo_id, source, bundle=bundle, private=bool(private), token=token)
         try:
             url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
             api.upload_folder(repo_id=repo_id, repo_type="space", folder_path=staged,
