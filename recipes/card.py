@@ -150,3 +150,29 @@ def _results_table(context: RunContext) -> str:
                 name = "validation" if split == "eval" else "test"
                 rows.append(f"| {name} | {key.removeprefix(split + '_')} | {value:.4f} |")
     return "\n".join(rows)
+
+
+DEMO_SECTION = "## Demo"
+
+
+def link_space(card_text: str, space_id: str) -> str:
+    """``card_text`` with the Space ``space_id`` listed in its ``## Demo`` section (added before the first other
+    section when missing); unchanged when the Space is already linked. Written by ``vision-recipes space``."""
+    line = f"- [{space_id}](https://huggingface.co/spaces/{space_id}): try the model in the browser (Gradio Space)"
+    if f"(https://huggingface.co/spaces/{space_id})" in card_text:
+        return card_text
+    lines = card_text.splitlines()
+    if DEMO_SECTION in lines:
+        at = lines.index(DEMO_SECTION) + 1
+        while at < len(lines) and not lines[at].startswith("## "):
+            at += 1
+        while at > 0 and not lines[at - 1].strip():
+            at -= 1
+        lines.insert(at, line)
+    else:
+        body = 0
+        if lines and lines[0].strip() == "---":  # after the metadata block
+            body = next((i + 1 for i in range(1, len(lines)) if lines[i].strip() == "---"), 0)
+        at = next((i for i in range(body, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[at:at] = [DEMO_SECTION, "", line, ""]
+    return "\n".join(lines) + "\n"

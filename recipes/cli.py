@@ -6,6 +6,7 @@
     vision-recipes export   MODEL --output DIR                 ONNX + parity check + throughput table
     vision-recipes demo     MODEL                              Gradio app in the browser
     vision-recipes push     OUTPUT_DIR --repo-id USER/NAME     publish an output folder to the Hub
+    vision-recipes space    MODEL --repo_id USER/NAME          create or update a Gradio Space demoing the model
 
 Each mode is a module of :mod:`recipes.modes` with ``main(argv) -> exit code``; ``scripts/<mode>.py`` call the same.
 """
@@ -23,6 +24,7 @@ MODES = {
     "export": "recipes.modes.export",
     "demo": "recipes.modes.demo",
     "push": "recipes.modes.push",
+    "space": "recipes.modes.space",
 }
 
 
