@@ -45,7 +45,9 @@ def _model(tmp_path: Path, task: str = "image-classification", hub_model_id: str
     manifest = {"versions": TRAINED_WITH, "recipe": {"training": {"hub_model_id": hub_model_id},
                                                      "run": {"license": "apache-2.0"}}}
     (folder / "run_manifest.json").write_text(json.dumps(manifest))
-    (folder / "README.md").write_text("---\nlicense: mit\npipeline_tag: x\n---\n\n# tiny\n\n## How to use\n\nx\n")
+    versions = "".join(f"- {name} {version}\n" for name, version in TRAINED_WITH.items())
+    (folder / "README.md").write_text("---\nlicense: mit\npipeline_tag: x\n---\n\n# tiny\n\n## How to use\n\nx\n\n"
+                                      f"## Framework versions\n\n{versions}")  # as the card has them (pushed)
     (folder / "examples").mkdir()
     for i in range(3):
         Image.new("RGB", (40, 30), (60 * i, 90, 20)).save(folder / "examples" / f"example_{i + 1}.jpg")
