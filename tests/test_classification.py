@@ -300,6 +300,8 @@ def test_quickstart_recipe_end_to_end(tmp_path: Path, shapes_dir: Path) -> None:
         "2",
         "--extra_metrics",
         str(metric_dir / "my_accuracy.py"),
+        "--trust_remote_code",  # an evaluate module is Python code the run executes
+        "true",
         *TINY_VIT,
     )
     assert_ok(result)
