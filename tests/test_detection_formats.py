@@ -119,6 +119,21 @@ def test_imagefolder_metadata_jsonl_with_class_names(tmp_path: Path) -> None:
     assert len(data.train) + len(data.validation) == 5
 
 
+def test_metadata_jsonl_numbers_out_of_range_are_named_not_an_overflow(tmp_path: Path) -> None:
+    lines = []
+    for i in range(4):
+        _image(tmp_path / f"img{i}.png", (40, 30))
+        lines.append({"file_name": f"img{i}.png", "image_id": i, "objects": {"bbox": [[2, 3, 10, 5]],
+                                                                          "categories": [0]}})
+    lines[1]["image_id"] = 2**70
+    lines[2]["objects"]["bbox"] = [[2, 3, 1e300, 5]]
+    lines[3]["objects"]["categories"] = [float("inf")]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    result = read_detection_folder(tmp_path, "imagefolder", ["cat"])
+    assert sorted(p.path.rsplit(":", 1)[-1] for p in result.problems) == ["2", "3", "4"], result.problems
+    assert len(rows_to_dataset(result.splits["train"])) == 1
+
+
 def test_hub_convention_from_parquet(tmp_path: Path) -> None:
     """A Hub-style dataset (embedded image bytes, ClassLabel categories, objects as a list of dicts)."""
     import io

@@ -472,8 +472,12 @@ def read_imagefolder(folder: Path, class_names: list[str] | None = None) -> Read
         try:
             names = [category_name(c, class_names) for c in categories]
             image_id = int(entry.get("image_id", len(rows)))
-        except (TypeError, ValueError, IndexError) as err:
-            result.problems.append(BadFile(where, f"bad category or image_id: {err}"))
+            if not INT64_RANGE[0] <= image_id <= INT64_RANGE[1]:
+                raise ValueError(f"image_id {image_id} does not fit a 64-bit integer")
+            if not all(_finite_box(box) for box in boxes):
+                raise ValueError(f"a box value is not a finite 32-bit float: {boxes}")
+        except (TypeError, ValueError, IndexError, OverflowError) as err:
+            result.problems.append(BadFile(where, f"bad category, image_id or box: {err}"))
             continue
         rows.append(_row(image_path, image_id, _int_or_none(str(entry.get("width"))),
                          _int_or_none(str(entry.get("height"))), boxes, names, where))
