@@ -8,9 +8,21 @@ classification's decode cache) is a ``Dataset.map`` whose output is written to a
   folder and the Arrow files of a Hub dataset, but not the contents of the image files a local dataset
   points to), the number of rows,
 * the size and modification time (ns) of every local file the pass reads (image records without bytes and
-  path columns), so an edited, replaced or deleted file invalidates the result,
+  path columns), so an edited, replaced or deleted file invalidates the result, and a sample of its content:
+  a hash of the whole file when all the files together hold at most :data:`FULL_HASH_MAX_BYTES` (small
+  datasets: any edit is seen), else of its first and last :data:`SAMPLE_BYTES` (two small reads per file, a
+  fraction of a second per 10,000 files on a local disk: an edit that keeps the size, the modification time,
+  the header and the end — rare, since re-encoding an image rewrites its end — goes unseen; ``recheck_data``
+  redoes the checks then). Size + time alone missed same-size edits whose time was kept (``cp -p``, ``rsync
+  -t``, archives) and mounts with coarse modification times,
 * the pass's options (class names, palette, label mapping, ...), the pixel cap of the decoders
-  (``max_image_pixels``) and the versions of ``datasets``, Pillow and NumPy.
+  (``max_image_pixels``) and the versions of the libraries that read the data (``datasets``, Pillow and its
+  codec libraries, NumPy, torch, torchvision, simplejpeg, OpenCV...): another decoder may accept or refuse
+  other files.
+
+Each result lives in a *slot* (the pass, the split, the folder its files share, the pass's options): when a
+result is computed, the older results of its slot (another version of the same data, code or libraries) are
+deleted, so a changing dataset does not pile up cache files (a decode cache is H·W·3 bytes per image).
 
 A rerun, a resume and the other processes of a distributed run (which load the data after the main process,
 inside ``main_process_first``) load the file instead of reading the images again; ``recheck_data`` recomputes
@@ -50,6 +62,12 @@ MAX_DEFAULT_WORKERS = 8
 MIN_ROWS_PER_WORKER = 256
 """With the default worker count, a process per this many rows at most (starting processes costs time)."""
 SHARD_SUFFIX = re.compile(r"_\d{5}_of_\d{5}$")
+SAMPLE_BYTES = 1024
+"""Bytes hashed at each end of a file for the content part of the key (large datasets)."""
+FULL_HASH_MAX_BYTES = 64 * 2**20
+"""Up to this many bytes in all, the files are hashed whole (well under a second)."""
+DECODER_PACKAGES = ("datasets", "pillow", "pillow-simd", "numpy", "torch", "torchvision", "simplejpeg",
+                    "opencv-python", "opencv-python-headless", "pyarrow", "vision-recipes")
 
 
 def default_workers() -> int:
@@ -103,23 +121,66 @@ def _referenced_paths(dataset: Dataset, column: str) -> list[str | None]:
     return paths.to_pylist()
 
 
-def file_signature(dataset: Dataset, columns: Sequence[str]) -> str:
-    """A hash of the size and modification time of every local file ``columns`` point to (missing: -1)."""
-    hasher = hashlib.blake2b(digest_size=16)
-    for column in columns:
-        if column not in dataset.column_names:
-            continue
-        for path in _referenced_paths(dataset, column):
-            if not path:
-                hasher.update(b"\0-\n")
-                continue
-            try:
-                stat = os.stat(path)
-                entry = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
-            except OSError:
-                entry = f"{path}\0-1\n"
-            hasher.update(entry.encode("utf-8", "surrogateescape"))
+def _content_digest(path: str, size: int, whole: bool) -> str:
+    """A hash of the whole file (``whole`` or a small file) or of its first and last :data:`SAMPLE_BYTES`."""
+    hasher = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as file:
+        if whole or size <= 2 * SAMPLE_BYTES:
+            for block in iter(partial(file.read, 2**20), b""):
+                hasher.update(block)
+        else:
+            hasher.update(file.read(SAMPLE_BYTES))
+            file.seek(-SAMPLE_BYTES, os.SEEK_END)
+            hasher.update(file.read(SAMPLE_BYTES))
     return hasher.hexdigest()
+
+
+def local_paths(dataset: Dataset, columns: Sequence[str]) -> list[str | None]:
+    """The local files ``columns`` point to, row by row (``None``: bytes in the row)."""
+    return [path for column in columns if column in dataset.column_names
+            for path in _referenced_paths(dataset, column)]
+
+
+def file_signature(dataset: Dataset, columns: Sequence[str]) -> str:
+    """A hash of the size, modification time and content sample of every local file ``columns`` point to
+    (missing: -1); see the module docstring for the content sample."""
+    paths = local_paths(dataset, columns)
+    stats: list[os.stat_result | None] = []
+    for path in paths:
+        try:
+            stats.append(os.stat(path) if path else None)
+        except OSError:
+            stats.append(None)
+    whole = sum(stat.st_size for stat in stats if stat is not None) <= FULL_HASH_MAX_BYTES
+    hasher = hashlib.blake2b(digest_size=16)
+    hasher.update(b"whole\n" if whole else b"sampled\n")
+    for path, stat in zip(paths, stats):
+        if not path:
+            hasher.update(b"\0-\n")
+            continue
+        try:
+            if stat is None:
+                raise OSError
+            entry = f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\0{_content_digest(path, stat.st_size, whole)}\n"
+        except OSError:
+            entry = f"{path}\0-1\n"
+        hasher.update(entry.encode("utf-8", "surrogateescape"))
+    return hasher.hexdigest()
+
+
+def data_location(dataset: Dataset, columns: Sequence[str]) -> str:
+    """Where the data of ``dataset`` lives, stable across edits of it: the folder its local files share, else
+    the folder of its Arrow files (a Hub dataset's cache), else nothing (an in-memory dataset)."""
+    paths = [path for path in local_paths(dataset, columns) if path]
+    if not paths:
+        paths = [entry.get("filename", "") for entry in dataset.cache_files]
+    paths = [os.path.dirname(os.path.abspath(path)) for path in paths if path]
+    if not paths:
+        return ""
+    try:
+        return os.path.commonpath(paths)
+    except ValueError:  # different drives
+        return ""
 
 
 def code_version(function: Callable, modules: Sequence[str] = ()) -> str:
@@ -141,12 +202,21 @@ def code_version(function: Callable, modules: Sequence[str] = ()) -> str:
 
 @lru_cache(maxsize=1)
 def _library_versions() -> dict[str, str]:
+    """The versions of the packages (and Pillow's codec libraries) that decide how files are read."""
     found = {}
-    for name in ("datasets", "pillow", "numpy", "vision-recipes"):
+    for name in DECODER_PACKAGES:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             continue
+    try:
+        from PIL import features
+
+        for codec in ("jpg", "jpg_2000", "zlib", "libtiff"):
+            found[f"pillow-{codec}"] = str(features.version_codec(codec))
+        found["pillow-webp"] = str(features.version_module("webp"))
+    except Exception:  # an old Pillow without the query: its version above still counts
+        pass
     return found
 
 
@@ -199,6 +269,32 @@ class CheckCache:
         }
         return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=16).hexdigest()
 
+    def slot(self, dataset: Dataset, check: str, split: str, function: Callable, options: Any = None,
+             file_columns: Sequence[str] = ()) -> str:
+        """What stays the same when the data, the code or the libraries change: the pass, the split, where the
+        data lives and the pass's options. A new result replaces the older ones of its slot."""
+        parts = {"check": check, "split": split, "location": data_location(dataset, file_columns),
+                 "function": Hasher.hash(function), "options": Hasher.hash(options)}
+        return hashlib.blake2b(json.dumps(parts, sort_keys=True).encode(), digest_size=6).hexdigest()
+
+    def _results(self, stem: str) -> list[str]:
+        """The Arrow files of the result ``stem`` (one, or one per worker shard)."""
+        base = str(self.directory / stem)
+        return [name for name in glob.glob(f"{glob.escape(base)}*.arrow")
+                if name == f"{base}.arrow" or SHARD_SUFFIX.search(Path(name).stem)]
+
+    def _remove_stale(self, check: str, slot: str, key: str) -> list[str]:
+        """Delete the results of ``slot`` other than ``key`` (their Arrow files and shards); their paths."""
+        removed = []
+        for name in glob.glob(f"{glob.escape(str(self.directory / f'{check}-{slot}-'))}*.arrow"):
+            if not Path(name).name.startswith(f"{check}-{slot}-{key}"):
+                Path(name).unlink(missing_ok=True)
+                removed.append(name)
+        if removed:
+            logger.info("Data check `%s`: removed %d cache file(s) of older versions of this data.", check,
+                        len(removed))
+        return removed
+
     def map(
         self,
         dataset: Dataset,
@@ -214,9 +310,9 @@ class CheckCache:
     ) -> Dataset:
         """``dataset.map(function, **map_kwargs)``, computed once per key and loaded from the cache after that."""
         key = self.key(dataset, check, function, options, file_columns, modules)
-        path = self.directory / f"{check}-{key}.arrow"
-        existing = [name for name in glob.glob(f"{glob.escape(str(path.with_suffix('')))}*.arrow")
-                    if name == str(path) or SHARD_SUFFIX.search(Path(name).stem)]
+        slot = self.slot(dataset, check, split, function, options, file_columns)
+        path = self.directory / f"{check}-{slot}-{key}.arrow"
+        existing = self._results(path.stem)
         if existing and self.recheck:
             for name in existing:
                 Path(name).unlink(missing_ok=True)
@@ -233,6 +329,8 @@ class CheckCache:
             **map_kwargs,
         )
         seconds = round(time.perf_counter() - started, 3)
+        if not cached:
+            self._remove_stale(check, slot, key)
         outcome = "cached" if cached else ("recomputed" if self.recheck else "computed")
         self.events.append({"check": check, "split": split, "rows": len(dataset), "result": outcome,
                             "seconds": seconds, "file": str(path)})

@@ -34,7 +34,8 @@ class RunArguments:
     )
     extra_metrics: list[str] = field(
         default_factory=list,
-        metadata={"help": "`evaluate` metric ids or local metric-module paths computed at the end."},
+        metadata={"help": "`evaluate` metric ids or local metric-module paths computed at the end. Their Python "
+                  "code runs: needs `trust_remote_code: true`."},
     )
     license: str = field(default="apache-2.0", metadata={"help": "License written into the model card."})
     card_tags: list[str] = field(default_factory=list, metadata={"help": "Extra tags for the model card."})
@@ -219,6 +220,9 @@ class Recipe:
     training: TrainingArguments
     source: dict[str, Any]
 
+    def __post_init__(self) -> None:
+        check_extra_metrics_trust(self.run.extra_metrics, self.model.trust_remote_code)
+
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe, JSON-serialisable, without secrets."""
         resolved: dict[str, Any] = {}
@@ -226,6 +230,21 @@ class Recipe:
             resolved.update(dataclasses.asdict(part))
         resolved.update(self.training.to_dict())
         return _redact(resolved)
+
+
+def check_extra_metrics_trust(extra_metrics: list[str], trust_remote_code: bool) -> None:
+    """Refuse ``extra_metrics`` unless ``trust_remote_code`` is on, before anything is downloaded or trained.
+
+    Every ``evaluate`` module is a Python script that ``evaluate.load`` imports and runs — a Hub id (canonical
+    ones such as ``accuracy`` included: they are scripts fetched from the Hub, whose content can change), a local
+    ``.py`` file or a folder holding one. None is safe by construction, so there is no exception list; the
+    tasks' own metrics (accuracy, F1, mAP, mIoU, ...) need no module and run without it."""
+    if extra_metrics and not trust_remote_code:
+        raise RecipeError(
+            f"`extra_metrics: {list(extra_metrics)}` would run the Python code of these `evaluate` modules (Hub "
+            "metrics are scripts downloaded and executed, local ones too). Set `trust_remote_code: true` if you "
+            "trust that code, or remove `extra_metrics` (the task's own metrics are computed without it)."
+        )
 
 
 SECRET_KEYS = ("hub_token", "token", "push_to_hub_token")

@@ -106,6 +106,77 @@ def test_signature_follows_size_and_modification_time_not_embedded_bytes(tmp_pat
     assert file_signature(on_disk, ["image"]) != after  # same time, other size
 
 
+def test_signature_sees_a_same_size_edit_whose_modification_time_was_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from datasets import Dataset, Features, Image
+
+    import recipes.check_cache as check_cache
+
+    path = tmp_path / "a.png"
+    path.write_bytes(bytes(8192))
+    on_disk = Dataset.from_dict({"image": [{"path": str(path), "bytes": None}]},
+                                features=Features({"image": Image(decode=False)}))
+
+    def edit(offset: int) -> str:  # same size, same modification time (cp -p, rsync -t, a coarse-mtime mount)
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+        os.utime(path, ns=(1_000_000_000, 1_000_000_000))
+        return file_signature(on_disk, ["image"])
+
+    before = edit(0)
+    assert edit(4000) != before  # a small dataset is hashed whole: an edit anywhere is seen
+    monkeypatch.setattr(check_cache, "FULL_HASH_MAX_BYTES", 0)  # a large dataset: the first and last KB
+    sampled = file_signature(on_disk, ["image"])
+    assert edit(10) != sampled and edit(8191) != edit(10)
+    assert edit(4000) == file_signature(on_disk, ["image"])  # (documented: a middle-only edit needs recheck_data)
+
+
+def test_the_decoder_versions_are_in_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datasets import Dataset
+
+    import recipes.check_cache as check_cache
+
+    dataset = Dataset.from_dict({"x": [1, 2]})
+    cache = CheckCache(directory=tmp_path)
+    versions = {"torchvision": "0.1", "simplejpeg": "1.0", "torch": "2.0"}
+    real = check_cache.metadata.version
+    monkeypatch.setattr(check_cache.metadata, "version", lambda name: versions.get(name) or real(name))
+    keys = []
+    for name in ("torchvision", "simplejpeg", "torch"):
+        check_cache._library_versions.cache_clear()
+        keys.append(cache.key(dataset, "images", len))
+        versions[name] += ".post1"
+    check_cache._library_versions.cache_clear()
+    keys.append(cache.key(dataset, "images", len))
+    check_cache._library_versions.cache_clear()
+    assert len(set(keys)) == 4, keys
+    assert "pillow-jpg" in check_cache._library_versions()  # Pillow's libjpeg(-turbo) too
+
+
+def test_a_new_result_replaces_the_older_ones_of_the_same_data_and_check(
+    tmp_path: Path, decodes: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "cache"))  # this test's results only
+    root = _shapes(tmp_path)
+    first = _classify(root)
+    directory = Path(first.summary["check_cache"]["directory"])
+    files = sorted(directory.glob("*.arrow"))
+    assert len(files) == 2  # one per split
+    for round_ in range(3):  # the data changes three times: still one result per split
+        victim = root / "square" / f"square_000{round_}.png"
+        victim.write_bytes(b"garbage" * (round_ + 1))
+        changed = _classify(root)
+        now = sorted(directory.glob("*.arrow"))
+        assert len(now) == 2, now
+        assert {Path(e["file"]) for e in changed.summary["check_cache"]["passes"]} == set(now)
+    other = _shapes(tmp_path / "other")  # another dataset keeps its own results beside them
+    _classify(other)
+    assert len(sorted(directory.glob("*.arrow"))) == 4
+    assert {s["path"] for s in _classify(root).summary["skipped_files"]} >= {str(victim)}
+
+
 def test_another_rank_reuses_what_the_main_process_wrote(tmp_path: Path, decodes: list[str],
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     root = _shapes(tmp_path)

@@ -153,6 +153,23 @@ def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
         _load(tmp_path, "--train_dir", str(tmp_path / "nope"))
 
 
+def test_a_file_name_that_is_not_utf8_is_skipped_and_named(tmp_path: Path) -> None:
+    import os
+
+    from recipes.sample_data.shapes import make_shapes_dataset
+
+    root = make_shapes_dataset(tmp_path / "data", images_per_class=6, size=16, classes=("circle", "square"))
+    shutil.copy(root / "circle" / sorted(os.listdir(root / "circle"))[0],
+                os.fsdecode(os.fsencode(str(root / "circle")) + b"/latin1-\xe9t\xe9.png"))
+    _, data = _load(tmp_path, "--train_dir", str(root), "--train_val_split", "0.25")
+    skipped = data.summary["skipped_files"]
+    assert [s["path"] for s in skipped] == [f"{root}/circle/latin1-\\xe9t\\xe9.png"], skipped
+    assert "UTF-8" in skipped[0]["reason"]
+    assert len(data.train) + len(data.validation) == 12
+    with pytest.raises(RecipeError, match=r"(?s)not valid UTF-8 \(strict mode\).*latin1-\\xe9t\\xe9\.png.*strict"):
+        _load(tmp_path, "--train_dir", str(root), "--strict", "true")
+
+
 def _folder_with_bad_files(tmp_path: Path) -> Path:
     from recipes.sample_data.shapes import make_shapes_dataset
 
@@ -283,6 +300,8 @@ def test_quickstart_recipe_end_to_end(tmp_path: Path, shapes_dir: Path) -> None:
         "2",
         "--extra_metrics",
         str(metric_dir / "my_accuracy.py"),
+        "--trust_remote_code",  # an evaluate module is Python code the run executes
+        "true",
         *TINY_VIT,
     )
     assert_ok(result)

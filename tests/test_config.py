@@ -140,3 +140,13 @@ def test_early_stopping_without_evaluation_is_turned_off_with_a_warning(caplog: 
         recipe = parse_recipe(["configs/plates-detr.yaml", "--eval_strategy", "no", "--use_cpu"])
     assert recipe.run.early_stopping_patience is None and not recipe.training.load_best_model_at_end
     assert "early stopping is off" in caplog.text
+
+
+def test_extra_metrics_run_module_code_only_with_trust_remote_code(tmp_path: Path) -> None:
+    base = ["configs/quickstart/classification.yaml", "--output_dir", str(tmp_path), "--use_cpu"]
+    for metric in ("accuracy", str(tmp_path / "my_metric.py")):  # a canonical Hub id is a script too
+        with pytest.raises(RecipeError, match=r"`extra_metrics: .*trust_remote_code: true"):
+            parse_recipe([*base, "--extra_metrics", metric])
+    recipe = parse_recipe([*base, "--extra_metrics", "accuracy", "--trust_remote_code", "true"])
+    assert recipe.run.extra_metrics == ["accuracy"] and recipe.model.trust_remote_code
+    assert parse_recipe(base).run.extra_metrics == []  # the default runs no module code

@@ -129,3 +129,42 @@ def test_gradio_app_builds_with_examples(tmp_path: Path) -> None:
     assert {"image", "slider", "dataframe", "dataset"} <= set(types)
     slider = next(c for c in config["components"] if c["type"] == "slider")
     assert slider["props"]["value"] == 0.3
+
+
+@pytest.mark.parametrize("pipeline_task", ["object-detection", "image-segmentation"])
+def test_big_uploads_are_downscaled_and_boxes_stay_in_the_uploads_pixels(pipeline_task: str, tmp_path: Path) -> None:
+    folder = _save_tiny_model(RECIPES[pipeline_task], tmp_path / "model")
+    fine_tuned = load_fine_tuned(str(folder), device="cpu")
+    big, max_side = _photo(size=(400, 300)), 100
+    small = big.resize((100, 75), PILImage.Resampling.BILINEAR, reducing_gap=3.0)
+    predict, reference = make_predictor(fine_tuned, max_side=max_side), pipeline(pipeline_task, model=str(folder))
+    if pipeline_task == "object-detection":
+        drawn, rows = predict(big, 0.0)
+        assert drawn.size == (100, 75)  # drawn at the working scale
+        expected = sorted(reference(small, threshold=0.0), key=lambda found: -found["score"])
+        assert len(rows) == len(expected) > 0
+        for row, found in zip(rows, expected):  # the table: the uploaded image's pixels (4x the working ones)
+            assert row[2:] == [int(found["box"][k] * 4) for k in ("xmin", "ymin", "xmax", "ymax")]
+    else:
+        overlay, legend = predict(big)
+        assert overlay.size == (100, 75)  # the label map and logits never take the upload's full size
+        for found in reference(small):
+            assert f">{found['label']} <small>" in legend
+
+
+def test_demo_launch_caps_the_upload_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recipes.modes import demo
+
+    launched: dict = {}
+
+    class App:
+        def launch(self, **kwargs) -> None:
+            launched.update(kwargs)
+
+    built: dict = {}
+    monkeypatch.setattr(demo, "load_fine_tuned", lambda model, device: model)
+    monkeypatch.setattr(demo, "build_app", lambda model, threshold, max_side: built.update(max_side=max_side) or App())
+    assert demo.main([str(tmp_path)]) == 0
+    assert launched["max_file_size"] == demo.MAX_FILE_SIZE == "25mb" and built["max_side"] == demo.MAX_SIDE
+    assert demo.main([str(tmp_path), "--max_file_size", "5mb", "--max_side", "512"]) == 0
+    assert launched["max_file_size"] == "5mb" and built["max_side"] == 512

@@ -119,6 +119,21 @@ def test_imagefolder_metadata_jsonl_with_class_names(tmp_path: Path) -> None:
     assert len(data.train) + len(data.validation) == 5
 
 
+def test_metadata_jsonl_numbers_out_of_range_are_named_not_an_overflow(tmp_path: Path) -> None:
+    lines = []
+    for i in range(4):
+        _image(tmp_path / f"img{i}.png", (40, 30))
+        lines.append({"file_name": f"img{i}.png", "image_id": i, "objects": {"bbox": [[2, 3, 10, 5]],
+                                                                          "categories": [0]}})
+    lines[1]["image_id"] = 2**70
+    lines[2]["objects"]["bbox"] = [[2, 3, 1e300, 5]]
+    lines[3]["objects"]["categories"] = [float("inf")]
+    (tmp_path / "metadata.jsonl").write_text("\n".join(json.dumps(line) for line in lines))
+    result = read_detection_folder(tmp_path, "imagefolder", ["cat"])
+    assert sorted(p.path.rsplit(":", 1)[-1] for p in result.problems) == ["2", "3", "4"], result.problems
+    assert len(rows_to_dataset(result.splits["train"])) == 1
+
+
 def test_hub_convention_from_parquet(tmp_path: Path) -> None:
     """A Hub-style dataset (embedded image bytes, ClassLabel categories, objects as a list of dicts)."""
     import io
@@ -256,6 +271,32 @@ def test_malformed_coco_entries_are_reported_not_fatal(tmp_path: Path) -> None:
     assert any("instances_val.json" in bad.path and "categories" in bad.reason for bad in result.problems)
     assert result.counts["malformed_boxes_skipped"] == 1
     assert len(result.splits["train"]) == 1
+
+
+@pytest.mark.parametrize(("entry", "reason"), [
+    ({"width": float("inf")}, "`width: inf` is not a pixel count"),
+    ({"height": 1e300}, "`height: 1e+300` is not a pixel count"),
+    ({"id": 2**70}, "does not fit a 64-bit integer"),
+])
+def test_coco_numbers_out_of_range_are_named_not_an_overflow(tmp_path: Path, entry: dict, reason: str) -> None:
+    for name in ("a.png", "b.png", "c.png"):
+        _image(tmp_path / "train" / name, (50, 40))
+    images = [{"id": i + 1, "file_name": n, "width": 50, "height": 40} for i, n in enumerate(["a.png", "b.png",
+                                                                                                 "c.png"])]
+    images[1].update(entry)  # json.dumps writes Infinity / 1e+300 / a 22-digit id, and json.loads reads them back
+    annotations = [{"id": i, "image_id": image["id"], "category_id": 1, "bbox": [1, 1, 10, 8]}
+                   for i, image in enumerate(images)]
+    annotations.append({"id": 9, "image_id": 1, "category_id": 1, "bbox": [1, 1, 1e300, 8]})  # float32: inf
+    _coco_file(tmp_path / "annotations" / "instances_train.json", images, annotations, [{"id": 1, "name": "plate"}])
+    data = _load(train_dir=str(tmp_path), train_val_split=0.5)
+    skipped = data.summary["skipped_files"]
+    assert len(skipped) == 1 and skipped[0]["path"].endswith("instances_train.json (b.png)"), skipped
+    assert reason in skipped[0]["reason"]
+    rows = [*data.train, *data.validation]
+    assert sorted(Path(r["image"]["path"]).name for r in rows) == ["a.png", "c.png"]
+    assert all(np.isfinite(box).all() for r in rows for box in r["objects"]["bbox"])
+    with pytest.raises(RecipeError, match=reason.replace("+", r"\+").replace("`", ".")):
+        _load(train_dir=str(tmp_path), strict=True)
 
 
 def test_a_decompression_bomb_in_a_detection_folder_is_skipped_and_named(tmp_path: Path) -> None:

@@ -309,7 +309,7 @@ def test_a_step_failing_after_training_is_redone_by_the_rerun_without_training_a
     command = [QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out), "--num_train_epochs", "1",
                "--make_plots", "false", "--push_to_hub", "--hub_model_id", "user/late"]
     # Training completes, then a late step fails: an extra metric that does not exist.
-    failed = run_cli(*command, "--extra_metrics", str(tmp_path / "missing_metric.py"),
+    failed = run_cli(*command, "--extra_metrics", str(tmp_path / "missing_metric.py"), "--trust_remote_code", "true",
                      env=fake_hub.client_env(tmp_path / "hf_home"))
     assert failed.returncode == 2 and "missing_metric.py" in failed.stderr, failed.stderr[-3000:]
     assert read_run_status(out) == "trained"

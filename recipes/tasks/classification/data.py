@@ -56,8 +56,13 @@ class ClassificationDataArguments(DataArguments):
 # --------------------------------------------------------------------------- data
 
 
-def load_classification_splits(data_args: ClassificationDataArguments, cache_dir: str | None) -> dict[str, Dataset]:
-    """Splits from a Hub id, an image folder (``root/<class>/*``) or CSV/JSONL listings."""
+def load_classification_splits(
+    data_args: ClassificationDataArguments, cache_dir: str | None, skipped: list[dict[str, str]] | None = None
+) -> dict[str, Dataset]:
+    """Splits from a Hub id, an image folder (``root/<class>/*``) or CSV/JSONL listings.
+
+    Files of an image folder whose name cannot be stored (not valid UTF-8) are appended to ``skipped``
+    (``split``, ``path``, ``reason``) and left out, or, with ``strict``, stop the run (:func:`class_folder_splits`)."""
     if data_args.dataset_name:
         return load_hub_splits(data_args, cache_dir)
     if data_args.train_file:
@@ -78,16 +83,52 @@ def load_classification_splits(data_args: ClassificationDataArguments, cache_dir
         folder = local_path(value, f"{split}_dir")
         if folder is not None:
             folders[split] = folder
-    return class_folder_splits(folders)
+    return class_folder_splits(folders, strict=data_args.strict, skipped=skipped)
 
 
-def list_class_folder(root: Path) -> list[tuple[str, str]]:
-    """``(image path, class name)`` for every image in ``root/<class>/`` (sub-folders of a class included)."""
+def printable_path(path: str) -> str:
+    """``path`` as it can be printed and stored: bytes that are not UTF-8 shown as ``\\xff`` escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def unstorable_name(path: str) -> str | None:
+    """Why ``path`` cannot be stored in an Arrow string column (a name that is not valid UTF-8), or ``None``."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return ("the file name is not valid UTF-8 (written in another encoding): rename it in UTF-8 "
+                "(for example with `convmv -f latin1 -t utf8 --notest`)")
+    return None
+
+
+def list_class_folder(
+    root: Path, *, strict: bool = False, skipped: list[dict[str, str]] | None = None, split: str = "train"
+) -> list[tuple[str, str]]:
+    """``(image path, class name)`` for every image in ``root/<class>/`` (sub-folders of a class included).
+
+    A file or class folder whose name is not valid UTF-8 is skipped with a warning naming it (and appended to
+    ``skipped``), or, with ``strict``, stops the run with the list of such names."""
     if not root.is_dir():
         raise RecipeError(f"{root} is not a folder of class folders (root/<class>/img.jpg).")
-    found = []
+    found, bad = [], []
     for class_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        found += [(path, class_dir.name) for path in image_files(class_dir)]
+        for path in image_files(class_dir):
+            reason = unstorable_name(path)
+            if reason:
+                bad.append({"split": split, "path": printable_path(path), "reason": reason})
+            else:
+                found.append((path, class_dir.name))
+    if bad and strict:
+        listing = "\n".join(f"  {b['path']}" for b in bad[:20])
+        raise RecipeError(
+            f"{len(bad)} file name(s) in {printable_path(str(root))} are not valid UTF-8 (strict mode):\n{listing}\n"
+            "Rename them in UTF-8 (for example with `convmv -f latin1 -t utf8 --notest`), or run without `strict` "
+            "to skip them."
+        )
+    for b in bad:
+        logger.warning("Skipping %s: %s", b["path"], b["reason"])
+    if skipped is not None:
+        skipped += bad
     if not found:
         raise RecipeError(
             f"No class folders found in {root}: put each class's images in its own folder (root/<class>/img.jpg)."
@@ -112,12 +153,16 @@ def image_files(folder: Path) -> list[str]:
 
 
 def class_folder_splits(
-    folders: dict[str, Path], image_column: str = "image", label_column: str = "label"
+    folders: dict[str, Path], image_column: str = "image", label_column: str = "label", *, strict: bool = False,
+    skipped: list[dict[str, str]] | None = None,
 ) -> dict[str, Dataset]:
     """One dataset per split folder (columns ``image`` and ``label``, as ``datasets``' image folders), with the
     class names of all splits in one ``ClassLabel`` (sorted), so the folders can live anywhere (no shared root or
-    depth needed)."""
-    listed = {split: list_class_folder(folder) for split, folder in folders.items()}
+    depth needed). Names that are not valid UTF-8: see :func:`list_class_folder`."""
+    listed = {
+        split: list_class_folder(folder, strict=strict, skipped=skipped, split=split)
+        for split, folder in folders.items()
+    }
     names = sorted({name for rows in listed.values() for _, name in rows})
     features = Features({image_column: Image(decode=False), label_column: ClassLabel(names=names)})
     index = {name: i for i, name in enumerate(names)}

@@ -87,7 +87,8 @@ def load_streaming_classification(data_args: ClassificationDataArguments, seed: 
     names = stream_class_names(streams[train_name], label_column, data_args.class_names)
     splits = stream_splits(
         streams, train_name, data_args, file_columns=[image_column],
-        read_folder=lambda split, folder: class_folder_splits({split: folder}, image_column, label_column)[split],
+        read_folder=lambda split, folder: class_folder_splits(
+            {split: folder}, image_column, label_column, strict=data_args.strict)[split],
     )
     summary = splits.summary
     checked = {}

@@ -63,7 +63,8 @@ class ImageClassification(Task):
     def load_data(self, data_args: ClassificationDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
         if data_args.streaming:
             return load_streaming_classification(data_args, seed, cache_dir)
-        splits = load_classification_splits(data_args, cache_dir)
+        unstorable: list[dict[str, str]] = []  # files named in another encoding than UTF-8: skipped at listing
+        splits = load_classification_splits(data_args, cache_dir, skipped=unstorable)
         image_column, label_column = data_args.image_column_name, data_args.label_column_name
         for split, dataset in splits.items():
             require_columns(
@@ -75,7 +76,7 @@ class ImageClassification(Task):
         train, validation, test = pick_splits(splits, data_args, seed, stratify_by=label_column)
         names = train.features[label_column].names
         id2label = dict(enumerate(names))
-        summary: dict[str, Any] = {"skipped_files": []}
+        summary: dict[str, Any] = {"skipped_files": list(unstorable)}
         cache = CheckCache.from_args(data_args, cache_dir)
         checked = {}
         for split, dataset in (("train", train), ("validation", validation), ("test", test)):

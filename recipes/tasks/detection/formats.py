@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
@@ -250,9 +251,38 @@ def _row(image_path: Path, image_id: int, width: int | None, height: int | None,
 def _int_or_none(text: str | None) -> int | None:
     try:
         value = int(float(text)) if text is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):  # "inf" / "1e999" read as a float: no size declared
         return None
-    return value if value and value > 0 else None
+    return value if value and 0 < value <= INT32_MAX else None  # beyond int32: no size declared (not a crash)
+
+
+INT32_MAX = 2**31 - 1
+INT64_RANGE = (-(2**63), 2**63 - 1)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _coco_image_problem(image: dict[str, Any]) -> str | None:
+    """What makes one COCO ``images`` entry unusable before its file is looked for (``None``: nothing).
+
+    JSON numbers have no range: ``Infinity``, ``1e300`` or an id of ``2**70`` parse, then cannot be stored in the
+    dataset's ``int64`` id / ``int32`` size columns (the ``OverflowError`` of an unchecked reader)."""
+    image_id = image.get("id")
+    if not image.get("file_name") or not isinstance(image_id, int) or isinstance(image_id, bool):
+        return "image entry without file_name or integer id"
+    if not INT64_RANGE[0] <= image_id <= INT64_RANGE[1]:
+        return f"image id {image_id} does not fit a 64-bit integer: renumber the images"
+    for key in ("width", "height"):
+        value = image.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+            math.isfinite(value) and value <= INT32_MAX
+        ):
+            return f"`{key}: {value}` is not a pixel count: write the image's real {key} (or leave it out)"
+    return None
+
+
+def _finite_box(box: list[float]) -> bool:
+    """Every value finite and within float32 (the dataset's box type): ``1e300`` would become ``inf``."""
+    return all(math.isfinite(v) and abs(v) <= FLOAT32_MAX for v in box)
 
 
 def parse_voc_xml(path: Path) -> tuple[str | None, int | None, int | None, list[list[float]], list[str]]:
@@ -330,6 +360,12 @@ def read_voc(folder: Path) -> ReadResult:
     return result
 
 
+def _entry_text(entry: dict[str, Any], limit: int = 200) -> str:
+    """One JSON entry as printed in a problem report (shortened)."""
+    text = str(entry)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _coco_split(path: Path, how_many: int) -> str:
     stem = path.stem.lower().removeprefix("instances_")
     for token, split in (("train", "train"), ("val", "validation"), ("test", "test")):
@@ -376,8 +412,10 @@ def read_coco(folder: Path) -> ReadResult:
         rows = result.splits.setdefault(split, [])
         for image in content["images"]:
             name = image.get("file_name")
-            if not name or not isinstance(image.get("id"), int):
-                result.problems.append(BadFile(str(json_path), f"image entry without file_name or integer id: {image}"))
+            problem = _coco_image_problem(image)
+            if problem:
+                where = f"{json_path} ({name})" if name else str(json_path)
+                result.problems.append(BadFile(where, f"{problem}: {_entry_text(image)}"))
                 continue
             image_path, reason = _locate_image(folder, name, image_dirs, json_path)
             if image_path is None:
@@ -390,7 +428,7 @@ def read_coco(folder: Path) -> ReadResult:
                     box = [float(v) for v in bbox] if isinstance(bbox, list) and len(bbox) == 4 else None
                 except (TypeError, ValueError):
                     box = None
-                if box is None:
+                if box is None or not _finite_box(box):
                     result.counts["malformed_boxes_skipped"] += 1
                     continue
                 boxes.append(box)
@@ -434,8 +472,12 @@ def read_imagefolder(folder: Path, class_names: list[str] | None = None) -> Read
         try:
             names = [category_name(c, class_names) for c in categories]
             image_id = int(entry.get("image_id", len(rows)))
-        except (TypeError, ValueError, IndexError) as err:
-            result.problems.append(BadFile(where, f"bad category or image_id: {err}"))
+            if not INT64_RANGE[0] <= image_id <= INT64_RANGE[1]:
+                raise ValueError(f"image_id {image_id} does not fit a 64-bit integer")
+            if not all(_finite_box(box) for box in boxes):
+                raise ValueError(f"a box value is not a finite 32-bit float: {boxes}")
+        except (TypeError, ValueError, IndexError, OverflowError) as err:
+            result.problems.append(BadFile(where, f"bad category, image_id or box: {err}"))
             continue
         rows.append(_row(image_path, image_id, _int_or_none(str(entry.get("width"))),
                          _int_or_none(str(entry.get("height"))), boxes, names, where))
