@@ -41,7 +41,7 @@ IGNORED_RECIPE_KEYS = frozenset({
     "make_plots", "max_plot_images", "resume_from_hub", "push_checkpoints", "overwrite",
     "push_photos",
     # data: checks and speed (the data fingerprints catch a change of the data itself)
-    "strict", "check_images", "preprocessing_num_workers", "max_image_pixels",
+    "strict", "check_images", "preprocessing_num_workers", "max_image_pixels", "recheck_data",
     # model: where it is cached, how it is laid out in memory
     "cache_dir", "trust_remote_code", "channels_last",
 })
@@ -56,6 +56,10 @@ TRAINING_KEYS = (
 """The ``TrainingArguments`` that shape training (output, logging, evaluation, saving, Hub, speed settings do not)."""
 
 
+ADDED_KEYS = frozenset({"processes"})
+"""Fingerprint keys newer than its first version: a checkpoint saved without one is not refused for it."""
+
+
 def training_fingerprint(recipe: Recipe, data: Any) -> dict[str, Any]:
     """What shapes this run: the training-relevant recipe keys and the ``_fingerprint`` of each data split."""
     resolved = json.loads(json.dumps(recipe.to_dict(), default=str))
@@ -64,6 +68,10 @@ def training_fingerprint(recipe: Recipe, data: Any) -> dict[str, Any]:
         key: value for key, value in sorted(resolved.items())
         if (key in TRAINING_KEYS if key in trainer_keys else key not in IGNORED_RECIPE_KEYS)
     }
+    # The process count shapes training: the global batch is per-device batch times processes (so the number of steps
+    # per epoch and the learning-rate schedule), and a streamed run splits its shards and saves one stream position
+    # per process. Resuming with another count would continue a different run.
+    keys["processes"] = recipe.training.world_size
     splits = (("train", data.train), ("validation", data.validation), ("test", data.test))
     return {
         "version": FINGERPRINT_VERSION,
@@ -117,6 +125,8 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     lines = []
     old_keys, new_keys = old.get("recipe", {}), new.get("recipe", {})
     for key in sorted(old_keys.keys() | new_keys.keys()):
+        if key in ADDED_KEYS and key not in old_keys:  # saved by a version before the key: not known, not a change
+            continue
         if old_keys.get(key, "<absent>") != new_keys.get(key, "<absent>"):
             lines.append(f"{key}: {_show(old_keys, key)} → {_show(new_keys, key)}")
     old_data, new_data = old.get("data", {}), new.get("data", {})

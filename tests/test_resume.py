@@ -393,3 +393,25 @@ def test_fault_injection_benchmark_quick() -> None:
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "faults: 2 kills (1 SIGKILL, 1 SIGTERM; 1 while a checkpoint was being written, 0 after training): 2 of 2 " \
            "reruns finished with the metrics of the uninterrupted run" in result.stdout
+
+
+def test_rerunning_an_interrupted_run_with_recheck_data_continues_it(tmp_path: Path) -> None:
+    checkpoint = _checkpoint(tmp_path / "out", 4)
+    assert differences(_fingerprint(), _fingerprint("--recheck_data", "true")) == []
+    check_checkpoint(checkpoint, _fingerprint("--recheck_data", "true"), explicit=False)  # not refused
+
+
+def test_the_process_count_is_part_of_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import TrainingArguments
+
+    checkpoint = _checkpoint(tmp_path / "out", 4)  # saved by one process
+    one = _fingerprint()
+    monkeypatch.setattr(TrainingArguments, "world_size", property(lambda self: 2))
+    two = _fingerprint()
+    assert differences(one, two) == ["processes: 1 → 2"]
+    with pytest.raises(RecipeError, match="processes: 1 → 2"):
+        check_checkpoint(checkpoint, two, explicit=False)
+    older = json.loads((checkpoint / FINGERPRINT_FILE).read_text())
+    del older["recipe"]["processes"]  # a checkpoint of a version before the key: not refused for it
+    write_fingerprint(checkpoint, older)
+    check_checkpoint(checkpoint, two, explicit=False)
