@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -236,14 +237,24 @@ class CheckpointPusher(TrainerCallback):
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 
-    def wait(self) -> None:
-        """Wait for the queued uploads; record (and log) the ones that failed."""
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the queued uploads (at most ``timeout`` seconds in all: the ones not done by then are recorded
+        as failed and the ones not started are cancelled); record (and log) the ones that failed."""
         pending, self._pending = self._pending, []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if pending:
+            logger.info("Waiting for %d queued checkpoint push(es) to %s%s.", len(pending), self.repo_id,
+                        "" if timeout is None else f" (at most {timeout:.0f}s)")
         for name, future in pending:
             try:
-                future.result()
+                future.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
                 self.pushed.append(name)
                 self.failed.pop(name, None)
+            except FutureTimeout:
+                future.cancel()
+                self.failed[name] = f"not finished within {timeout:.0f}s"
+                logger.error("Pushing %s to %s did not finish within %.0fs (it stays in the output folder).", name,
+                             self.repo_id, timeout)
             except Exception as err:  # a failed push never stops training: the local checkpoint is intact
                 token = self.api.token if isinstance(self.api.token, str) else None
                 reason = str(err).replace(token, "<token>") if token else str(err)

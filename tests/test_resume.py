@@ -415,3 +415,89 @@ def test_the_process_count_is_part_of_the_run(tmp_path: Path, monkeypatch: pytes
     del older["recipe"]["processes"]  # a checkpoint of a version before the key: not refused for it
     write_fingerprint(checkpoint, older)
     check_checkpoint(checkpoint, two, explicit=False)
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_stops_it_and_the_queued_checkpoint_pushes_arrive(
+    tmp_path: Path, shapes_dir: Path, fake_hub
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    serve = fake_hub.handle
+
+    def slow_commits(request):  # each checkpoint commit takes a while: pushes queue up behind training
+        if request.method == "POST" and "/commit/" in request.path:
+            time.sleep(1.5)
+        return serve(request)
+
+    fake_hub.handle = slow_commits
+    out = tmp_path / "run"
+    command = [sys.executable, "scripts/train.py", QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir",
+               str(out), "--max_steps", "200", "--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no",
+               "--load_best_model_at_end", "false", "--per_device_train_batch_size", "8",
+               "--make_plots", "false", "--push_checkpoints", "true", "--hub_model_id", REPO_ID]
+    env = {**fake_hub.client_env(tmp_path / "hf_home"), "PYTHONUNBUFFERED": "1", "HF_DATASETS_OFFLINE": "1",
+           "VISION_RECIPES_PUSH_WAIT_S": "120"}
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint-3" / FINGERPRINT_FILE).is_file():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-5000:]
+            time.sleep(0.05)
+        assert len([c for c in fake_hub.commits(REPO_ID) if c.title.startswith("Training checkpoint")]) < 3
+        process.send_signal(signal.SIGTERM)
+        log = process.communicate(timeout=200)[0]
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, log[-5000:]
+    assert "SIGTERM: stopping training" in log
+    saved = sorted(int(path.name.split("-")[1]) for path in out.glob("checkpoint-*")
+                   if (path / FINGERPRINT_FILE).is_file())
+    pushed = [c.title for c in fake_hub.commits(REPO_ID) if c.title.startswith("Training checkpoint")]
+    every = range(1, saved[-1] + 1)  # each checkpoint saved before the signal (the older ones rotated away locally)
+    assert saved[-1] >= 3 and pushed == [f"Training checkpoint checkpoint-{step}" for step in every], log[-5000:]
+    files = fake_hub.files(REPO_ID)
+    assert {name.split("/")[1] for name in files if name.startswith("checkpoints/")} == {
+        f"checkpoint-{step}" for step in saved}
+    assert files[f"checkpoints/checkpoint-{saved[-1]}/{FINGERPRINT_FILE}"] == (
+        out / f"checkpoint-{saved[-1]}" / FINGERPRINT_FILE).read_bytes()
+    assert "train_runtime" not in log and not (out / "model.safetensors").exists()
+
+
+def test_the_sigterm_handler_is_only_there_during_training_and_a_slow_push_is_waited_for_a_bounded_time(
+    tmp_path: Path, fake_hub
+) -> None:
+    import signal
+    import time
+
+    from recipes.lifecycle import Preempted, stop_on_sigterm
+
+    def previous(signum, frame) -> None:
+        pass
+
+    old = signal.signal(signal.SIGTERM, previous)
+    try:
+        with pytest.raises(Preempted) as info, stop_on_sigterm():
+            assert signal.getsignal(signal.SIGTERM) is not previous
+            signal.raise_signal(signal.SIGTERM)
+        assert info.value.code == 143 and signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+    serve = fake_hub.handle
+    fake_hub.handle = lambda request: (time.sleep(3) if "/commit/" in request.path else None) or serve(request)
+    folder = tmp_path / "out" / "checkpoint-1"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text("{}")
+    pusher = CheckpointPusher.start(REPO_ID, fake_hub.token, endpoint=fake_hub.url)
+    pusher.on_save(SimpleNamespace(output_dir=str(folder.parent)), SimpleNamespace(global_step=1,
+                   is_world_process_zero=True), SimpleNamespace())
+    started = time.monotonic()
+    pusher.wait(timeout=0.5)
+    assert time.monotonic() - started < 2 and pusher.last_failed and "within" in pusher.failed["checkpoint-1"]
