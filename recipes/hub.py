@@ -170,10 +170,10 @@ def _stage(folder: Path) -> Path:
 class CheckpointPusher(TrainerCallback):
     """Push every saved checkpoint to ``checkpoints/checkpoint-N`` of a Hub repository, in a background thread.
 
-    Each push is one commit that adds the new checkpoint and deletes the pushed ones the Trainer has rotated away
-    locally (``save_total_limit``), so the repository mirrors the checkpoints kept in ``output_dir`` (the latest and
-    the best). Uploads run one at a time in order; training does not wait for them, :meth:`wait` does (at the end of
-    training, and at interpreter exit for an interrupted run).
+    Each push is one commit that adds the new checkpoint and, with ``save_total_limit``, deletes the pushed ones the
+    Trainer has rotated away locally, so the repository mirrors the checkpoints kept in ``output_dir`` (the latest
+    and the best); without it nothing is deleted. Uploads run one at a time in order; training does not wait for
+    them, :meth:`wait` does (at the end of training, after an error, and after SIGTERM).
     """
 
     def __init__(self, api: HfApi, repo_id: str) -> None:
@@ -213,7 +213,10 @@ class CheckpointPusher(TrainerCallback):
         name = f"checkpoint-{state.global_step}"
         if not (output_dir / name).is_dir():
             return
-        keep = {path.name for path in output_dir.glob("checkpoint-*") if path.is_dir()}
+        # Without save_total_limit the Trainer rotates nothing away, so the push deletes nothing: the remote
+        # checkpoints that are not local (earlier ones of a run resumed with resume_from_hub) stay.
+        keep = None if args.save_total_limit is None else {
+            path.name for path in output_dir.glob("checkpoint-*") if path.is_dir()}
         staged = _stage(output_dir / name)
         self._last = name
         self._pending.append((name, self._executor.submit(self._upload, staged, name, keep)))
@@ -221,15 +224,15 @@ class CheckpointPusher(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.wait()
 
-    def _upload(self, staged: Path, name: str, keep: set[str]) -> None:
+    def _upload(self, staged: Path, name: str, keep: set[str] | None) -> None:
         try:
             prefix = f"{CHECKPOINTS_FOLDER}/{name}"
             operations: list[Any] = [
                 CommitOperationAdd(f"{prefix}/{path.relative_to(staged).as_posix()}", str(path))
                 for path in sorted(staged.rglob("*")) if path.is_file()
             ]
-            rotated = [step for step in hub_checkpoint_steps(self.api, self.repo_id)
-                       if f"checkpoint-{step}" not in keep | {name}]
+            rotated = [] if keep is None else [step for step in hub_checkpoint_steps(self.api, self.repo_id)
+                                               if f"checkpoint-{step}" not in keep | {name}]
             operations += [CommitOperationDelete(f"{CHECKPOINTS_FOLDER}/checkpoint-{step}/", is_folder=True)
                            for step in rotated]
             self.api.create_commit(self.repo_id, operations, commit_message=f"Training checkpoint {name}")

@@ -87,7 +87,7 @@ def test_resume_from_hub_errors_say_what_is_wrong(tmp_path: Path, fake_hub) -> N
 def test_pusher_mirrors_the_kept_checkpoints_even_when_rotated_during_the_upload(tmp_path: Path, fake_hub) -> None:
     out = tmp_path / "out"
     pusher = CheckpointPusher.start(REPO_ID, fake_hub.token, endpoint=fake_hub.url)
-    args, control = SimpleNamespace(output_dir=str(out)), SimpleNamespace()
+    args, control = SimpleNamespace(output_dir=str(out), save_total_limit=2), SimpleNamespace()
     for step in (1, 2, 3):
         folder = out / f"checkpoint-{step}"
         folder.mkdir(parents=True)
@@ -196,8 +196,8 @@ def test_a_failed_checkpoint_push_is_reported_without_the_token(tmp_path: Path, 
     folder.mkdir(parents=True)
     (folder / "trainer_state.json").write_text("{}")
     pusher = CheckpointPusher(HfApi(endpoint=fake_hub.url, token="hf_secret_value"), REPO_ID)
-    pusher.on_save(SimpleNamespace(output_dir=str(folder.parent)), SimpleNamespace(global_step=1,
-                   is_world_process_zero=True), SimpleNamespace())
+    pusher.on_save(SimpleNamespace(output_dir=str(folder.parent), save_total_limit=None),
+                   SimpleNamespace(global_step=1, is_world_process_zero=True), SimpleNamespace())
     pusher.wait()
     assert pusher.last_failed and not pusher.pushed
     assert "hf_secret_value" not in pusher.failed["checkpoint-1"]
@@ -496,8 +496,25 @@ def test_the_sigterm_handler_is_only_there_during_training_and_a_slow_push_is_wa
     folder.mkdir(parents=True)
     (folder / "trainer_state.json").write_text("{}")
     pusher = CheckpointPusher.start(REPO_ID, fake_hub.token, endpoint=fake_hub.url)
-    pusher.on_save(SimpleNamespace(output_dir=str(folder.parent)), SimpleNamespace(global_step=1,
-                   is_world_process_zero=True), SimpleNamespace())
+    pusher.on_save(SimpleNamespace(output_dir=str(folder.parent), save_total_limit=None),
+                   SimpleNamespace(global_step=1, is_world_process_zero=True), SimpleNamespace())
     started = time.monotonic()
     pusher.wait(timeout=0.5)
     assert time.monotonic() - started < 2 and pusher.last_failed and "within" in pusher.failed["checkpoint-1"]
+
+
+def test_the_first_push_after_resume_from_hub_without_save_total_limit_deletes_nothing(
+    tmp_path: Path, fake_hub
+) -> None:
+    fake_hub.seed(REPO_ID, {f"checkpoints/checkpoint-{step}/trainer_state.json": b"{}" for step in (1, 2)})
+    out = tmp_path / "out"
+    download_checkpoint(REPO_ID, out, token=fake_hub.token, endpoint=fake_hub.url)  # checkpoint-2 only
+    (out / "checkpoint-3").mkdir()
+    (out / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    pusher = CheckpointPusher.start(REPO_ID, fake_hub.token, endpoint=fake_hub.url)
+    pusher.on_save(SimpleNamespace(output_dir=str(out), save_total_limit=None),
+                   SimpleNamespace(global_step=3, is_world_process_zero=True), SimpleNamespace())
+    pusher.wait()
+    assert pusher.pushed == ["checkpoint-3"]
+    assert {name.split("/")[1] for name in fake_hub.files(REPO_ID) if name.startswith("checkpoints/")} == {
+        "checkpoint-1", "checkpoint-2", "checkpoint-3"}
