@@ -608,6 +608,10 @@ class StreamStateCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_DIR
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"rank{self.progress.rank}.json").write_text(json.dumps(self.progress.state(), indent=1))
+        # Every process's position is in the folder before the main process marks the checkpoint complete and
+        # stages its push (the callbacks after this one).
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and args.world_size > 1:
+            torch.distributed.barrier()
 
 
 @dataclass

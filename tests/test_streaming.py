@@ -7,6 +7,7 @@ import json
 import re
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -347,3 +348,21 @@ def test_decompression_bombs_in_a_stream_are_skipped_and_listed(tmp_path: Path) 
     assert "65000 x 65000 = 4,225,000,000 pixels, over the limit of 178,956,970" in skipped["bomb.jpg"]
     assert "over the limit of 178,956,970 pixels" in skipped["bomb.png"]
     assert context.trainer.state.global_step == 4
+
+
+def test_every_process_writes_its_stream_position_before_the_checkpoint_is_marked_and_pushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Process 1's ``stream_state/rank1.json`` is in the checkpoint before process 0 goes on to the callbacks that
+    mark it complete and stage its push: a barrier after each process writes its own."""
+    import recipes.streaming as streaming
+
+    folder = tmp_path / "checkpoint-4" / streaming.STATE_DIR
+    at_barrier = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: at_barrier.append(sorted(
+        p.name for p in folder.iterdir())))
+    callback = streaming.StreamStateCallback(streaming.StreamProgress(rank=1, world_size=2))
+    args = SimpleNamespace(output_dir=str(tmp_path), world_size=2)
+    callback.on_save(args, SimpleNamespace(global_step=4), SimpleNamespace())
+    assert at_barrier == [["rank1.json"]]
