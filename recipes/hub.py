@@ -287,16 +287,14 @@ def _hub_error(repo_id: str, err: Exception, token: str | None) -> RecipeError:
                        "and HF_ENDPOINT, then rerun the same command.")
 
 
-def download_checkpoint(repo_id: str, output_dir: str | Path, token: str | None = None,
-                        endpoint: str | None = None) -> Path:
-    """Fetch the last ``checkpoints/checkpoint-N`` of ``repo_id`` (and the best one its state names) into
-    ``output_dir/checkpoint-N``; return that folder. Local checkpoint folders of the same name are kept as they are.
-    """
-    output_dir = Path(output_dir)
+def hub_checkpoints(repo_id: str, token: str | None = None, endpoint: str | None = None) -> list[int]:
+    """The checkpoint steps ``resume_from_hub`` can continue from (ascending; the last is resumed); a
+    :class:`RecipeError` saying why when the repository cannot be read or holds none. In a run of several
+    processes only the main one calls it, and the others use its answer (a push between two listings would make
+    them resume different steps)."""
     token = resolve_token(token)
-    api = HfApi(endpoint=endpoint, token=token)
     try:
-        steps = hub_checkpoint_steps(api, repo_id)
+        steps = hub_checkpoint_steps(HfApi(endpoint=endpoint, token=token), repo_id)
     except Exception as err:
         raise _hub_error(repo_id, err, token) from None
     if not steps:
@@ -304,6 +302,19 @@ def download_checkpoint(repo_id: str, output_dir: str | Path, token: str | None 
             f"resume_from_hub: `{repo_id}` holds no checkpoints (no {CHECKPOINTS_FOLDER}/checkpoint-N folder). "
             f"Runs push them with --push_checkpoints true --hub_model_id {repo_id}."
         )
+    return steps
+
+
+def download_checkpoint(repo_id: str, output_dir: str | Path, token: str | None = None,
+                        endpoint: str | None = None, steps: list[int] | None = None) -> Path:
+    """Fetch the last ``checkpoints/checkpoint-N`` of ``repo_id`` (and the best one its state names) into
+    ``output_dir/checkpoint-N``; return that folder. Local checkpoint folders of the same name are kept as they are.
+    ``steps``: the repository's checkpoints as the main process listed them (:func:`hub_checkpoints`, listed here
+    when None)."""
+    output_dir = Path(output_dir)
+    token = resolve_token(token)
+    if steps is None:
+        steps = hub_checkpoints(repo_id, token, endpoint)
     last = steps[-1]
     output_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -43,7 +43,7 @@ from recipes.checkpoints import (
 )
 from recipes.config import ModelArguments, Recipe, RecipeError
 from recipes.examples import save_examples
-from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, push_output_dir
+from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, hub_checkpoints, push_output_dir
 from recipes.images import set_max_image_pixels
 from recipes.labels import named_labels, plan_labels
 from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
@@ -134,9 +134,10 @@ def run(recipe: Recipe) -> RunContext:
     fingerprint = None if recipe.run.evaluate_only or recipe.run.find_lr else training_fingerprint(recipe, data)
     if fingerprint is not None:
         if recipe.run.resume_from_hub:
+            steps = main_process_decides(args, hub_checkpoints, recipe.run.resume_from_hub, hub_token)
             with args.main_process_first(desc="downloading the last checkpoint from the Hub"):
                 args.resume_from_checkpoint = str(download_checkpoint(recipe.run.resume_from_hub, args.output_dir,
-                                                                      token=hub_token))
+                                                                      token=hub_token, steps=steps))
         finished = None if args.resume_from_checkpoint or not recipe.run.auto_resume else finished_run(
             recipe, fingerprint)
         if finished is not None:
@@ -275,6 +276,26 @@ def stop_on_sigterm() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         _preempted.clear()
+
+
+def main_process_decides(args: Any, decide: Any, *call_args: Any) -> Any:
+    """``decide(*call_args)`` on the main process, its answer (or its :class:`RecipeError`) given to every process:
+    one answer for all even when what it reads changes between two calls (the Hub's checkpoints while the run of
+    another machine pushes)."""
+    answer: list[Any] = [None]
+    if args.process_index == 0:
+        try:
+            answer = [("ok", decide(*call_args))]
+        except RecipeError as err:
+            answer = [("error", str(err))]
+    if args.world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(answer, from_process=0)
+    outcome, value = answer[0]
+    if outcome == "error":
+        raise RecipeError(value)
+    return value
 
 
 def restore_trained(trainer: RecipeTrainer, context: RunContext) -> None:

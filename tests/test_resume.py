@@ -518,3 +518,20 @@ def test_the_first_push_after_resume_from_hub_without_save_total_limit_deletes_n
     assert pusher.pushed == ["checkpoint-3"]
     assert {name.split("/")[1] for name in fake_hub.files(REPO_ID) if name.startswith("checkpoints/")} == {
         "checkpoint-1", "checkpoint-2", "checkpoint-3"}
+
+
+def test_resume_from_hub_resumes_the_step_the_main_process_listed(tmp_path: Path, fake_hub) -> None:
+    from recipes.hub import hub_checkpoints
+    from recipes.lifecycle import main_process_decides
+
+    fake_hub.seed(REPO_ID, {"checkpoints/checkpoint-2/trainer_state.json": b"{}"})
+    args = SimpleNamespace(process_index=0, world_size=1)
+    steps = main_process_decides(args, hub_checkpoints, REPO_ID, fake_hub.token, fake_hub.url)
+    assert steps == [2]
+    # the run of another machine pushes checkpoint-3 before a second process downloads: it takes the listed step
+    fake_hub.seed(REPO_ID, {"checkpoints/checkpoint-3/trainer_state.json": b"{}"})
+    fetched = download_checkpoint(REPO_ID, tmp_path / "rank1", token=fake_hub.token, endpoint=fake_hub.url,
+                                  steps=steps)
+    assert fetched.name == "checkpoint-2" and not (tmp_path / "rank1" / "checkpoint-3").exists()
+    with pytest.raises(RecipeError, match="`user/empty` not found"):  # the main process's error, raised on every one
+        main_process_decides(args, hub_checkpoints, "user/empty", fake_hub.token, fake_hub.url)
