@@ -76,8 +76,20 @@ def training_fingerprint(recipe: Recipe, data: Any) -> dict[str, Any]:
     return {
         "version": FINGERPRINT_VERSION,
         "recipe": keys,
-        "data": {split: getattr(dataset, "_fingerprint", None) for split, dataset in splits if dataset is not None},
+        "data": {split: _data_fingerprint(dataset) for split, dataset in splits if dataset is not None},
     }
+
+
+def _data_fingerprint(dataset: Any) -> str | None:
+    """A split's ``datasets`` fingerprint; for a streamed one (no such fingerprint), its shard list
+    (:func:`recipes.streaming.stream_fingerprint`)."""
+    from datasets import IterableDataset
+
+    if isinstance(dataset, IterableDataset):
+        from recipes.streaming import stream_fingerprint
+
+        return stream_fingerprint(dataset)
+    return getattr(dataset, "_fingerprint", None)
 
 
 def write_atomically(path: str | Path, text: str) -> Path:
@@ -133,7 +145,8 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     for split in sorted(old_data.keys() | new_data.keys()):
         if old_data.get(split) != new_data.get(split):
             lines.append(f"data ({split} split, datasets fingerprint): {old_data.get(split, '<absent>')} → "
-                         f"{new_data.get(split, '<absent>')} (other files, or the same files at another path)")
+                         f"{new_data.get(split, '<absent>')} (other files, or the same files at another path; "
+                         "for a stream, other shards or another revision of them)")
     return lines
 
 
