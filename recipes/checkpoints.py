@@ -77,7 +77,27 @@ def training_fingerprint(recipe: Recipe, data: Any) -> dict[str, Any]:
         "version": FINGERPRINT_VERSION,
         "recipe": keys,
         "data": {split: _data_fingerprint(dataset) for split, dataset in splits if dataset is not None},
+        "files": {split: signature for split, dataset in splits
+                  if (signature := _files_fingerprint(dataset, recipe.data.image_column_name)) is not None},
     }
+
+
+def _files_fingerprint(dataset: Any, image_column: str) -> str | None:
+    """The contents of the local files a map-style split reads (its images, and masks stored as images): the size
+    and modification time of each, as the data-check cache keys them (:func:`recipes.check_cache.file_signature`).
+    A ``datasets`` fingerprint of a local folder covers only the file paths, so a photo replaced by another of the
+    same name would otherwise resume as the same run. A stat per file (no read): a replacement keeping both size
+    and modification time is not seen. None for streams and splits that hold their image bytes."""
+    from datasets import Dataset, Image
+
+    from recipes.check_cache import file_signature
+
+    if not isinstance(dataset, Dataset):
+        return None
+    columns = [name for name, feature in (dataset.features or {}).items() if isinstance(feature, Image)]
+    if image_column in dataset.column_names and image_column not in columns:
+        columns.append(image_column)
+    return file_signature(dataset, columns)[:16] if columns else None
 
 
 def _data_fingerprint(dataset: Any) -> str | None:
@@ -141,6 +161,13 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             continue
         if old_keys.get(key, "<absent>") != new_keys.get(key, "<absent>"):
             lines.append(f"{key}: {_show(old_keys, key)} → {_show(new_keys, key)}")
+    old_files, new_files = old.get("files"), new.get("files")
+    if old_files is not None and new_files is not None:  # fingerprints of older versions have no "files"
+        for split in sorted(old_files.keys() | new_files.keys()):
+            if old_files.get(split) != new_files.get(split):
+                lines.append(f"files ({split} split, sizes and modification times of its images): "
+                             f"{old_files.get(split, '<absent>')} → {new_files.get(split, '<absent>')} (images "
+                             "replaced or edited)")
     old_data, new_data = old.get("data", {}), new.get("data", {})
     for split in sorted(old_data.keys() | new_data.keys()):
         if old_data.get(split) != new_data.get(split):

@@ -535,3 +535,24 @@ def test_resume_from_hub_resumes_the_step_the_main_process_listed(tmp_path: Path
     assert fetched.name == "checkpoint-2" and not (tmp_path / "rank1" / "checkpoint-3").exists()
     with pytest.raises(RecipeError, match="`user/empty` not found"):  # the main process's error, raised on every one
         main_process_decides(args, hub_checkpoints, "user/empty", fake_hub.token, fake_hub.url)
+
+
+def test_a_photo_replaced_by_another_of_the_same_name_is_another_run(tmp_path: Path, shapes_dir: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(shapes_dir, data)
+    recipe = parse_recipe([QUICKSTART, "--train_dir", str(data), "--output_dir", str(tmp_path / "out")])
+    task = get_task(recipe.run.task)
+
+    def fingerprint() -> dict:
+        return training_fingerprint(recipe, task.load_data(recipe.data, seed=42, cache_dir=str(tmp_path / "cache")))
+
+    before = fingerprint()
+    assert before["files"]["train"] and differences(before, fingerprint()) == []
+    images = sorted(path for path in data.rglob("*") if path.is_file())
+    images[0].write_bytes(images[-1].read_bytes())  # another photo under the same name: paths unchanged
+    changed = differences(before, fingerprint())
+    assert changed and all(line.startswith("files (") for line in changed), changed
+    checkpoint = _checkpoint(tmp_path / "out", 2, fingerprint=False)
+    write_fingerprint(checkpoint, before)
+    with pytest.raises(RecipeError, match="images replaced or edited"):
+        check_checkpoint(checkpoint, fingerprint(), explicit=False)
