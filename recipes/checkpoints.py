@@ -41,7 +41,7 @@ IGNORED_RECIPE_KEYS = frozenset({
     "make_plots", "max_plot_images", "resume_from_hub", "push_checkpoints", "overwrite",
     "push_photos",
     # data: checks and speed (the data fingerprints catch a change of the data itself)
-    "strict", "check_images", "preprocessing_num_workers", "max_image_pixels",
+    "strict", "check_images", "preprocessing_num_workers", "max_image_pixels", "recheck_data",
     # model: where it is cached, how it is laid out in memory
     "cache_dir", "trust_remote_code", "channels_last",
 })
@@ -56,6 +56,10 @@ TRAINING_KEYS = (
 """The ``TrainingArguments`` that shape training (output, logging, evaluation, saving, Hub, speed settings do not)."""
 
 
+ADDED_KEYS = frozenset({"processes"})
+"""Fingerprint keys newer than its first version: a checkpoint saved without one is not refused for it."""
+
+
 def training_fingerprint(recipe: Recipe, data: Any) -> dict[str, Any]:
     """What shapes this run: the training-relevant recipe keys and the ``_fingerprint`` of each data split."""
     resolved = json.loads(json.dumps(recipe.to_dict(), default=str))
@@ -64,12 +68,48 @@ def training_fingerprint(recipe: Recipe, data: Any) -> dict[str, Any]:
         key: value for key, value in sorted(resolved.items())
         if (key in TRAINING_KEYS if key in trainer_keys else key not in IGNORED_RECIPE_KEYS)
     }
+    # The process count shapes training: the global batch is per-device batch times processes (so the number of steps
+    # per epoch and the learning-rate schedule), and a streamed run splits its shards and saves one stream position
+    # per process. Resuming with another count would continue a different run.
+    keys["processes"] = recipe.training.world_size
     splits = (("train", data.train), ("validation", data.validation), ("test", data.test))
     return {
         "version": FINGERPRINT_VERSION,
         "recipe": keys,
-        "data": {split: getattr(dataset, "_fingerprint", None) for split, dataset in splits if dataset is not None},
+        "data": {split: _data_fingerprint(dataset) for split, dataset in splits if dataset is not None},
+        "files": {split: signature for split, dataset in splits
+                  if (signature := _files_fingerprint(dataset, recipe.data.image_column_name)) is not None},
     }
+
+
+def _files_fingerprint(dataset: Any, image_column: str) -> str | None:
+    """The contents of the local files a map-style split reads (its images, and masks stored as images): the size
+    and modification time of each, as the data-check cache keys them (:func:`recipes.check_cache.file_signature`).
+    A ``datasets`` fingerprint of a local folder covers only the file paths, so a photo replaced by another of the
+    same name would otherwise resume as the same run. A stat per file (no read): a replacement keeping both size
+    and modification time is not seen. None for streams and splits that hold their image bytes."""
+    from datasets import Dataset, Image
+
+    from recipes.check_cache import file_signature
+
+    if not isinstance(dataset, Dataset):
+        return None
+    columns = [name for name, feature in (dataset.features or {}).items() if isinstance(feature, Image)]
+    if image_column in dataset.column_names and image_column not in columns:
+        columns.append(image_column)
+    return file_signature(dataset, columns)[:16] if columns else None
+
+
+def _data_fingerprint(dataset: Any) -> str | None:
+    """A split's ``datasets`` fingerprint; for a streamed one (no such fingerprint), its shard list
+    (:func:`recipes.streaming.stream_fingerprint`)."""
+    from datasets import IterableDataset
+
+    if isinstance(dataset, IterableDataset):
+        from recipes.streaming import stream_fingerprint
+
+        return stream_fingerprint(dataset)
+    return getattr(dataset, "_fingerprint", None)
 
 
 def write_atomically(path: str | Path, text: str) -> Path:
@@ -117,13 +157,23 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     lines = []
     old_keys, new_keys = old.get("recipe", {}), new.get("recipe", {})
     for key in sorted(old_keys.keys() | new_keys.keys()):
+        if key in ADDED_KEYS and key not in old_keys:  # saved by a version before the key: not known, not a change
+            continue
         if old_keys.get(key, "<absent>") != new_keys.get(key, "<absent>"):
             lines.append(f"{key}: {_show(old_keys, key)} → {_show(new_keys, key)}")
+    old_files, new_files = old.get("files"), new.get("files")
+    if old_files is not None and new_files is not None:  # fingerprints of older versions have no "files"
+        for split in sorted(old_files.keys() | new_files.keys()):
+            if old_files.get(split) != new_files.get(split):
+                lines.append(f"files ({split} split, sizes and modification times of its images): "
+                             f"{old_files.get(split, '<absent>')} → {new_files.get(split, '<absent>')} (images "
+                             "replaced or edited)")
     old_data, new_data = old.get("data", {}), new.get("data", {})
     for split in sorted(old_data.keys() | new_data.keys()):
         if old_data.get(split) != new_data.get(split):
             lines.append(f"data ({split} split, datasets fingerprint): {old_data.get(split, '<absent>')} → "
-                         f"{new_data.get(split, '<absent>')} (other files, or the same files at another path)")
+                         f"{new_data.get(split, '<absent>')} (other files, or the same files at another path; "
+                         "for a stream, other shards or another revision of them)")
     return lines
 
 

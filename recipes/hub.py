@@ -11,6 +11,7 @@ import shutil
 import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any
 
@@ -169,10 +170,10 @@ def _stage(folder: Path) -> Path:
 class CheckpointPusher(TrainerCallback):
     """Push every saved checkpoint to ``checkpoints/checkpoint-N`` of a Hub repository, in a background thread.
 
-    Each push is one commit that adds the new checkpoint and deletes the pushed ones the Trainer has rotated away
-    locally (``save_total_limit``), so the repository mirrors the checkpoints kept in ``output_dir`` (the latest and
-    the best). Uploads run one at a time in order; training does not wait for them, :meth:`wait` does (at the end of
-    training, and at interpreter exit for an interrupted run).
+    Each push is one commit that adds the new checkpoint and, with ``save_total_limit``, deletes the pushed ones the
+    Trainer has rotated away locally, so the repository mirrors the checkpoints kept in ``output_dir`` (the latest
+    and the best); without it nothing is deleted. Uploads run one at a time in order; training does not wait for
+    them, :meth:`wait` does (at the end of training, after an error, and after SIGTERM).
     """
 
     def __init__(self, api: HfApi, repo_id: str) -> None:
@@ -212,7 +213,10 @@ class CheckpointPusher(TrainerCallback):
         name = f"checkpoint-{state.global_step}"
         if not (output_dir / name).is_dir():
             return
-        keep = {path.name for path in output_dir.glob("checkpoint-*") if path.is_dir()}
+        # Without save_total_limit the Trainer rotates nothing away, so the push deletes nothing: the remote
+        # checkpoints that are not local (earlier ones of a run resumed with resume_from_hub) stay.
+        keep = None if args.save_total_limit is None else {
+            path.name for path in output_dir.glob("checkpoint-*") if path.is_dir()}
         staged = _stage(output_dir / name)
         self._last = name
         self._pending.append((name, self._executor.submit(self._upload, staged, name, keep)))
@@ -220,15 +224,15 @@ class CheckpointPusher(TrainerCallback):
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.wait()
 
-    def _upload(self, staged: Path, name: str, keep: set[str]) -> None:
+    def _upload(self, staged: Path, name: str, keep: set[str] | None) -> None:
         try:
             prefix = f"{CHECKPOINTS_FOLDER}/{name}"
             operations: list[Any] = [
                 CommitOperationAdd(f"{prefix}/{path.relative_to(staged).as_posix()}", str(path))
                 for path in sorted(staged.rglob("*")) if path.is_file()
             ]
-            rotated = [step for step in hub_checkpoint_steps(self.api, self.repo_id)
-                       if f"checkpoint-{step}" not in keep | {name}]
+            rotated = [] if keep is None else [step for step in hub_checkpoint_steps(self.api, self.repo_id)
+                                               if f"checkpoint-{step}" not in keep | {name}]
             operations += [CommitOperationDelete(f"{CHECKPOINTS_FOLDER}/checkpoint-{step}/", is_folder=True)
                            for step in rotated]
             self.api.create_commit(self.repo_id, operations, commit_message=f"Training checkpoint {name}")
@@ -236,14 +240,24 @@ class CheckpointPusher(TrainerCallback):
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 
-    def wait(self) -> None:
-        """Wait for the queued uploads; record (and log) the ones that failed."""
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for the queued uploads (at most ``timeout`` seconds in all: the ones not done by then are recorded
+        as failed and the ones not started are cancelled); record (and log) the ones that failed."""
         pending, self._pending = self._pending, []
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if pending:
+            logger.info("Waiting for %d queued checkpoint push(es) to %s%s.", len(pending), self.repo_id,
+                        "" if timeout is None else f" (at most {timeout:.0f}s)")
         for name, future in pending:
             try:
-                future.result()
+                future.result(None if deadline is None else max(0.0, deadline - time.monotonic()))
                 self.pushed.append(name)
                 self.failed.pop(name, None)
+            except FutureTimeout:
+                future.cancel()
+                self.failed[name] = f"not finished within {timeout:.0f}s"
+                logger.error("Pushing %s to %s did not finish within %.0fs (it stays in the output folder).", name,
+                             self.repo_id, timeout)
             except Exception as err:  # a failed push never stops training: the local checkpoint is intact
                 token = self.api.token if isinstance(self.api.token, str) else None
                 reason = str(err).replace(token, "<token>") if token else str(err)
@@ -273,16 +287,14 @@ def _hub_error(repo_id: str, err: Exception, token: str | None) -> RecipeError:
                        "and HF_ENDPOINT, then rerun the same command.")
 
 
-def download_checkpoint(repo_id: str, output_dir: str | Path, token: str | None = None,
-                        endpoint: str | None = None) -> Path:
-    """Fetch the last ``checkpoints/checkpoint-N`` of ``repo_id`` (and the best one its state names) into
-    ``output_dir/checkpoint-N``; return that folder. Local checkpoint folders of the same name are kept as they are.
-    """
-    output_dir = Path(output_dir)
+def hub_checkpoints(repo_id: str, token: str | None = None, endpoint: str | None = None) -> list[int]:
+    """The checkpoint steps ``resume_from_hub`` can continue from (ascending; the last is resumed); a
+    :class:`RecipeError` saying why when the repository cannot be read or holds none. In a run of several
+    processes only the main one calls it, and the others use its answer (a push between two listings would make
+    them resume different steps)."""
     token = resolve_token(token)
-    api = HfApi(endpoint=endpoint, token=token)
     try:
-        steps = hub_checkpoint_steps(api, repo_id)
+        steps = hub_checkpoint_steps(HfApi(endpoint=endpoint, token=token), repo_id)
     except Exception as err:
         raise _hub_error(repo_id, err, token) from None
     if not steps:
@@ -290,6 +302,19 @@ def download_checkpoint(repo_id: str, output_dir: str | Path, token: str | None 
             f"resume_from_hub: `{repo_id}` holds no checkpoints (no {CHECKPOINTS_FOLDER}/checkpoint-N folder). "
             f"Runs push them with --push_checkpoints true --hub_model_id {repo_id}."
         )
+    return steps
+
+
+def download_checkpoint(repo_id: str, output_dir: str | Path, token: str | None = None,
+                        endpoint: str | None = None, steps: list[int] | None = None) -> Path:
+    """Fetch the last ``checkpoints/checkpoint-N`` of ``repo_id`` (and the best one its state names) into
+    ``output_dir/checkpoint-N``; return that folder. Local checkpoint folders of the same name are kept as they are.
+    ``steps``: the repository's checkpoints as the main process listed them (:func:`hub_checkpoints`, listed here
+    when None)."""
+    output_dir = Path(output_dir)
+    token = resolve_token(token)
+    if steps is None:
+        steps = hub_checkpoints(repo_id, token, endpoint)
     last = steps[-1]
     output_dir.mkdir(parents=True, exist_ok=True)
     try:

@@ -7,8 +7,12 @@ import dataclasses
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +43,7 @@ from recipes.checkpoints import (
 )
 from recipes.config import ModelArguments, Recipe, RecipeError
 from recipes.examples import save_examples
-from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, push_output_dir
+from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, hub_checkpoints, push_output_dir
 from recipes.images import set_max_image_pixels
 from recipes.labels import named_labels, plan_labels
 from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
@@ -130,9 +134,10 @@ def run(recipe: Recipe) -> RunContext:
     fingerprint = None if recipe.run.evaluate_only or recipe.run.find_lr else training_fingerprint(recipe, data)
     if fingerprint is not None:
         if recipe.run.resume_from_hub:
+            steps = main_process_decides(args, hub_checkpoints, recipe.run.resume_from_hub, hub_token)
             with args.main_process_first(desc="downloading the last checkpoint from the Hub"):
                 args.resume_from_checkpoint = str(download_checkpoint(recipe.run.resume_from_hub, args.output_dir,
-                                                                      token=hub_token))
+                                                                      token=hub_token, steps=steps))
         finished = None if args.resume_from_checkpoint or not recipe.run.auto_resume else finished_run(
             recipe, fingerprint)
         if finished is not None:
@@ -189,11 +194,12 @@ def run(recipe: Recipe) -> RunContext:
             stream.restore(context.resumed_from, trainer)
         if trainer.is_world_process_zero():
             write_run_status(context.output_dir, TRAINING)
-        try:
-            result = trainer.train(resume_from_checkpoint=context.resumed_from)
-        finally:  # the last checkpoint reaches the Hub even when training stops with an error
-            if pusher is not None:
-                pusher.wait()
+        with stop_on_sigterm():
+            try:
+                result = trainer.train(resume_from_checkpoint=context.resumed_from)
+            finally:  # the last checkpoint reaches the Hub even when training stops with an error or SIGTERM
+                if pusher is not None:
+                    pusher.wait(timeout=PUSH_WAIT_AFTER_SIGTERM_S if _preempted.is_set() else None)
         trainer.save_model()
         trainer.save_state()
         if trainer.is_world_process_zero():
@@ -230,6 +236,66 @@ def run(recipe: Recipe) -> RunContext:
             write_run_status(context.output_dir, FINISHED)  # after the last output (a failed push is redone)
         print_summary(context)
     return context
+
+
+PUSH_WAIT_AFTER_SIGTERM_S = float(os.environ.get("VISION_RECIPES_PUSH_WAIT_S", "600"))
+"""After SIGTERM, how long the queued checkpoint pushes are waited for (preemption notices give a grace period
+before SIGKILL: 30 s on GCP spot VMs, 120 s on AWS spot instances; set it below yours)."""
+SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
+_preempted = threading.Event()
+
+
+class Preempted(SystemExit):
+    """Training stopped by SIGTERM (:func:`stop_on_sigterm`); exits with 143, as a process killed by SIGTERM."""
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """During training, turn SIGTERM (the usual preemption signal, which skips ``finally`` blocks and ``atexit``)
+    into :class:`Preempted` raised in the main thread: training stops where it is, the queued checkpoint pushes are
+    waited for (:data:`PUSH_WAIT_AFTER_SIGTERM_S`), and the process exits with 143. A second SIGTERM while
+    stopping is logged and ignored. The previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        if _preempted.is_set():
+            logger.warning("SIGTERM again: still stopping (waiting for the queued checkpoint pushes).")
+            return
+        _preempted.set()
+        logger.warning("SIGTERM: stopping training now; queued checkpoint pushes are waited for, then the run "
+                       "exits with %d. Rerun the same command to continue from the last checkpoint.",
+                       SIGTERM_EXIT_CODE)
+        raise Preempted(SIGTERM_EXIT_CODE)
+
+    _preempted.clear()
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _preempted.clear()
+
+
+def main_process_decides(args: Any, decide: Any, *call_args: Any) -> Any:
+    """``decide(*call_args)`` on the main process, its answer (or its :class:`RecipeError`) given to every process:
+    one answer for all even when what it reads changes between two calls (the Hub's checkpoints while the run of
+    another machine pushes)."""
+    answer: list[Any] = [None]
+    if args.process_index == 0:
+        try:
+            answer = [("ok", decide(*call_args))]
+        except RecipeError as err:
+            answer = [("error", str(err))]
+    if args.world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(answer, from_process=0)
+    outcome, value = answer[0]
+    if outcome == "error":
+        raise RecipeError(value)
+    return value
 
 
 def restore_trained(trainer: RecipeTrainer, context: RunContext) -> None:

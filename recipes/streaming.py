@@ -19,6 +19,7 @@ import glob
 import hashlib
 import json
 import logging
+import os
 import tarfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -134,6 +135,35 @@ def load_streams(data_args: DataArguments, cache_dir: str | None = None) -> dict
             raise RecipeError(f"Cannot stream the {builder} shards of `{option}` ({files[0]}, …): {err}") from err
         logger.info("Streaming the %s split from %d %s shard(s)", split, len(files), builder)
     return streams
+
+
+def stream_fingerprint(stream: IterableDataset) -> str | None:
+    """What a streamed split reads, for the run fingerprint (an ``IterableDataset`` has no ``datasets``
+    fingerprint): its shard list in order (Hub shards are named with the dataset's commit, so a new revision
+    changes it) and, for local shards, each one's size and modification time (rewritten shards under the same
+    names). The shard order decides which records a saved stream position skips. None when no shard list is
+    found (a generator-built stream)."""
+    files: list[str] = []
+    pending = [stream._ex_iterable]
+    while pending:
+        iterable = pending.pop()
+        kwargs = getattr(iterable, "kwargs", None)
+        if isinstance(kwargs, dict):
+            for value in kwargs.values():
+                if isinstance(value, (list, tuple)):
+                    files += [str(item) for item in value if isinstance(item, (str, os.PathLike))]
+        inner = getattr(iterable, "ex_iterables", None) or [getattr(iterable, "ex_iterable", None)]
+        pending += [child for child in inner if child is not None]
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for name in files:
+        try:
+            stat = os.stat(name)
+            digest.update(f"{name}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        except (OSError, ValueError):  # a remote shard: its URL names the revision
+            digest.update(f"{name}\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def json_fields_as_written(stream: IterableDataset) -> IterableDataset:
@@ -608,6 +638,10 @@ class StreamStateCallback(TrainerCallback):
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}" / STATE_DIR
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"rank{self.progress.rank}.json").write_text(json.dumps(self.progress.state(), indent=1))
+        # Every process's position is in the folder before the main process marks the checkpoint complete and
+        # stages its push (the callbacks after this one).
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and args.world_size > 1:
+            torch.distributed.barrier()
 
 
 @dataclass

@@ -87,7 +87,7 @@ def test_resume_from_hub_errors_say_what_is_wrong(tmp_path: Path, fake_hub) -> N
 def test_pusher_mirrors_the_kept_checkpoints_even_when_rotated_during_the_upload(tmp_path: Path, fake_hub) -> None:
     out = tmp_path / "out"
     pusher = CheckpointPusher.start(REPO_ID, fake_hub.token, endpoint=fake_hub.url)
-    args, control = SimpleNamespace(output_dir=str(out)), SimpleNamespace()
+    args, control = SimpleNamespace(output_dir=str(out), save_total_limit=2), SimpleNamespace()
     for step in (1, 2, 3):
         folder = out / f"checkpoint-{step}"
         folder.mkdir(parents=True)
@@ -196,8 +196,8 @@ def test_a_failed_checkpoint_push_is_reported_without_the_token(tmp_path: Path, 
     folder.mkdir(parents=True)
     (folder / "trainer_state.json").write_text("{}")
     pusher = CheckpointPusher(HfApi(endpoint=fake_hub.url, token="hf_secret_value"), REPO_ID)
-    pusher.on_save(SimpleNamespace(output_dir=str(folder.parent)), SimpleNamespace(global_step=1,
-                   is_world_process_zero=True), SimpleNamespace())
+    pusher.on_save(SimpleNamespace(output_dir=str(folder.parent), save_total_limit=None),
+                   SimpleNamespace(global_step=1, is_world_process_zero=True), SimpleNamespace())
     pusher.wait()
     assert pusher.last_failed and not pusher.pushed
     assert "hf_secret_value" not in pusher.failed["checkpoint-1"]
@@ -393,3 +393,166 @@ def test_fault_injection_benchmark_quick() -> None:
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "faults: 2 kills (1 SIGKILL, 1 SIGTERM; 1 while a checkpoint was being written, 0 after training): 2 of 2 " \
            "reruns finished with the metrics of the uninterrupted run" in result.stdout
+
+
+def test_rerunning_an_interrupted_run_with_recheck_data_continues_it(tmp_path: Path) -> None:
+    checkpoint = _checkpoint(tmp_path / "out", 4)
+    assert differences(_fingerprint(), _fingerprint("--recheck_data", "true")) == []
+    check_checkpoint(checkpoint, _fingerprint("--recheck_data", "true"), explicit=False)  # not refused
+
+
+def test_the_process_count_is_part_of_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers import TrainingArguments
+
+    checkpoint = _checkpoint(tmp_path / "out", 4)  # saved by one process
+    one = _fingerprint()
+    monkeypatch.setattr(TrainingArguments, "world_size", property(lambda self: 2))
+    two = _fingerprint()
+    assert differences(one, two) == ["processes: 1 → 2"]
+    with pytest.raises(RecipeError, match="processes: 1 → 2"):
+        check_checkpoint(checkpoint, two, explicit=False)
+    older = json.loads((checkpoint / FINGERPRINT_FILE).read_text())
+    del older["recipe"]["processes"]  # a checkpoint of a version before the key: not refused for it
+    write_fingerprint(checkpoint, older)
+    check_checkpoint(checkpoint, two, explicit=False)
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_stops_it_and_the_queued_checkpoint_pushes_arrive(
+    tmp_path: Path, shapes_dir: Path, fake_hub
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    serve = fake_hub.handle
+
+    def slow_commits(request):  # each checkpoint commit takes a while: pushes queue up behind training
+        if request.method == "POST" and "/commit/" in request.path:
+            time.sleep(1.5)
+        return serve(request)
+
+    fake_hub.handle = slow_commits
+    out = tmp_path / "run"
+    command = [sys.executable, "scripts/train.py", QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir",
+               str(out), "--max_steps", "200", "--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no",
+               "--load_best_model_at_end", "false", "--per_device_train_batch_size", "8",
+               "--make_plots", "false", "--push_checkpoints", "true", "--hub_model_id", REPO_ID]
+    env = {**fake_hub.client_env(tmp_path / "hf_home"), "PYTHONUNBUFFERED": "1", "HF_DATASETS_OFFLINE": "1",
+           "VISION_RECIPES_PUSH_WAIT_S": "120"}
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint-3" / FINGERPRINT_FILE).is_file():
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-5000:]
+            time.sleep(0.05)
+        assert len([c for c in fake_hub.commits(REPO_ID) if c.title.startswith("Training checkpoint")]) < 3
+        process.send_signal(signal.SIGTERM)
+        log = process.communicate(timeout=200)[0]
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, log[-5000:]
+    assert "SIGTERM: stopping training" in log
+    saved = sorted(int(path.name.split("-")[1]) for path in out.glob("checkpoint-*")
+                   if (path / FINGERPRINT_FILE).is_file())
+    pushed = [c.title for c in fake_hub.commits(REPO_ID) if c.title.startswith("Training checkpoint")]
+    every = range(1, saved[-1] + 1)  # each checkpoint saved before the signal (the older ones rotated away locally)
+    assert saved[-1] >= 3 and pushed == [f"Training checkpoint checkpoint-{step}" for step in every], log[-5000:]
+    files = fake_hub.files(REPO_ID)
+    assert {name.split("/")[1] for name in files if name.startswith("checkpoints/")} == {
+        f"checkpoint-{step}" for step in saved}
+    assert files[f"checkpoints/checkpoint-{saved[-1]}/{FINGERPRINT_FILE}"] == (
+        out / f"checkpoint-{saved[-1]}" / FINGERPRINT_FILE).read_bytes()
+    assert "train_runtime" not in log and not (out / "model.safetensors").exists()
+
+
+def test_the_sigterm_handler_is_only_there_during_training_and_a_slow_push_is_waited_for_a_bounded_time(
+    tmp_path: Path, fake_hub
+) -> None:
+    import signal
+    import time
+
+    from recipes.lifecycle import Preempted, stop_on_sigterm
+
+    def previous(signum, frame) -> None:
+        pass
+
+    old = signal.signal(signal.SIGTERM, previous)
+    try:
+        with pytest.raises(Preempted) as info, stop_on_sigterm():
+            assert signal.getsignal(signal.SIGTERM) is not previous
+            signal.raise_signal(signal.SIGTERM)
+        assert info.value.code == 143 and signal.getsignal(signal.SIGTERM) is previous
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+    serve = fake_hub.handle
+    fake_hub.handle = lambda request: (time.sleep(3) if "/commit/" in request.path else None) or serve(request)
+    folder = tmp_path / "out" / "checkpoint-1"
+    folder.mkdir(parents=True)
+    (folder / "trainer_state.json").write_text("{}")
+    pusher = CheckpointPusher.start(REPO_ID, fake_hub.token, endpoint=fake_hub.url)
+    pusher.on_save(SimpleNamespace(output_dir=str(folder.parent), save_total_limit=None),
+                   SimpleNamespace(global_step=1, is_world_process_zero=True), SimpleNamespace())
+    started = time.monotonic()
+    pusher.wait(timeout=0.5)
+    assert time.monotonic() - started < 2 and pusher.last_failed and "within" in pusher.failed["checkpoint-1"]
+
+
+def test_the_first_push_after_resume_from_hub_without_save_total_limit_deletes_nothing(
+    tmp_path: Path, fake_hub
+) -> None:
+    fake_hub.seed(REPO_ID, {f"checkpoints/checkpoint-{step}/trainer_state.json": b"{}" for step in (1, 2)})
+    out = tmp_path / "out"
+    download_checkpoint(REPO_ID, out, token=fake_hub.token, endpoint=fake_hub.url)  # checkpoint-2 only
+    (out / "checkpoint-3").mkdir()
+    (out / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    pusher = CheckpointPusher.start(REPO_ID, fake_hub.token, endpoint=fake_hub.url)
+    pusher.on_save(SimpleNamespace(output_dir=str(out), save_total_limit=None),
+                   SimpleNamespace(global_step=3, is_world_process_zero=True), SimpleNamespace())
+    pusher.wait()
+    assert pusher.pushed == ["checkpoint-3"]
+    assert {name.split("/")[1] for name in fake_hub.files(REPO_ID) if name.startswith("checkpoints/")} == {
+        "checkpoint-1", "checkpoint-2", "checkpoint-3"}
+
+
+def test_resume_from_hub_resumes_the_step_the_main_process_listed(tmp_path: Path, fake_hub) -> None:
+    from recipes.hub import hub_checkpoints
+    from recipes.lifecycle import main_process_decides
+
+    fake_hub.seed(REPO_ID, {"checkpoints/checkpoint-2/trainer_state.json": b"{}"})
+    args = SimpleNamespace(process_index=0, world_size=1)
+    steps = main_process_decides(args, hub_checkpoints, REPO_ID, fake_hub.token, fake_hub.url)
+    assert steps == [2]
+    # the run of another machine pushes checkpoint-3 before a second process downloads: it takes the listed step
+    fake_hub.seed(REPO_ID, {"checkpoints/checkpoint-3/trainer_state.json": b"{}"})
+    fetched = download_checkpoint(REPO_ID, tmp_path / "rank1", token=fake_hub.token, endpoint=fake_hub.url,
+                                  steps=steps)
+    assert fetched.name == "checkpoint-2" and not (tmp_path / "rank1" / "checkpoint-3").exists()
+    with pytest.raises(RecipeError, match="`user/empty` not found"):  # the main process's error, raised on every one
+        main_process_decides(args, hub_checkpoints, "user/empty", fake_hub.token, fake_hub.url)
+
+
+def test_a_photo_replaced_by_another_of_the_same_name_is_another_run(tmp_path: Path, shapes_dir: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(shapes_dir, data)
+    recipe = parse_recipe([QUICKSTART, "--train_dir", str(data), "--output_dir", str(tmp_path / "out")])
+    task = get_task(recipe.run.task)
+
+    def fingerprint() -> dict:
+        return training_fingerprint(recipe, task.load_data(recipe.data, seed=42, cache_dir=str(tmp_path / "cache")))
+
+    before = fingerprint()
+    assert before["files"]["train"] and differences(before, fingerprint()) == []
+    images = sorted(path for path in data.rglob("*") if path.is_file())
+    images[0].write_bytes(images[-1].read_bytes())  # another photo under the same name: paths unchanged
+    changed = differences(before, fingerprint())
+    assert changed and all(line.startswith("files (") for line in changed), changed
+    checkpoint = _checkpoint(tmp_path / "out", 2, fingerprint=False)
+    write_fingerprint(checkpoint, before)
+    with pytest.raises(RecipeError, match="images replaced or edited"):
+        check_checkpoint(checkpoint, fingerprint(), explicit=False)

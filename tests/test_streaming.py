@@ -7,6 +7,7 @@ import json
 import re
 from functools import partial
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -347,3 +348,72 @@ def test_decompression_bombs_in_a_stream_are_skipped_and_listed(tmp_path: Path) 
     assert "65000 x 65000 = 4,225,000,000 pixels, over the limit of 178,956,970" in skipped["bomb.jpg"]
     assert "over the limit of 178,956,970 pixels" in skipped["bomb.png"]
     assert context.trainer.state.global_step == 4
+
+
+def test_every_process_writes_its_stream_position_before_the_checkpoint_is_marked_and_pushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Process 1's ``stream_state/rank1.json`` is in the checkpoint before process 0 goes on to the callbacks that
+    mark it complete and stage its push: a barrier after each process writes its own."""
+    import recipes.streaming as streaming
+
+    folder = tmp_path / "checkpoint-4" / streaming.STATE_DIR
+    at_barrier = []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: at_barrier.append(sorted(
+        p.name for p in folder.iterdir())))
+    callback = streaming.StreamStateCallback(streaming.StreamProgress(rank=1, world_size=2))
+    args = SimpleNamespace(output_dir=str(tmp_path), world_size=2)
+    callback.on_save(args, SimpleNamespace(global_step=4), SimpleNamespace())
+    assert at_barrier == [["rank1.json"]]
+
+
+def test_a_streamed_train_split_is_fingerprinted_by_its_shards_and_their_revision(
+    tmp_path: Path, parquet_shards, fake_hub
+) -> None:
+    """A resumed stream applies its saved positions to the shard order: new shards, rewritten shards or a new Hub
+    revision are another run (before: a streamed split had no fingerprint, so any of them resumed silently)."""
+    import os
+    import shutil
+
+    from recipes.checkpoints import differences, training_fingerprint
+    from recipes.data import DataArguments
+    from recipes.streaming import load_streams
+
+    folder = tmp_path / "shards"
+    shutil.copytree(parquet_shards["folder"], folder)
+    recipe = parse_recipe([QUICKSTART, "--output_dir", str(tmp_path / "out")])
+
+    def fingerprint(streams: dict) -> dict:
+        return training_fingerprint(recipe, SimpleNamespace(train=streams["train"], validation=None, test=None))
+
+    def local() -> dict:
+        return fingerprint(load_streams(DataArguments(train_file=str(folder / "train-*.parquet"))))
+
+    first = local()
+    assert first["data"]["train"] is not None and differences(first, local()) == []
+    shutil.copy(folder / "train-00000-of-00004.parquet", folder / "train-00004-of-00004.parquet")  # a new shard
+    assert [line.split(":")[0] for line in differences(first, local())] == ["data (train split, datasets fingerprint)"]
+    (folder / "train-00004-of-00004.parquet").unlink()
+    shard = folder / "train-00001-of-00004.parquet"
+    shard.write_bytes((folder / "train-00002-of-00004.parquet").read_bytes())  # rewritten under the same name
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
+    assert differences(first, local())
+
+    repo = "user/stream-revisions"
+    original = parquet_shards["folder"]
+    fake_hub.seed(repo, {f"data/{p.name}": p.read_bytes() for p in sorted(original.iterdir())}, repo_type="dataset")
+    code = ("from datasets import load_dataset; from recipes.streaming import stream_fingerprint; "
+            f"print(stream_fingerprint(load_dataset({repo!r}, split='train', streaming=True)))")
+
+    def hub() -> str:
+        root = str(Path(__file__).resolve().parents[1])
+        result = fake_hub.run_python(code, tmp_path / "hf_home", env={"PYTHONPATH": root})
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout.strip().splitlines()[-1]
+
+    before = hub()
+    assert before != "None" and hub() == before
+    fake_hub.seed(repo, {"data/train-00000-of-00004.parquet": (original / "train-00001-of-00004.parquet").read_bytes()},
+                  repo_type="dataset")  # a new revision: the same shard names, other contents
+    assert hub() != before
