@@ -14,22 +14,12 @@ from PIL import UnidentifiedImageError
 
 from recipes.check_cache import CheckCache, arrow_column, column_values
 from recipes.config import RecipeError
-from recipes.images import BadFile, open_header
-from recipes.tasks.detection.formats import COCO_SIZE_RANGES, EXIF_ORIENTATION, category_name, detection_features
+from recipes.images import BadFile
+from recipes.tasks.detection.formats import COCO_SIZE_RANGES, category_name, detection_features, upright_size
 
 logger = logging.getLogger("recipes")
 
 # --------------------------------------------------------------------------- checks
-
-
-def upright_size(record: Any) -> tuple[int, int]:
-    """``(width, height)`` of an image record after EXIF orientation, reading the header only (an image over the
-    pixel cap raises :class:`recipes.images.ImageTooLargeError`, a ``ValueError`` naming the file)."""
-    with open_header(record) as image:
-        width, height = image.size
-        if image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-            width, height = height, width
-    return int(width), int(height)
 
 
 def objects_as_lists(objects: Any) -> tuple[list[list[float]], list[Any]]:

@@ -34,7 +34,7 @@ from datasets import ClassLabel, Dataset, Features, Image, List, Value
 
 from recipes.config import RecipeError
 from recipes.data import canonical_split
-from recipes.images import IMAGE_EXTENSIONS, BadFile
+from recipes.images import IMAGE_EXTENSIONS, BadFile, open_header
 
 logger = logging.getLogger("recipes")
 
@@ -814,7 +814,6 @@ def read_yolo(folder: Path, class_names: list[str] | None = None) -> ReadResult:
     its line, the image skipped); a label file without an image is a problem too; an image without a label file is
     a negative. Numbers outside [0, 1] are logged by line and kept: :func:`check_split` clips or drops the box.
     """
-    from recipes.tasks.detection.checks import upright_size  # the checks' header reader (checks import this module)
 
     config = yolo_config(Path(os.path.abspath(folder)), class_names)
     result = ReadResult(splits={})
@@ -893,3 +892,11 @@ def sorted_names(names: Iterable[str]) -> list[str]:
     return sorted(unique)
 
 
+def upright_size(record: Any) -> tuple[int, int]:
+    """``(width, height)`` of an image record after EXIF orientation, reading the header only (an image over the
+    pixel cap raises :class:`recipes.images.ImageTooLargeError`, a ``ValueError`` naming the file)."""
+    with open_header(record) as image:
+        width, height = image.size
+        if image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
+            width, height = height, width
+    return int(width), int(height)

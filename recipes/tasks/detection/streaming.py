@@ -25,7 +25,7 @@ from recipes.check_cache import CheckCache
 from recipes.config import RecipeError
 from recipes.streaming import RECORD_COUNTS, stream_splits, training_stream
 from recipes.tasks.base import TaskData
-from recipes.tasks.detection.checks import clean_boxes, objects_as_lists, upright_size
+from recipes.tasks.detection.checks import clean_boxes, objects_as_lists
 from recipes.tasks.detection.data import (
     DetectionDataArguments,
     canonical_columns,
@@ -33,7 +33,7 @@ from recipes.tasks.detection.data import (
     classlabel_names,
     single_split,
 )
-from recipes.tasks.detection.formats import read_detection_folder, rows_to_dataset
+from recipes.tasks.detection.formats import read_detection_folder, rows_to_dataset, upright_size
 
 logger = logging.getLogger("recipes")
 
