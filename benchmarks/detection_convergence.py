@@ -242,7 +242,7 @@ def plot(curves: list[Curve], path: Path, budget: float) -> Path:
              title="Car plates: mAP50 against training time, same pretrained backbone")
     axes.axhline(0.8, color="grey", linestyle=":", linewidth=1)
     axes.grid(alpha=0.3)
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper left")
     figure.tight_layout()
     figure.savefig(path)
     return path
