@@ -298,7 +298,9 @@ def test_the_space_in_a_real_browser(task: str, fine_tuned: Any, fake_hub: FakeH
     if task == "detection":  # a start threshold (on the slider's 0.05 steps) that keeps the top 3 boxes or more
         detections = sorted(reference(image, threshold=0.0), key=lambda found: -found["score"])
         threshold = round(math.floor(detections[2]["score"] / 0.05) * 0.05, 2)
-    push_output_dir(folder, model_repo, token=fake_hub.token, endpoint=fake_hub.url)
+    # Validation photos reach the Hub only when asked for (push privacy); the classification Space shows two of them.
+    push_output_dir(folder, model_repo, token=fake_hub.token, endpoint=fake_hub.url,
+                    include_photos=task == "classification")
 
     started = time.monotonic()
     options = ["--examples", "2"] if task == "classification" else ["--threshold", str(threshold)]

@@ -239,7 +239,8 @@ def _example_files(source: SourceModel, spec: str) -> list[Path]:
     saved = sorted(p for p in (source.folder / EXAMPLES_FOLDER).glob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
     if not saved:
         raise RecipeError(f"--examples {spec}: the model has no validation images saved ({EXAMPLES_FOLDER}/ of the "
-                          "output folder); pass --examples DIR with images you may publish.")
+                          "output folder; a Hub model has them only when pushed with --include-photos); pass "
+                          "--examples DIR with images you may publish, or the local output folder.")
     if len(saved) < int(spec):
         print(f"warning: --examples {spec}: the training run saved {len(saved)} validation images; using them.",
               file=sys.stderr)
