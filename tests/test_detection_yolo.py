@@ -395,7 +395,7 @@ def test_car_plates_as_yolo_give_the_voc_boxes(tmp_path: Path) -> None:
         np.testing.assert_allclose(yolo_row["objects"]["bbox"], voc_row["objects"]["bbox"], rtol=0, atol=0.01,
                                    err_msg=image)
         boxes += len(voc_row["objects"]["bbox"])
-    assert boxes == 177, "every plate of the subset (README: 177 boxes)"
+    assert boxes == 177, "every plate of the subset (docs/data.md: 177 boxes)"
 
 
 @pytest.mark.slow
