@@ -108,7 +108,10 @@ class DataArguments:
         metadata={"help": "Keep this many validation/test examples (a seeded sample; the first frames of video "
                   "hold-outs)."},
     )
-    augmentation: str = field(default="basic", metadata={"help": "Augmentation preset: none, basic or strong."})
+    augmentation: str = field(
+        default="basic",
+        metadata={"help": "Augmentation preset: none, basic or strong (object detection also hflip: flips only)."},
+    )
     strict: bool = field(
         default=False, metadata={"help": "Stop on the first bad file instead of skipping and reporting it."}
     )
