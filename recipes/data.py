@@ -14,7 +14,7 @@ from datasets.arrow_dataset import stratified_shuffle_split_generate_indices
 
 from recipes.check_cache import CheckCache, arrow_column, column_values
 from recipes.config import DataArguments, RecipeError
-from recipes.images import BadFile, check_image_record, record_path
+from recipes.decode.images import BadFile, check_image_record, record_path
 
 logger = logging.getLogger("recipes")
 

@@ -42,9 +42,9 @@ from recipes.checkpoints import (
     write_run_status,
 )
 from recipes.config import ModelArguments, Recipe, RecipeError
+from recipes.decode.images import set_max_image_pixels
 from recipes.examples import save_examples
 from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, hub_checkpoints, push_output_dir
-from recipes.images import set_max_image_pixels
 from recipes.labels import named_labels, plan_labels
 from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
 from recipes.schedule import HeadWarmup, LearningRates, RangeTest, range_test

@@ -35,7 +35,7 @@ from transformers import TrainerCallback, TrainingArguments
 
 from recipes.config import DataArguments, RecipeError
 from recipes.data import SPLIT_ALIASES, local_path
-from recipes.images import BadImageError, record_path
+from recipes.decode.images import BadImageError, record_path
 
 logger = logging.getLogger("recipes")
 

@@ -11,7 +11,7 @@ import pytest
 
 import recipes.data
 from recipes.check_cache import CheckCache, file_signature
-from recipes.images import check_image_record
+from recipes.decode.images import check_image_record
 from recipes.sample_data.plates import LABEL, make_plates_dataset
 from recipes.sample_data.shapes import make_shapes_dataset
 from recipes.sample_data.streets import make_streets_dataset

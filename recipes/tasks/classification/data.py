@@ -21,7 +21,7 @@ from recipes.data import (
     local_path,
     require_columns,
 )
-from recipes.images import IMAGE_EXTENSIONS
+from recipes.decode.images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger("recipes")
 

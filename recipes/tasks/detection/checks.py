@@ -14,7 +14,7 @@ from PIL import UnidentifiedImageError
 
 from recipes.check_cache import CheckCache, arrow_column, column_values
 from recipes.config import RecipeError
-from recipes.images import BadFile
+from recipes.decode.images import BadFile
 from recipes.tasks.detection.formats import COCO_SIZE_RANGES, category_name, detection_features, upright_size
 
 logger = logging.getLogger("recipes")

@@ -14,7 +14,7 @@ from datasets import ClassLabel, Dataset
 from recipes.check_cache import CheckCache
 from recipes.config import DataArguments, RecipeError
 from recipes.data import drop_bad_images, load_hub_splits, local_path, pick_splits, require_columns, undecoded
-from recipes.images import BadFile
+from recipes.decode.images import BadFile
 from recipes.tasks.base import TaskData
 from recipes.tasks.detection.checks import check_split, objects_as_lists, raise_strict, split_statistics
 from recipes.tasks.detection.formats import (

@@ -34,7 +34,8 @@ from datasets import ClassLabel, Dataset, Features, Image, List, Value
 
 from recipes.config import RecipeError
 from recipes.data import canonical_split
-from recipes.images import IMAGE_EXTENSIONS, BadFile, open_header
+from recipes.decode.images import IMAGE_EXTENSIONS, BadFile, open_header
+from recipes.decode.jpeg import oriented_size
 
 logger = logging.getLogger("recipes")
 
@@ -49,7 +50,6 @@ LAYOUT_HELP = (
     "labels/<split>/, or <split>/images/ + <split>/labels/, with class names in data.yaml)."
 )
 COCO_SIZE_RANGES = {"small": (0.0, 32.0**2), "medium": (32.0**2, 96.0**2), "large": (96.0**2, float("inf"))}
-EXIF_ORIENTATION = 0x0112
 
 
 def detection_features(class_names: list[str]) -> Features:
@@ -894,9 +894,7 @@ def sorted_names(names: Iterable[str]) -> list[str]:
 
 def upright_size(record: Any) -> tuple[int, int]:
     """``(width, height)`` of an image record after EXIF orientation, reading the header only (an image over the
-    pixel cap raises :class:`recipes.images.ImageTooLargeError`, a ``ValueError`` naming the file)."""
+    pixel cap raises :class:`recipes.decode.images.ImageTooLargeError`, a ``ValueError`` naming the file)."""
     with open_header(record) as image:
-        width, height = image.size
-        if image.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):
-            width, height = height, width
+        width, height = oriented_size(image)
     return int(width), int(height)

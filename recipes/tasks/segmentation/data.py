@@ -14,7 +14,7 @@ from datasets import Dataset, Features, Image, List, Value
 from recipes.check_cache import CheckCache, column_values
 from recipes.config import DataArguments, RecipeError
 from recipes.data import load_hub_splits, local_path, require_columns, undecoded
-from recipes.images import record_path
+from recipes.decode.images import record_path
 from recipes.tasks.base import TaskData
 from recipes.tasks.segmentation import formats, masks
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from recipes.config import RecipeError
 from recipes.data import SPLIT_ALIASES
-from recipes.images import IMAGE_EXTENSIONS
+from recipes.decode.images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger("recipes")
 

@@ -57,12 +57,7 @@ from recipes.tasks.segmentation.transforms import (
     processor_resizes_masks_exactly,
     transform_segmentation_batch,
 )
-from recipes.transforms import (
-    ProcessorGeometry,
-    collate_images_and_labels,
-    device_normaliser,
-    uint8_batches,
-)
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels, device_normaliser, uint8_batches
 
 logger = logging.getLogger("recipes")
 
