@@ -28,7 +28,7 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from recipes.data import undecoded
+from recipes.data.sources import undecoded
 from recipes.decode.tensors import decode_to_tensor
 from recipes.decode.turbojpeg import region_decoding_library
 from recipes.tasks.classification.transforms import (

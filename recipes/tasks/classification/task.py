@@ -14,14 +14,10 @@ import torch
 from datasets import ClassLabel, Dataset
 from transformers import AutoModelForImageClassification
 
-from recipes.check_cache import CheckCache, arrow_column
 from recipes.config import RecipeError
-from recipes.data import (
-    drop_bad_images,
-    pick_splits,
-    require_columns,
-    undecoded,
-)
+from recipes.data.check_cache import CheckCache, arrow_column
+from recipes.data.sources import drop_bad_images, require_columns, undecoded
+from recipes.data.splits import pick_splits
 from recipes.decode.turbojpeg import region_decoding_status
 from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.classification import report

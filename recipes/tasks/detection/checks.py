@@ -12,8 +12,8 @@ import pyarrow.compute as pc
 from datasets import Dataset, Features, Value
 from PIL import UnidentifiedImageError
 
-from recipes.check_cache import CheckCache, arrow_column, column_values
 from recipes.config import RecipeError
+from recipes.data.check_cache import CheckCache, arrow_column, column_values
 from recipes.decode.images import BadFile
 from recipes.tasks.detection.formats import COCO_SIZE_RANGES, category_name, detection_features, upright_size
 
@@ -120,7 +120,7 @@ def check_split(
 
     ``dataset`` has an ``image`` column and HF-convention ``objects`` (optional ``image_id``, ``width``,
     ``height`` and ``source`` columns); integer categories are names' indices in ``source_names``. The pass is
-    cached by ``cache`` (see :mod:`recipes.check_cache`).
+    cached by ``cache`` (see :mod:`recipes.data.check_cache`).
     """
     from functools import partial
 

@@ -11,9 +11,10 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset
 
-from recipes.check_cache import CheckCache
 from recipes.config import DataArguments, RecipeError
-from recipes.data import drop_bad_images, load_hub_splits, local_path, pick_splits, require_columns, undecoded
+from recipes.data.check_cache import CheckCache
+from recipes.data.sources import drop_bad_images, load_hub_splits, local_path, require_columns, undecoded
+from recipes.data.splits import pick_splits
 from recipes.decode.images import BadFile
 from recipes.tasks.base import TaskData
 from recipes.tasks.detection.checks import check_split, objects_as_lists, raise_strict, split_statistics

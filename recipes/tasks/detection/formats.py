@@ -33,7 +33,7 @@ import yaml
 from datasets import ClassLabel, Dataset, Features, Image, List, Value
 
 from recipes.config import RecipeError
-from recipes.data import canonical_split
+from recipes.data.splits import canonical_split
 from recipes.decode.images import IMAGE_EXTENSIONS, BadFile, open_header
 from recipes.decode.jpeg import oriented_size
 

@@ -34,9 +34,9 @@ from datasets import Dataset
 from transformers import AutoModelForSemanticSegmentation
 
 from recipes import plots
-from recipes.check_cache import CheckCache
 from recipes.config import RecipeError
-from recipes.data import pick_splits
+from recipes.data.check_cache import CheckCache
+from recipes.data.splits import pick_splits
 from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.segmentation import formats
 from recipes.tasks.segmentation.data import (
