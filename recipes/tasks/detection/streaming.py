@@ -34,7 +34,8 @@ from recipes.tasks.detection.data import (
     classlabel_names,
     single_split,
 )
-from recipes.tasks.detection.formats import read_detection_folder, rows_to_dataset, upright_size
+from recipes.tasks.detection.formats.common import rows_to_dataset, upright_size
+from recipes.tasks.detection.formats.layout import read_detection_folder
 
 logger = logging.getLogger("recipes")
 
