@@ -203,3 +203,19 @@ def test_the_pixel_cap_is_one_setting_for_every_path(tmp_path: Path, monkeypatch
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parent,
                             env={**os.environ, MAX_PIXELS_ENV: "500000000"}, timeout=120)
     assert result.returncode == 0 and "limit" not in result.stdout, result.stdout + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("orientation", [*range(0, 10), 0x1234])
+def test_one_exif_reader_for_jpeg_bytes_and_opened_images(orientation: int) -> None:
+    """``exif_orientation`` gives the same answer from a JPEG's bytes and from the opened image (1 for a missing
+    or out-of-range tag, as decoders assume), and ``oriented_size`` swaps width and height for 5-8."""
+    from recipes.decode.jpeg import exif_orientation, oriented_size
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20)).save(buffer, format="JPEG", exif=exif.tobytes())
+    expected = orientation if 1 <= orientation <= 8 else 1
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        assert exif_orientation(buffer.getvalue()) == exif_orientation(image) == expected
+        assert oriented_size(image) == ((20, 30) if expected in (5, 6, 7, 8) else (30, 20))
