@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,7 @@ def lint_imports(config: Path) -> subprocess.CompletedProcess:
 def test_the_floors_contract_is_kept() -> None:
     result = lint_imports(REPO / "pyproject.toml")
     assert result.returncode == 0, f"lint-imports found an import across the floors:\n{result.stdout}{result.stderr}"
-    assert "Contracts: 1 kept, 0 broken." in result.stdout, result.stdout
+    assert re.search(r"Contracts: [1-9]\d* kept, 0 broken\.", result.stdout), result.stdout
 
 
 def test_a_broken_floor_is_reported(tmp_path: Path) -> None:
