@@ -140,7 +140,7 @@ def _split(data_dir: Path) -> tuple[Any, Any]:
 
 
 def _tensor_and_boxes(row: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from recipes.transforms import decode_to_tensor
+    from recipes.decode.tensors import decode_to_tensor
 
     image = decode_to_tensor(row["image"]).float() / 255
     xywh = torch.tensor(row["objects"]["bbox"], dtype=torch.float32).reshape(-1, 4)
@@ -256,9 +256,9 @@ def plain_loop_curves(shared: Path, data_dir: Path, minutes: float, milestones: 
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
     from transformers import AutoModelForObjectDetection
 
+    from recipes.decode.tensors import decode_to_tensor
     from recipes.modeling import build_image_processor, build_model
     from recipes.parse import parse_recipe
-    from recipes.transforms import decode_to_tensor
 
     torch.manual_seed(SEED)
     recipe = parse_recipe([str(REPO / "configs" / "plates-small.yaml"), "--train_dir", str(data_dir),

@@ -17,13 +17,9 @@ from recipes.config import RecipeError
 from recipes.sample_data.plates import voc_xml
 from recipes.tasks.detection.checks import check_split
 from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
-from recipes.tasks.detection.formats import (
-    detect_layout,
-    parse_voc_xml,
-    read_detection_folder,
-    resolve_format,
-    rows_to_dataset,
-)
+from recipes.tasks.detection.formats.common import rows_to_dataset
+from recipes.tasks.detection.formats.layout import detect_layout, read_detection_folder, resolve_format
+from recipes.tasks.detection.formats.voc import parse_voc_xml
 
 QUICKSTART = "configs/quickstart/detection.yaml"
 

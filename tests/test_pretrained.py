@@ -12,7 +12,7 @@ from transformers import AutoModelForImageClassification
 
 from recipes.batchnorm import batchnorm_layers, fix_tensorflow_momentum
 from recipes.config import ModelArguments, RecipeError
-from recipes.jpeg_region import LIBRARY_ENV
+from recipes.decode.turbojpeg import LIBRARY_ENV
 from recipes.labels import plan_labels
 from recipes.modeling import build_model
 from recipes.schedule import layer_ranks, suggest

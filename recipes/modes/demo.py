@@ -21,8 +21,8 @@ from PIL import Image
 from transformers import pipeline
 
 from recipes.config import RecipeError
+from recipes.decode.images import IMAGE_EXTENSIONS, to_rgb
 from recipes.examples import EXAMPLES_DIR
-from recipes.images import IMAGE_EXTENSIONS, to_rgb
 from recipes.modes.loading import FineTuned, load_fine_tuned
 from recipes.render import blend_mask, class_palette, mask_legend, render_detection
 

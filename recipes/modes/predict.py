@@ -28,10 +28,10 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from recipes.config import RecipeError
-from recipes.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, BadImageError, set_max_image_pixels
+from recipes.decode.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, BadImageError, set_max_image_pixels
+from recipes.decode.tensors import decode_to_tensor
 from recipes.render import class_palette, render
 from recipes.tasks.base import PredictOptions
-from recipes.transforms import decode_to_tensor
 
 GLOB_CHARACTERS = set("*?[")
 

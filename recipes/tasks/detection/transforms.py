@@ -10,7 +10,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from recipes.config import RecipeError
-from recipes.transforms import decode_to_tensor
+from recipes.decode.tensors import decode_to_tensor
 
 SCALE_JITTER = (0.75, 0.8125, 0.875, 0.9375, 1.0)
 """Training shortest-edge scales, as fractions of the image processor's ``shortest_edge``."""
