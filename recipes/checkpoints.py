@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
 from transformers import TrainerCallback, TrainingArguments
 
@@ -147,6 +148,11 @@ class FingerprintWriter(TrainerCallback):
         self.fingerprint = fingerprint
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Each process writes its own files (rng_state_<rank>.pth; optimizer shards under FSDP) after the main one
+        # saved the weights: all of them are in the folder before it is marked complete and its push is staged
+        # (the callbacks after this one).
+        if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
             write_fingerprint(folder, self.fingerprint)
