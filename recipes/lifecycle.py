@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -189,6 +190,8 @@ def run(recipe: Recipe) -> RunContext:
     loaded = task.build_model(recipe.model, data)
     metric = task.metric(data, processor)
     metric.keep_predictions = bool(recipe.run.extra_metrics)
+    if not recipe.run.evaluate_only:
+        enough_log_points(args, None if stream is not None else len(train_dataset))
     trainer = build_trainer(context, loaded, train_dataset, eval_dataset, metric, stream)
     context.trainer = trainer
     if fingerprint is not None:
@@ -369,6 +372,32 @@ def _checkpoint_pusher(recipe: Recipe, push_requested: bool, hub_token: str | No
     pusher = CheckpointPusher.start(repo_id, hub_token, private=args.hub_private_repo)
     logger.info("Checkpoints are pushed to %s/%s as they are saved.", pusher.repo_id, "checkpoints")
     return pusher
+
+
+MIN_LOG_POINTS = 20
+"""Training-loss points a run logs at least (its curve in ``training_curves.png`` and the card)."""
+
+
+def enough_log_points(args: Any, train_examples: int | None) -> None:
+    """Lower ``logging_steps`` (logged) when it would log the training loss fewer than :data:`MIN_LOG_POINTS` times
+    in the run (a short run logging every 10 steps drew its loss curve as one dot). ``train_examples``: the size of
+    a map-style training set (None for a stream, whose length is ``max_steps``)."""
+    if args.logging_strategy != "steps":
+        return
+    if args.max_steps and args.max_steps > 0:
+        total = args.max_steps
+    elif train_examples:
+        per_step = args.train_batch_size * args.world_size * args.gradient_accumulation_steps
+        total = math.ceil(math.ceil(train_examples / per_step) * args.num_train_epochs)
+    else:
+        return
+    every = args.logging_steps * total if args.logging_steps < 1 else args.logging_steps  # a float < 1: a ratio
+    wanted = max(1, total // MIN_LOG_POINTS)
+    if every > wanted:
+        logger.info("logging_steps %s → %d: the run has %d optimizer steps, so the training loss is logged about "
+                    "%d times (at least %d points on the curves).", args.logging_steps, wanted, total,
+                    total // wanted, min(MIN_LOG_POINTS, total))
+        args.logging_steps = wanted
 
 
 def build_trainer(
