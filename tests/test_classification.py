@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
+from helpers import TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -195,7 +195,7 @@ def test_unreadable_images_stop_a_strict_run(tmp_path: Path) -> None:
 
 
 def test_decompression_bombs_are_skipped_and_listed_at_start_up(tmp_path: Path) -> None:
-    from conftest import jpeg_bomb, png_bomb
+    from helpers import jpeg_bomb, png_bomb
 
     from recipes.sample_data.shapes import make_shapes_dataset
 

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import REPO, TWO_CPU_PROCESSES, assert_ok
+from helpers import REPO, TWO_CPU_PROCESSES, assert_ok
 from hub_server import FakeHubServer
 
 from recipes.checkpoints import FINGERPRINT_FILE

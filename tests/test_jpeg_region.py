@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import simplejpeg
 import torch
-from conftest import libturbojpeg3
+from helpers import photo_jpeg, require_libturbojpeg3
 from PIL import Image
-from test_crop_decode import photo_jpeg
 from torchvision.transforms import v2
 
 from recipes.crop_decode import crop_box, jpeg_random_resized_crop
@@ -20,11 +19,7 @@ from recipes.jpeg_region import LIBRARY_ENV, decode_region, region_decoding_libr
 
 @pytest.fixture
 def turbojpeg3(monkeypatch: pytest.MonkeyPatch) -> str:
-    path = libturbojpeg3()
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("no libturbojpeg >= 3 found: CI installs the `turbojpeg` wheel (pip install -e '.[dev]').")
-        pytest.skip("no libturbojpeg >= 3 here (pip install turbojpeg, or conda install libjpeg-turbo)")
+    path = require_libturbojpeg3()
     monkeypatch.setenv(LIBRARY_ENV, path)
     return path
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import assert_ok, run_cli
+from helpers import assert_ok, run_cli
 
 from recipes.checkpoints import (
     FINGERPRINT_FILE,
@@ -387,7 +387,7 @@ def test_fault_injection_benchmark_quick() -> None:
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     result = subprocess.run([sys.executable, "-m", "benchmarks.faults", "--quick"], cwd=REPO, capture_output=True,
                             text=True, timeout=900)
