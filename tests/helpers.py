@@ -117,6 +117,11 @@ def libturbojpeg3() -> str | None:
     return next((path for path in candidates if path and load_library(path) is not None), None)
 
 
+def turbojpeg_wheel_exists(platform: str = sys.platform, version: tuple[int, int] = sys.version_info[:2]) -> bool:
+    """Whether the ``turbojpeg`` wheel (pyproject's dev extra) installs here: CPython 3.11 on Linux, its only one."""
+    return platform == "linux" and tuple(version) == (3, 11)
+
+
 def require_libturbojpeg3() -> str:
     """The path of a libturbojpeg >= 3 (:func:`libturbojpeg3`); skipped, with the reason, where there is none,
     except where the ``dev`` extra installs the ``turbojpeg`` wheel that bundles one (CI on Linux with Python 3.11,
@@ -124,7 +129,7 @@ def require_libturbojpeg3() -> str:
     path = libturbojpeg3()
     if path is not None:
         return path
-    if os.environ.get("CI") and sys.platform == "linux" and sys.version_info[:2] == (3, 11):
+    if os.environ.get("CI") and turbojpeg_wheel_exists():
         pytest.fail("no libturbojpeg >= 3 found: CI installs the `turbojpeg` wheel (pip install -e '.[dev]').")
     pytest.skip("no libturbojpeg >= 3 here: the `turbojpeg` wheel that bundles it exists for CPython 3.11 on Linux "
                 "only (pip install turbojpeg there); or conda install libjpeg-turbo, or set "

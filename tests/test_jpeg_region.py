@@ -144,3 +144,19 @@ def test_a_conda_environments_library_is_found_without_configuration(turbojpeg3:
         assert load_library() is not None and region_decoding_library() is not None
     finally:
         load_library.cache_clear()
+
+
+def test_without_libturbojpeg3_only_ci_where_its_wheel_installs_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    import helpers
+
+    assert helpers.turbojpeg_wheel_exists("linux", (3, 11))
+    assert not helpers.turbojpeg_wheel_exists("linux", (3, 12))
+    assert not helpers.turbojpeg_wheel_exists("darwin", (3, 11))
+    monkeypatch.setattr(helpers, "libturbojpeg3", lambda: None)
+    for ci, wheel, outcome in (("1", True, pytest.fail.Exception), ("1", False, pytest.skip.Exception),
+                               ("", True, pytest.skip.Exception)):
+        monkeypatch.setenv("CI", ci)
+        monkeypatch.setattr(helpers, "turbojpeg_wheel_exists", lambda wheel=wheel: wheel)
+        with pytest.raises(outcome) as info:
+            helpers.require_libturbojpeg3()
+        assert "libturbojpeg >= 3" in str(info.value)
