@@ -43,7 +43,10 @@ def shared_checkpoint(name: str) -> Path:
 
 # `accelerate launch --cpu` starts ONE process; the torchrun launcher plus the script's `--use_cpu true` starts two.
 TWO_CPU_PROCESSES = [
-    sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--config_file",
     str(REPO / "configs" / "accelerate" / "cpu_2proc.yaml"),
 ]
 
@@ -86,23 +89,71 @@ REAL_CHECKPOINTS = {
 def fine_tune_args(task: str) -> list[str]:
     """A short but real fine-tuning run of the task's real checkpoint on its real shared dataset."""
     checkpoint = str(shared_checkpoint(REAL_CHECKPOINTS[task]))
-    small = ["--num_train_epochs", "1", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-             "--dataloader_num_workers", "0", "--use_cpu", "true", "--bf16", "false", "--report_to", "none",
-             "--preprocessing_num_workers", "1", "--save_total_limit", "1"]
+    small = [
+        "--num_train_epochs",
+        "1",
+        "--per_device_train_batch_size",
+        "4",
+        "--per_device_eval_batch_size",
+        "8",
+        "--dataloader_num_workers",
+        "0",
+        "--use_cpu",
+        "true",
+        "--bf16",
+        "false",
+        "--report_to",
+        "none",
+        "--preprocessing_num_workers",
+        "1",
+        "--save_total_limit",
+        "1",
+    ]
     if task == "classification":
         food = shared_dataset("food101-mini")
-        return ["configs/food101-mobilenet.yaml", "--model_name_or_path", checkpoint, "--train_dir",
-                str(food / "train"), "--validation_dir", str(food / "test"), "--max_train_samples", "48",
-                "--max_eval_samples", "24", *small]
+        return [
+            "configs/food101-mobilenet.yaml",
+            "--model_name_or_path",
+            checkpoint,
+            "--train_dir",
+            str(food / "train"),
+            "--validation_dir",
+            str(food / "test"),
+            "--max_train_samples",
+            "48",
+            "--max_eval_samples",
+            "24",
+            *small,
+        ]
     if task == "detection":
-        return ["configs/plates-detr.yaml", "--model_name_or_path", checkpoint, "--train_dir",
-                str(shared_dataset("car-plates")), "--image_processor_overrides",
-                '{"size": {"shortest_edge": 256, "longest_edge": 384}}', "--max_train_samples", "16",
-                "--max_eval_samples", "8", *small]
-    return ["configs/camseq-segformer.yaml", "--model_name_or_path", checkpoint, "--train_dir",
-            str(shared_dataset("camseq")), "--image_processor_overrides",
-            '{"size": {"shortest_edge": 128}, "crop_size": {"height": 128, "width": 128}}',
-            "--max_train_samples", "8", "--max_eval_samples", "4", *small]
+        return [
+            "configs/plates-detr.yaml",
+            "--model_name_or_path",
+            checkpoint,
+            "--train_dir",
+            str(shared_dataset("car-plates")),
+            "--image_processor_overrides",
+            '{"size": {"shortest_edge": 256, "longest_edge": 384}}',
+            "--max_train_samples",
+            "16",
+            "--max_eval_samples",
+            "8",
+            *small,
+        ]
+    return [
+        "configs/camseq-segformer.yaml",
+        "--model_name_or_path",
+        checkpoint,
+        "--train_dir",
+        str(shared_dataset("camseq")),
+        "--image_processor_overrides",
+        '{"size": {"shortest_edge": 128}, "crop_size": {"height": 128, "width": 128}}',
+        "--max_train_samples",
+        "8",
+        "--max_eval_samples",
+        "4",
+        *small,
+    ]
 
 
 def libturbojpeg3() -> str | None:
@@ -131,9 +182,11 @@ def require_libturbojpeg3() -> str:
         return path
     if os.environ.get("CI") and turbojpeg_wheel_exists():
         pytest.fail("no libturbojpeg >= 3 found: CI installs the `turbojpeg` wheel (pip install -e '.[dev]').")
-    pytest.skip("no libturbojpeg >= 3 here: the `turbojpeg` wheel that bundles it exists for CPython 3.11 on Linux "
-                "only (pip install turbojpeg there); or conda install libjpeg-turbo, or set "
-                "VISION_RECIPES_LIBTURBOJPEG")
+    pytest.skip(
+        "no libturbojpeg >= 3 here: the `turbojpeg` wheel that bundles it exists for CPython 3.11 on Linux "
+        "only (pip install turbojpeg there); or conda install libjpeg-turbo, or set "
+        "VISION_RECIPES_LIBTURBOJPEG"
+    )
 
 
 # --------------------------------------------------------------------------- crafted images

@@ -60,13 +60,15 @@ def test_the_stratified_split_internal_still_gives_train_test_splits_indices() -
     from recipes.data import holdout_split
 
     features = Features({"id": Value("int64"), "label": ClassLabel(names=["a", "b", "c"])})
-    dataset = Dataset.from_dict({"id": list(range(60)), "label": [i % 3 if i < 45 else 0 for i in range(60)]},
-                                features=features)
+    dataset = Dataset.from_dict(
+        {"id": list(range(60)), "label": [i % 3 if i < 45 else 0 for i in range(60)]}, features=features
+    )
     train, validation = holdout_split(dataset, 0.25, seed=7, stratify_by="label")
     expected = dataset.train_test_split(test_size=15, stratify_by_column="label", seed=7)
     assert train["id"] == expected["train"]["id"] and validation["id"] == expected["test"]["id"], (
         "datasets changed stratified_shuffle_split_generate_indices or how train_test_split calls it: "
-        "update recipes.data.holdout_split")
+        "update recipes.data.holdout_split"
+    )
 
 
 def test_map_with_workers_still_names_its_cache_shards_as_the_check_cache_expects(tmp_path) -> None:
@@ -78,11 +80,13 @@ def test_map_with_workers_still_names_its_cache_shards_as_the_check_cache_expect
 
     from recipes.check_cache import SHARD_SUFFIX
 
-    Dataset.from_dict({"x": list(range(8))}).map(lambda row: {"y": row["x"] * 2}, num_proc=2,
-                                                 cache_file_name=str(tmp_path / "result.arrow"))
+    Dataset.from_dict({"x": list(range(8))}).map(
+        lambda row: {"y": row["x"] * 2}, num_proc=2, cache_file_name=str(tmp_path / "result.arrow")
+    )
     shards = sorted(path.stem for path in Path(tmp_path).glob("result*.arrow"))
     assert shards and all(SHARD_SUFFIX.search(stem) for stem in shards), (
-        f"datasets names map shards {shards}: update recipes.check_cache.SHARD_SUFFIX")
+        f"datasets names map shards {shards}: update recipes.check_cache.SHARD_SUFFIX"
+    )
 
 
 def test_datasets_still_fingerprint_each_dataset() -> None:
