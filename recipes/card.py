@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +133,7 @@ def _hyperparameter_table(recipe: Any) -> str:
     args = recipe.training
     rows = ["| Hyper-parameter | Value |", "|---|---|"]
     for name in HYPERPARAMETERS:
-        rows.append(f"| {name} | {getattr(args, name, None)} |")
+        rows.append(f"| {name} | {_shown(getattr(args, name, None))} |")
     rows.append(f"| augmentation | {recipe.data.augmentation} |")
     for name in ("backbone_learning_rate", "layer_decay", "head_warmup_epochs", "batchnorm_momentum",
                  "freeze_batchnorm"):
@@ -142,11 +143,20 @@ def _hyperparameter_table(recipe: Any) -> str:
     return "\n".join(rows)
 
 
+def _shown(value: Any) -> Any:
+    """A hyper-parameter as a recipe writes it: an enum (``SchedulerType.COSINE``) by its value (``cosine``)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+NOT_METRICS = ("_runtime", "_per_second", "_epoch")
+"""Keys of the Trainer's evaluation results that are not metrics (the timing, the epoch it ran at)."""
+
+
 def _results_table(context: RunContext) -> str:
     rows = ["| Split | Metric | Value |", "|---|---|---|"]
     for split in ("eval", "test"):
         for key, value in sorted(context.metrics.get(split, {}).items()):
-            if isinstance(value, (int, float)) and not key.endswith(("_runtime", "_per_second")):
+            if isinstance(value, (int, float)) and not key.endswith(NOT_METRICS):
                 name = "validation" if split == "eval" else "test"
                 rows.append(f"| {name} | {key.removeprefix(split + '_')} | {value:.4f} |")
     return "\n".join(rows)

@@ -12,7 +12,6 @@ import torch
 import transformers
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoImageProcessor, Trainer
-from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 
 from recipes.backbones import backbone_normalisation, detector_config_kwargs, load_backbone_source, load_into_detector
 from recipes.batchnorm import fix_tensorflow_dropout, fix_tensorflow_momentum, freeze_statistics
@@ -72,13 +71,25 @@ def build_image_processor(model_args: ModelArguments, extra_kwargs: dict[str, An
                 processor = timm_processor_overrides(processor, model_args.image_processor_overrides, f"`{name}`")
         return processor
     model_type = SAME_PROCESSOR_AS.get(model_args.model_type or "", model_args.model_type or "")
-    mapping = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type)
-    class_name = (mapping or {}).get("torchvision") or (mapping or {}).get("pil")
-    if class_name is None:
+    classes = default_processor_classes(model_type)
+    processor_class = classes.get("torchvision") or classes.get("pil")
+    if processor_class is None:
         raise RecipeError(
             f"No default image processor for model_type `{model_args.model_type}`; set `image_processor_name`."
         )
-    return getattr(transformers, class_name)(**kwargs)
+    return processor_class(**kwargs)
+
+
+def default_processor_classes(model_type: str) -> dict[str, type]:
+    """The image processor classes transformers registers for ``model_type`` (``{"torchvision": …, "pil": …}``;
+    empty when it has none), read through the public ``CONFIG_MAPPING`` and ``IMAGE_PROCESSOR_MAPPING``."""
+    try:
+        found = transformers.IMAGE_PROCESSOR_MAPPING[transformers.CONFIG_MAPPING[model_type]]
+    except (KeyError, ValueError):
+        return {}
+    if isinstance(found, tuple):  # (slow, fast) in releases before the torchvision/PIL backends
+        return {key: cls for key, cls in zip(("pil", "torchvision"), found) if cls is not None}
+    return {key: cls for key, cls in dict(found).items() if cls is not None}
 
 
 def _timm_hint(name: str) -> str:
@@ -330,7 +341,7 @@ class RecipeTrainer(Trainer):
         return super().prediction_step(model, self.device_inputs(inputs), *args, **kwargs)
 
     def get_train_dataloader(self) -> Any:
-        if self.train_loader is not None:  # a streamed dataset brings its own loader (recipes.streaming)
+        if self.train_loader is not None:  # a streamed dataset brings its own loader (recipes.data.streaming)
             return self.train_loader(self, self.drop_incomplete_batch or self.args.dataloader_drop_last)
         # A last batch of 1 image gives BatchNorm the statistics of that image: drop it (training only).
         if not self.drop_incomplete_batch or self.args.dataloader_drop_last:
