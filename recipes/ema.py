@@ -12,6 +12,7 @@ FSDP and DeepSpeed shard or partition the weights, so one process's average woul
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,14 +76,13 @@ class WeightAverage:
 
         self.settings = settings
         # float32 whatever the model's dtype (a bfloat16 average would need stochastic rounding, whose generator
-        # state a checkpoint would also have to hold); foreach updates need the same device as the model.
+        # state a checkpoint would also have to hold), where timm has the option (its newer releases); the models
+        # trained here keep float32 weights (bf16/fp16 are autocast), whose average is float32 either way.
+        precision = {"dtype": torch.float32, "stochastic_rounding": False}
+        if "stochastic_rounding" not in inspect.signature(ModelEmaV3).parameters:
+            precision = {}
         self.average = ModelEmaV3(
-            model,
-            decay=settings.decay,
-            use_warmup=settings.warmup,
-            warmup_power=WARMUP_POWER,
-            dtype=torch.float32,
-            stochastic_rounding=False,
+            model, decay=settings.decay, use_warmup=settings.warmup, warmup_power=WARMUP_POWER, **precision
         )
 
     @property
