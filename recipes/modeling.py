@@ -323,8 +323,10 @@ class RecipeTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if ema is not None:
             if self.is_fsdp_enabled or self.is_deepspeed_enabled:
-                raise RecipeError("`ema: true` is not supported with FSDP or DeepSpeed (each process holds a shard "
-                                  "of the weights); train with DDP or set `ema: false`.")
+                raise RecipeError(
+                    "`ema: true` is not supported with FSDP or DeepSpeed (each process holds a shard of the weights); "
+                    "train with DDP or set `ema: false`."
+                )
             self.weight_average = WeightAverage(self.model, ema)  # after the Trainer moved the model to its device
             # Before the callbacks added later (the run fingerprint marks a checkpoint complete after the average).
             self.add_callback(EmaCallback(self.weight_average))
