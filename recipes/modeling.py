@@ -436,11 +436,6 @@ class RecipeTrainer(Trainer):
 
     def _load_best_model(self) -> None:
         checkpoint = self.state.best_model_checkpoint
-        if checkpoint and self.weight_average is not None:  # the best evaluation was the average's
-            self.accelerator.wait_for_everyone()  # the main process has written the last checkpoint's average
-            self.weight_average.load(checkpoint)
-            logger.info("Loaded the best EMA of the weights from %s (%s)", checkpoint, self.state.best_metric)
-            return
         if checkpoint and self.is_fsdp_enabled:
             # The Trainer's FSDP loader reads the `pytorch_model_fsdp*` files saved with the optimizer (none with
             # save_only_model); a FULL_STATE_DICT checkpoint always has model.safetensors (legacy names included).
@@ -450,6 +445,11 @@ class RecipeTrainer(Trainer):
                             self.state.best_metric)
                 return
             super()._load_best_model()  # a SHARDED_STATE_DICT checkpoint: the Trainer's DCP loader
+            return
+        if checkpoint and self.weight_average is not None:  # the best evaluation was the average's (no FSDP)
+            self.accelerator.wait_for_everyone()  # the main process has written the last checkpoint's average
+            self.weight_average.load(checkpoint)
+            logger.info("Loaded the best EMA of the weights from %s (%s)", checkpoint, self.state.best_metric)
             return
         if checkpoint and self._reload_weights(checkpoint):
             logger.info("Loaded the best model from %s (%s)", checkpoint, self.state.best_metric)
