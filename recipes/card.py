@@ -9,6 +9,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from recipes.ema import EmaSettings
 from recipes.tasks.base import RunContext
 
 TASK_NAMES = {
@@ -140,6 +141,9 @@ def _hyperparameter_table(recipe: Any) -> str:
         value = getattr(recipe.model, name)
         if value not in (None, False, 0, 0.0):
             rows.append(f"| {name} | {value} |")
+    if recipe.model.ema:
+        settings = EmaSettings(decay=recipe.model.ema_decay, warmup=recipe.model.ema_warmup)
+        rows.append(f"| EMA of the weights (this model; its evaluations) | {settings.describe()} |")
     return "\n".join(rows)
 
 

@@ -57,7 +57,7 @@ TRAINING_KEYS = (
 """The ``TrainingArguments`` that shape training (output, logging, evaluation, saving, Hub, speed settings do not)."""
 
 
-ADDED_KEYS = frozenset({"processes"})
+ADDED_KEYS = frozenset({"processes", "ema", "ema_decay", "ema_warmup"})
 """Fingerprint keys newer than its first version: a checkpoint saved without one is not refused for it."""
 
 

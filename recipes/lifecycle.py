@@ -46,6 +46,7 @@ from recipes.config import ModelArguments, Recipe, RecipeError
 from recipes.data.streaming.loader import StreamStateCallback, StreamTraining
 from recipes.data.streaming.sources import check_streaming_recipe
 from recipes.decode.images import set_max_image_pixels
+from recipes.ema import EmaSettings, check_ema_supported
 from recipes.examples import save_examples
 from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, hub_checkpoints, push_output_dir
 from recipes.labels import named_labels, plan_labels
@@ -128,6 +129,8 @@ def run(recipe: Recipe) -> RunContext:
     # The token stays out of the arguments the Trainer pickles into training_args.bin and checkpoints.
     hub_token, args.hub_token = args.hub_token, None
     check_streaming_recipe(recipe.data, args, task.name, task.supports_streaming)
+    if recipe.model.ema and not (recipe.run.evaluate_only or recipe.run.find_lr):
+        check_ema_supported(args)
     trained = False  # the run in output_dir trained to its end already (its later steps are redone)
     foreign = [] if recipe.run.evaluate_only or recipe.run.overwrite else foreign_contents(args.output_dir)
     if foreign:
@@ -443,7 +446,15 @@ def build_trainer(
             stream is not None or len(train_dataset) > args.train_batch_size * args.world_size),
         train_loader=stream.make_loader if stream is not None else None,
         device_transform=task.device_transform(processor, recipe.data),
+        ema=ema_settings(recipe),
     )
+
+
+def ema_settings(recipe: Recipe) -> EmaSettings | None:
+    """The EMA of the weights the run keeps (``ema``), or ``None`` (off; nothing trained: evaluate_only, find_lr)."""
+    if not recipe.model.ema or recipe.run.evaluate_only or recipe.run.find_lr:
+        return None
+    return EmaSettings(decay=recipe.model.ema_decay, warmup=recipe.model.ema_warmup)
 
 
 STREAM_KEYS_ENV = "VISION_RECIPES_STREAM_KEYS"
