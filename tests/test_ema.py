@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO, TWO_CPU_PROCESSES, assert_ok, run_cli
+from helpers import REPO, TWO_CPU_PROCESSES, assert_ok, run_cli
 from safetensors.torch import load_file, save_file
 
 from recipes.card import _hyperparameter_table
