@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from recipes.config import ModelArguments, RunArguments
-from recipes.tasks import TASK_MODULES, get_task
+from recipes.tasks import get_task, task_names
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -35,7 +35,7 @@ def test_readme_command_1_installs_and_runs_the_quickstart() -> None:
 
 
 def test_every_recipe_key_is_documented() -> None:
-    classes = [RunArguments, ModelArguments] + [get_task(name).data_arguments_class for name in TASK_MODULES]
+    classes = [RunArguments, ModelArguments] + [get_task(name).data_arguments_class for name in task_names()]
     missing = [f.name for cls in classes for f in dataclasses.fields(cls) if f"`{f.name}`" not in README]
     assert not missing, f"undocumented recipe keys: {missing}"
 

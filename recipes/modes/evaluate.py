@@ -127,8 +127,6 @@ def update_model_card(model_dir: Path, context: Any, data: str, data_type: str, 
     ``model_dir/README.md``; other entries and the card's text stay."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    from recipes.card import TASK_NAMES
-
     path = model_dir / "README.md"
     if path.is_file():
         card = ModelCard.load(path)
@@ -136,7 +134,7 @@ def update_model_card(model_dir: Path, context: Any, data: str, data_type: str, 
         card = ModelCard(f"---\n{ModelCardData(library_name='transformers').to_yaml()}\n---\n\n# {model_dir.name}\n")
     task, metrics = context.task, context.metrics.get("eval", {})
     new = [
-        EvalResult(task_type=task.pipeline_tag, task_name=TASK_NAMES.get(task.pipeline_tag, task.pipeline_tag),
+        EvalResult(task_type=task.pipeline_tag, task_name=task.card_task_name(),
                    dataset_type=data_type, dataset_name=data, dataset_split=split, metric_type=key,
                    metric_name=display, metric_value=round(float(metrics[f"eval_{key}"]), 4))
         for key, display in task.card_metrics.items() if f"eval_{key}" in metrics
