@@ -65,13 +65,16 @@ def get_task(name: str) -> Task:
 
 
 def task_for_config(config: Any, where: str = "the model") -> Task:
-    """The task of a saved model, from its config's ``architectures`` (``…ForImageClassification`` and so on)."""
-    architectures = list(getattr(config, "architectures", None) or [])
+    """The task of a saved model, from its config (``architectures``: ``…ForImageClassification`` and so on;
+    :meth:`Task.recognises`). Tasks of entry points are asked first: a plugin may claim a narrower kind of a
+    built-in architecture (e.g. a one-output regression head on ``…ForImageClassification``)."""
     classes = task_classes()
-    for name in architectures:
-        for task_class in classes.values():
-            if any(name.endswith(suffix) for suffix in task_class.architecture_suffixes):
-                return task_class()
+    builtin = {_load(reference, "built in") for reference in BUILTIN_TASKS}
+    ordered = sorted(classes.values(), key=lambda task_class: task_class in builtin)
+    for task_class in ordered:
+        if task_class.recognises(config):
+            return task_class()
+    architectures = list(getattr(config, "architectures", None) or [])
     kinds = ", ".join(
         f"{task_class.name} (…{'/…'.join(task_class.architecture_suffixes)})" for task_class in classes.values()
     )

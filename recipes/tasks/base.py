@@ -273,6 +273,13 @@ class Task(ABC):
         raise RecipeError(f"{self.name} has no prediction output format for `vision-recipes predict`.")
 
     @classmethod
+    def recognises(cls, config: Any) -> bool:
+        """Whether a saved model's config is one of this task's (default: an ``architectures`` name ends with one
+        of :attr:`architecture_suffixes`)."""
+        names = getattr(config, "architectures", None) or []
+        return any(name.endswith(suffix) for name in names for suffix in cls.architecture_suffixes)
+
+    @classmethod
     def card_task_name(cls) -> str:
         """The model card's ``model-index`` task name."""
         return cls.display_name or cls.pipeline_tag.replace("-", " ").title()
