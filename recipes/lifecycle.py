@@ -50,11 +50,11 @@ from recipes.training import (
     PUSH_WAIT_AFTER_SIGTERM_S,
     STREAM_KEYS_ENV,
     Preempted,
-    _preempted,
     build_trainer,
     checkpoint_pusher,
     labels_as_the_checkpoint_has_them,
     main_process_decides,
+    preempted,
     restore_trained,
     resume_checkpoint,
     setup_logging,
@@ -266,7 +266,7 @@ def fit(state: RunState) -> None:
             result = trainer.train(resume_from_checkpoint=context.resumed_from)
         finally:  # the last checkpoint reaches the Hub even when training stops with an error or SIGTERM
             if pusher is not None:
-                pusher.wait(timeout=PUSH_WAIT_AFTER_SIGTERM_S if _preempted.is_set() else None)
+                pusher.wait(timeout=PUSH_WAIT_AFTER_SIGTERM_S if preempted() else None)
     trainer.save_model()
     trainer.save_state()
     if trainer.is_world_process_zero():

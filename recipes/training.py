@@ -86,6 +86,11 @@ SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 _preempted = threading.Event()
 
 
+def preempted() -> bool:
+    """Whether SIGTERM stopped the training of this process (:func:`stop_on_sigterm`)."""
+    return _preempted.is_set()
+
+
 class Preempted(SystemExit):
     """Training stopped by SIGTERM (:func:`stop_on_sigterm`); exits with 143, as a process killed by SIGTERM."""
 
