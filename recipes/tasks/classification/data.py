@@ -224,8 +224,8 @@ def _resolve_path(row: dict[str, Any], *, column: str, base: Path) -> dict[str, 
 
 def ensure_class_labels(splits: dict[str, Dataset], column: str) -> dict[str, Dataset]:
     """Make ``column`` a ``ClassLabel`` in every split (string labels are encoded, names shared)."""
-    train = splits["train"]
-    feature = train.features[column]
+    first = splits["train"] if "train" in splits else next(iter(splits.values()))  # evaluation data alone
+    feature = first.features[column]
     if isinstance(feature, ClassLabel):
         return splits
     values = set()
