@@ -76,7 +76,7 @@ class ObjectDetection(Task):
     ) -> TaskData:
         if data_args.streaming and with_train:
             return load_streaming_detection(data_args, seed, cache_dir)
-        return load_detection_data(data_args, seed, cache_dir)
+        return load_detection_data(data_args, seed, cache_dir, with_train=with_train)
 
     def stream_check(self, data_args: DetectionDataArguments, data: TaskData) -> Callable:
         return record_check(data_args, data)
