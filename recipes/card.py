@@ -12,12 +12,6 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from recipes.ema import EmaSettings
 from recipes.tasks.base import RunContext
 
-TASK_NAMES = {
-    "image-classification": "Image Classification",
-    "object-detection": "Object Detection",
-    "image-segmentation": "Image Segmentation",
-}
-
 HYPERPARAMETERS = (
     "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
     "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "seed",
@@ -35,7 +29,7 @@ def build_model_card(context: RunContext) -> ModelCard:
     eval_results = [
         EvalResult(
             task_type=task.pipeline_tag,
-            task_name=TASK_NAMES.get(task.pipeline_tag, task.pipeline_tag),
+            task_name=task.card_task_name(),
             dataset_type=recipe.data.dataset_name or "imagefolder",
             dataset_name=dataset_name,
             dataset_config=recipe.data.dataset_config_name,

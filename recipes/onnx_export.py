@@ -1,5 +1,6 @@
 """ONNX export of a fine-tuned model with ``torch.onnx.export``, its ONNX Runtime session, parity figures against
-PyTorch eager on the same processor outputs, and an eager-vs-ONNX-Runtime throughput table.
+PyTorch eager on the same processor outputs (:mod:`recipes.tasks.parity`: the shared figures; each task's rule),
+and an eager-vs-ONNX-Runtime throughput table.
 
 ``optimum``/``optimum-onnx`` would be the ecosystem's higher-level exporter, but its releases pin
 ``transformers<4.58`` (checked with ``pip install --dry-run optimum-onnx``, November 2026), so the exporter here is
@@ -15,7 +16,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -59,11 +59,6 @@ class OnnxWrapper(torch.nn.Module):
         kwargs = {"pixel_mask": pixel_mask} if pixel_mask is not None else {}
         outputs = self.model(pixel_values=pixel_values, return_dict=True, **kwargs)
         return tuple(getattr(outputs, name) for name in self.output_names)
-
-
-def output_names(task_name: str) -> tuple[str, ...]:
-    """The model outputs a task's post-processing needs (the graph keeps only these)."""
-    return ("logits", "pred_boxes") if task_name == "object-detection" else ("logits",)
 
 
 def model_inputs(model: torch.nn.Module, processed: Any) -> dict[str, torch.Tensor]:
@@ -162,142 +157,6 @@ def run_eager(model: torch.nn.Module, inputs: dict[str, torch.Tensor], names: Se
     with torch.inference_mode():
         outputs = OnnxWrapper(model, names)(**{key: value.to(device) for key, value in inputs.items()})
     return [output.float().cpu().numpy() for output in outputs]
-
-
-def as_model_output(names: Sequence[str], arrays: Sequence[np.ndarray]) -> SimpleNamespace:
-    """Arrays → the attribute object the image processor's ``post_process_*`` methods read."""
-    return SimpleNamespace(**{name: torch.from_numpy(np.asarray(array)) for name, array in zip(names, arrays)})
-
-
-# --------------------------------------------------------------------------- parity
-
-
-@dataclass
-class Tolerances:
-    atol: float = 1e-3
-    """Largest accepted |eager - ONNX| over logits (and normalised boxes)."""
-    min_agreement: float = 0.99
-    """Smallest accepted share of agreeing top-1 labels / matched boxes / mask pixels."""
-    box_pixels: float = 1.0
-    """Largest accepted corner difference (pixels) of a matched box after post-processing."""
-    threshold: float = 0.5
-    """Detection score threshold of the post-processing."""
-    fallback_top_k: int = 5
-    """Boxes compared on an image without any box above the threshold (its best-scoring ones)."""
-
-
-@dataclass
-class ParityAccumulator:
-    """Running parity figures over batches (eager vs ONNX Runtime on the same processor outputs)."""
-
-    task: str
-    names: tuple[str, ...]
-    tolerances: Tolerances
-    max_abs: dict[str, float] | None = None
-    agree: int = 0
-    total: int = 0
-    images: int = 0
-    max_box_pixels: float = 0.0
-    eager_boxes: int = 0
-    fallback_images: int = 0
-
-    def add(self, eager: Sequence[np.ndarray], onnx: Sequence[np.ndarray], image_processor: Any,
-            sizes: list[tuple[int, int]]) -> None:
-        self.images += len(sizes)
-        diffs = {name: float(np.abs(a - b).max()) for name, a, b in zip(self.names, eager, onnx)}
-        self.max_abs = {name: max(diffs[name], (self.max_abs or {}).get(name, 0.0)) for name in self.names}
-        if self.task == "object-detection":
-            self._add_boxes(eager, onnx, image_processor, sizes)
-        elif self.task == "semantic-segmentation":
-            self._add_masks(eager, onnx, image_processor, sizes)
-        else:
-            self.agree += int((eager[0].argmax(-1) == onnx[0].argmax(-1)).sum())
-            self.total += len(sizes)
-
-    def _add_boxes(self, eager: Sequence[np.ndarray], onnx: Sequence[np.ndarray], image_processor: Any,
-                   sizes: list[tuple[int, int]]) -> None:
-        """Boxes above the threshold must match; an image with none there (a briefly trained detector) compares
-        its ``fallback_top_k`` best-scoring boxes instead, so that the check is never empty."""
-        post = [image_processor.post_process_object_detection(
-            as_model_output(self.names, arrays), threshold=0.0, target_sizes=sizes) for arrays in (eager, onnx)]
-        for reference, candidate in zip(*post):
-            keep = reference["scores"] >= self.tolerances.threshold
-            self.eager_boxes += int(keep.sum())
-            if keep.any():
-                reference = {key: value[keep] for key, value in reference.items()}
-                candidate = {key: value[candidate["scores"] >= self.tolerances.threshold]
-                             for key, value in candidate.items()}
-            else:
-                self.fallback_images += 1
-                reference, candidate = (_top(detections, self.tolerances.fallback_top_k)
-                                        for detections in (reference, candidate))
-            matched = _matched_boxes(reference, candidate, self.tolerances.box_pixels)
-            self.agree += matched[0]
-            self.total += max(len(reference["boxes"]), len(candidate["boxes"]))
-            self.max_box_pixels = max(self.max_box_pixels, matched[1])
-
-    def _add_masks(self, eager: Sequence[np.ndarray], onnx: Sequence[np.ndarray], image_processor: Any,
-                   sizes: list[tuple[int, int]]) -> None:
-        masks = [image_processor.post_process_semantic_segmentation(as_model_output(self.names, arrays),
-                                                                    target_sizes=sizes) for arrays in (eager, onnx)]
-        for reference, candidate in zip(*masks):
-            self.agree += int((reference == candidate).sum())
-            self.total += reference.numel()
-
-    @property
-    def agreement(self) -> float:
-        return self.agree / self.total if self.total else 1.0
-
-    @property
-    def agreement_name(self) -> str:
-        return {"object-detection": "boxes_matched", "semantic-segmentation": "mask_pixels_agree"}.get(
-            self.task, "top1_agree")
-
-    def report(self) -> dict[str, Any]:
-        report: dict[str, Any] = {"images": self.images, "max_abs_diff": self.max_abs or {},
-                                  self.agreement_name: round(self.agreement, 6), "compared": self.total,
-                                  "tolerances": vars(self.tolerances)}
-        if self.task == "object-detection":
-            report["eager_boxes_above_threshold"] = self.eager_boxes
-            report["max_box_corner_diff_pixels"] = round(self.max_box_pixels, 4)
-            report["images_compared_on_top_k"] = self.fallback_images
-        report["passed"] = not self.failures()
-        return report
-
-    def failures(self) -> list[str]:
-        tol = self.tolerances
-        problems = [f"max |eager - onnx| of {name} is {value:.3g} > {tol.atol:g}"
-                    for name, value in (self.max_abs or {}).items() if value > tol.atol]
-        if self.agreement < tol.min_agreement:
-            problems.append(f"{self.agreement_name} is {self.agreement:.4f} < {tol.min_agreement:g} "
-                            f"({self.agree}/{self.total})")
-        return problems
-
-
-def _top(detections: dict[str, torch.Tensor], k: int) -> dict[str, torch.Tensor]:
-    order = detections["scores"].argsort(descending=True)[:k]
-    return {key: value[order] for key, value in detections.items()}
-
-
-def _matched_boxes(reference: dict[str, torch.Tensor], candidate: dict[str, torch.Tensor],
-                   box_pixels: float) -> tuple[int, float]:
-    """Boxes of ``reference`` with a same-label box of ``candidate`` within ``box_pixels`` at every corner
-    (greedy, one-to-one), and the largest corner difference among the matched."""
-    used: set[int] = set()
-    matched, worst = 0, 0.0
-    for box, label in zip(reference["boxes"], reference["labels"]):
-        best, best_diff = None, float("inf")
-        for index, (other, other_label) in enumerate(zip(candidate["boxes"], candidate["labels"])):
-            if index in used or int(other_label) != int(label):
-                continue
-            diff = float((box - other).abs().max())
-            if diff < best_diff:
-                best, best_diff = index, diff
-        if best is not None and best_diff <= box_pixels:
-            used.add(best)
-            matched += 1
-            worst = max(worst, best_diff)
-    return matched, worst
 
 
 # --------------------------------------------------------------------------- throughput

@@ -125,14 +125,20 @@ def accelerator_available() -> bool:
     return bool(accelerator.is_available()) and accelerator.current_accelerator().type != "mps"  # mps: no pinning
 
 
-def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
+def parse_recipe(
+    argv: Sequence[str] | None = None, source: dict[str, Any] | None = None, source_name: str = "the recipe"
+) -> Recipe:
     """Parse ``[CONFIG.yaml | --config CONFIG.yaml] [--key value ...]`` into a :class:`Recipe`.
 
-    Precedence: task defaults < YAML < command line. Unknown keys stop with a clear message.
+    Precedence: task defaults < YAML (or ``source``, recipe keys a caller built, named ``source_name`` in
+    errors) < command line. Unknown keys stop with a clear message.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    config_path, rest = _split_config_argument(argv)
-    source = load_yaml(config_path) if config_path else {}
+    if source is not None:
+        config_path, rest = source_name, argv
+    else:
+        config_path, rest = _split_config_argument(argv)
+        source = load_yaml(config_path) if config_path else {}
     task_name = _cli_task(rest) or source.get("task") or RunArguments.task
     task = get_task(task_name)
 

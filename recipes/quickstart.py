@@ -1,53 +1,20 @@
 """The offline quickstart: generate small learnable datasets in the real on-disk layouts and train a
-tiny model for each task from its ``configs/quickstart/*.yaml`` recipe."""
+tiny model for each task from its ``configs/quickstart/*.yaml`` recipe (each task's :class:`Quickstart`)."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 from recipes.parse import parse_recipe
+from recipes.tasks import Quickstart, task_classes
 
 
-@dataclass(frozen=True)
-class QuickstartTask:
-    """One quickstart entry: its recipe, its sample-data writer and the metric to report."""
-
-    name: str
-    recipe: str
-    make_data: Callable[[Path], Path]
-    metric: str
-    chance: str
-
-
-def _shapes(root: Path) -> Path:
-    from recipes.sample_data.shapes import make_shapes_dataset
-
-    return make_shapes_dataset(root, images_per_class=60, size=32, seed=0)
-
-
-def _plates(root: Path) -> Path:
-    from recipes.sample_data.plates import make_plates_dataset
-
-    return make_plates_dataset(root, n_images=200, seed=0, size=160)
-
-
-def _streets(root: Path) -> Path:
-    from recipes.sample_data.streets import make_streets_dataset
-
-    return make_streets_dataset(root, n_frames=60, seed=0)
-
-
-QUICKSTART_TASKS = {
-    "classification": QuickstartTask("classification", "configs/quickstart/classification.yaml", _shapes,
-                                     "accuracy", "0.25 (4 balanced classes)"),
-    "detection": QuickstartTask("detection", "configs/quickstart/detection.yaml", _plates, "map",
-                                "0 (random boxes)"),
-    "segmentation": QuickstartTask("segmentation", "configs/quickstart/segmentation.yaml", _streets, "mean_iou",
-                                   "about 1/number of classes"),
-}
+def quickstart_tasks() -> dict[str, Quickstart]:
+    """The quickstart of every registered task that has one, by short name, in registry order."""
+    found = (task_class.quickstart for task_class in task_classes().values())
+    return {quickstart.name: quickstart for quickstart in found if quickstart is not None}
 
 
 def run_quickstart(
@@ -57,8 +24,9 @@ def run_quickstart(
     from recipes.lifecycle import run
 
     rows = []
+    known = quickstart_tasks()
     for name in tasks:
-        task = QUICKSTART_TASKS[name]
+        task = known[name]
         data_dir = data_root / name
         if not data_dir.is_dir():
             print(f"[quickstart] writing sample {name} data to {data_dir}", flush=True)

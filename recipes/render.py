@@ -1,12 +1,12 @@
-"""Draw one prediction on its image: the top labels (classification), boxes (detection), a mask blend with a
-legend (segmentation). Used by ``vision-recipes predict --visualize`` and the demo:
-``render(task_name, image, prediction, palette=..., id2label=...) -> PIL.Image``.
+"""Draw one prediction on its image: top labels, boxes, a mask blend with a legend. The tasks' ``render``
+(``vision-recipes predict --visualize``) and demo views use these.
 
 Predictions are the dicts of :class:`recipes.tasks.base.PredictionSink` (``label``/``score``/``top_k``;
 ``boxes``/``labels``/``scores``; ``mask``/``shares``)."""
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ BACKDROP = (0, 0, 0, 170)
 
 def class_palette(model_dir: str | Path | None, num_labels: int) -> np.ndarray:
     """``(num_labels, 3)`` ``uint8`` class colours: the dataset palette saved beside the model (``palette.json``,
-    written by segmentation training) when there is one, else matplotlib's tab10/tab20 colours."""
+    written by training on colour masks) when there is one, else matplotlib's tab10/tab20 colours."""
     from matplotlib import colormaps
 
     num_labels = max(num_labels, 1)
@@ -69,7 +69,7 @@ def _colour(palette: np.ndarray | None, index: int) -> tuple[int, int, int]:
     return tuple(int(v) for v in palette[index % len(palette)])  # type: ignore[return-value]
 
 
-def render_classification(image: Image.Image, prediction: dict[str, Any], rows: int = 3) -> Image.Image:
+def draw_top_labels(image: Image.Image, prediction: dict[str, Any], rows: int = 3) -> Image.Image:
     """The top ``rows`` labels with their scores, top-left."""
     out = image.convert("RGBA")
     layer = Image.new("RGBA", out.size, (0, 0, 0, 0))
@@ -82,7 +82,7 @@ def render_classification(image: Image.Image, prediction: dict[str, Any], rows: 
     return Image.alpha_composite(out, layer).convert("RGB")
 
 
-def render_detection(image: Image.Image, prediction: dict[str, Any], palette: np.ndarray | None) -> Image.Image:
+def draw_boxes(image: Image.Image, prediction: dict[str, Any], palette: np.ndarray | None) -> Image.Image:
     """Each box in its class colour with ``label score`` above it."""
     out = image.convert("RGB")
     draw, font = ImageDraw.Draw(out), _font(out)
@@ -97,7 +97,7 @@ def render_detection(image: Image.Image, prediction: dict[str, Any], palette: np
     return out
 
 
-def render_segmentation(
+def draw_mask(
     image: Image.Image, prediction: dict[str, Any], palette: np.ndarray, id2label: dict[int, str]
 ) -> Image.Image:
     """The class colours blended over the image, and a legend of the classes present (largest first)."""
@@ -117,23 +117,12 @@ def render_segmentation(
     return out
 
 
-def render(
-    task_name: str,
-    image: Image.Image,
-    prediction: dict[str, Any],
-    palette: np.ndarray | None = None,
-    id2label: dict[int, str] | None = None,
-) -> Image.Image:
-    """``image`` with ``prediction`` drawn on it, for ``task_name`` (``image-classification``,
-    ``object-detection``, ``semantic-segmentation``/``image-segmentation`` or the short names)."""
-    name = task_name.split("-")[-1] if "-" in task_name else task_name
-    if name == "classification":
-        return render_classification(image, prediction)
-    if name == "detection":
-        return render_detection(image, prediction, palette)
-    if name == "segmentation":
-        id2label = id2label or {}
-        if palette is None:
-            palette = class_palette(None, max(len(id2label), int(np.asarray(prediction["mask"]).max(initial=0)) + 1))
-        return render_segmentation(image, prediction, palette, id2label)
-    raise ValueError(f"render: unknown task {task_name!r}")
+def legend_html(legend: list[tuple[str, tuple[int, int, int], float]]) -> str:
+    """The legend of :func:`mask_legend` as HTML: one colour swatch, class name and pixel share per class."""
+    items = "".join(
+        f'<li style="list-style:none;margin:2px 0"><span style="display:inline-block;width:1em;height:1em;'
+        f'vertical-align:middle;margin-right:.4em;border:1px solid #888;background:rgb{colour}"></span>'
+        f"{html.escape(name)} <small>{share:.1%}</small></li>"
+        for name, colour, share in legend
+    )
+    return f'<p style="margin:0"><b>Legend</b></p><ul class="legend" style="padding:0;margin:0">{items}</ul>'

@@ -10,14 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-from recipes.quickstart import QUICKSTART_TASKS, format_rows, run_quickstart
+from recipes.quickstart import format_rows, quickstart_tasks, run_quickstart
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", nargs="+", default=list(QUICKSTART_TASKS), choices=list(QUICKSTART_TASKS))
+    names = list(quickstart_tasks())
+    parser.add_argument("--tasks", nargs="+", default=names, choices=names)
     parser.add_argument("--data-dir", type=Path, default=REPO / "quickstart_data", help="Where sample data goes")
     parser.add_argument("--output-dir", type=Path, default=REPO / "outputs" / "quickstart")
     args, extra = parser.parse_known_args()

@@ -257,7 +257,7 @@ def test_a_short_run_logs_the_training_loss_at_least_20_times(tmp_path: Path, ca
 
     from transformers import TrainingArguments
 
-    from recipes.lifecycle import enough_log_points
+    from recipes.training import enough_log_points
 
     def interval(train_examples: int | None, **kwargs) -> float:
         args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", **kwargs)

@@ -15,7 +15,8 @@ from helpers import shared_dataset
 from recipes.cli import main as cli_main
 from recipes.decode.images import load_rgb
 from recipes.modes.loading import load_fine_tuned
-from recipes.onnx_export import Tolerances, _matched_boxes
+from recipes.tasks.detection.parity import matched_boxes as _matched_boxes
+from recipes.tasks.parity import Tolerances
 
 
 def _onnxruntime():

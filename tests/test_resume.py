@@ -479,7 +479,7 @@ def test_the_sigterm_handler_is_only_there_during_training_and_a_slow_push_is_wa
     import signal
     import time
 
-    from recipes.lifecycle import Preempted, StopWhenPreempted, preempted_anywhere, stop_on_sigterm
+    from recipes.training import Preempted, StopWhenPreempted, preempted_anywhere, stop_on_sigterm
 
     def previous(signum, frame) -> None:
         pass

@@ -213,7 +213,7 @@ def test_app_imports_only_what_a_space_installs() -> None:
 
 def test_app_draws_what_the_demo_draws() -> None:
     from recipes import render
-    from recipes.modes import demo, space_app
+    from recipes.modes import space_app
 
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8))
@@ -221,14 +221,14 @@ def test_app_draws_what_the_demo_draws() -> None:
     prediction = {"boxes": [[5.5, 10.2, 60.0, 70.9], [0, 0, 119, 89]], "labels": ["a", "b"], "scores": [0.91, 0.4],
                   "label_ids": [3, 1]}
     assert np.array_equal(np.asarray(space_app.render_detection(image, prediction, palette)),
-                          np.asarray(render.render_detection(image, prediction, palette)))
+                          np.asarray(render.draw_boxes(image, prediction, palette)))
     ids = rng.integers(0, 4, (90, 120))
     assert np.array_equal(np.asarray(space_app.blend_mask(image, ids, palette)),
                           np.asarray(render.blend_mask(image, ids, palette)))
     names = {0: "road", 1: "sky", 2: "car", 3: "tree"}
     legend = space_app.mask_legend(ids, palette, names)
     assert legend == render.mask_legend(ids, palette, names)
-    assert space_app.legend_html(legend) == demo.legend_html(legend)
+    assert space_app.legend_html(legend) == render.legend_html(legend)
 
 
 # --- the Space, run as a Space runs it, in a real browser ------------------------------------------------------

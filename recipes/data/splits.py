@@ -33,16 +33,18 @@ def pick_splits(
     seed: int,
     stratify_by: str | None = None,
     ordered_holdout: bool = False,
-) -> tuple[Dataset, Dataset, Dataset | None]:
+    with_train: bool = True,
+) -> tuple[Dataset | None, Dataset, Dataset | None]:
     """Choose train / validation / test from the available splits.
 
     Validation is ``validation_split`` if given, else the dataset's own validation split, else its
     test split, else a seeded ``train_val_split`` fraction of train (stratified by ``stratify_by``;
     the last rows when ``ordered_holdout`` — for video frames, where a random split leaks).
+    Without ``with_train`` (evaluation data only) train may be missing and is returned as ``None``.
     """
-    if data_args.train_split not in splits:
+    train = splits.get(data_args.train_split)
+    if train is None and (with_train or data_args.train_split != "train"):
         raise RecipeError(f"Split `{data_args.train_split}` not found; available splits: {sorted(splits)}.")
-    train = splits[data_args.train_split]
 
     def find(explicit: str | None, names: tuple[str, ...]) -> str | None:
         if explicit:
@@ -57,10 +59,15 @@ def pick_splits(
         val_name, test_name = test_name, None  # the dataset's test split doubles as validation
     if val_name is not None:
         validation = splits[val_name]
+    elif train is None:
+        raise RecipeError(f"No evaluation split: the data has {sorted(splits) or 'no splits'}. Set --validation_dir "
+                          "(a folder), --validation_file or --validation_split (a split of --dataset_name).")
     else:
         train, validation = holdout_split(train, data_args.train_val_split, seed, stratify_by, ordered_holdout)
     test = splits[test_name] if test_name and test_name != val_name else None
-    if data_args.max_train_samples is not None:
+    if not with_train:
+        train = None
+    elif data_args.max_train_samples is not None:
         train = train.shuffle(seed=seed).select(range(min(data_args.max_train_samples, len(train))))
     if data_args.max_eval_samples is not None:
         validation = _truncate(validation, data_args.max_eval_samples, seed, ordered_holdout)

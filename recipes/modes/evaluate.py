@@ -4,8 +4,9 @@ data it never saw: the task's metrics, plots and ``evaluation.md``, in ``--outpu
 
 The data keys are the recipe's (``--validation_dir``, ``--validation_file``, ``--dataset_name`` with
 ``--validation_split``, ``--dataset_format``, ``--max_eval_samples``...); labels are matched to the model's by
-name. The run is the lifecycle's ``evaluate_only`` run with the task read from the model's config and the
-model's own label keys (``class_names``, ``ignore_labels``, ``reduce_labels``... from its ``run_manifest.json``).
+name. The run is :func:`recipes.lifecycle.evaluate_model` (the evaluation data alone, nothing of a training run
+written) with the task read from the model's config and the model's own label keys (``class_names``,
+``ignore_labels``, ``reduce_labels``... from its ``run_manifest.json``).
 ``--update_card`` writes the results into the model folder's ``README.md`` as a ``model-index`` entry."""
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from recipes.config import RecipeError
 from recipes.modes.loading import read_manifest
@@ -77,23 +76,10 @@ def training_summary(model_dir: Path | None) -> dict[str, Any]:
     return {key: value for key, value in summary.items() if key.startswith("train")}
 
 
-def evaluation_recipe(model: str, task_name: str, keys: dict[str, str | None], output_dir: Path,
-                      inherited: dict[str, Any]) -> dict[str, Any]:
-    """The YAML recipe of the evaluation run (the command line still overrides it)."""
-    recipe: dict[str, Any] = {"task": task_name, "model_name_or_path": model, "evaluate_only": True,
-                              "output_dir": str(output_dir), "report_to": "none", **inherited}
-    has_source = any(keys.get(k) for k in ("train_dir", "train_file", "dataset_name"))
-    if not has_source:
-        # A folder or file given as validation data alone: the lifecycle loads a train split it never uses.
-        if keys.get("validation_dir"):
-            recipe["train_dir"] = keys["validation_dir"]
-        elif keys.get("validation_file"):
-            recipe["train_file"] = keys["validation_file"]
-    elif keys.get("dataset_name") and keys.get("validation_split") and "train_split" not in keys:
-        recipe["train_split"] = keys["validation_split"]  # the dataset may have no train split worth loading
-    if "max_train_samples" not in keys:
-        recipe["max_train_samples"] = 1  # the unused train split: check one image, not all
-    return recipe
+def evaluation_keys(model: str, task_name: str, output_dir: Path, inherited: dict[str, Any]) -> dict[str, Any]:
+    """The recipe keys of the evaluation run (the command line still overrides them)."""
+    return {"task": task_name, "model_name_or_path": model, "evaluate_only": True, "output_dir": str(output_dir),
+            "report_to": "none", **inherited}
 
 
 def write_report(context: Any, path: Path, model: str, data: str) -> Path:
@@ -127,8 +113,6 @@ def update_model_card(model_dir: Path, context: Any, data: str, data_type: str, 
     ``model_dir/README.md``; other entries and the card's text stay."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-    from recipes.card import TASK_NAMES
-
     path = model_dir / "README.md"
     if path.is_file():
         card = ModelCard.load(path)
@@ -136,7 +120,7 @@ def update_model_card(model_dir: Path, context: Any, data: str, data_type: str, 
         card = ModelCard(f"---\n{ModelCardData(library_name='transformers').to_yaml()}\n---\n\n# {model_dir.name}\n")
     task, metrics = context.task, context.metrics.get("eval", {})
     new = [
-        EvalResult(task_type=task.pipeline_tag, task_name=TASK_NAMES.get(task.pipeline_tag, task.pipeline_tag),
+        EvalResult(task_type=task.pipeline_tag, task_name=task.card_task_name(),
                    dataset_type=data_type, dataset_name=data, dataset_split=split, metric_type=key,
                    metric_name=display, metric_value=round(float(metrics[f"eval_{key}"]), 4))
         for key, display in task.card_metrics.items() if f"eval_{key}" in metrics
@@ -167,7 +151,7 @@ def evaluate(model: str, output_dir: str | None, update_card: bool, rest: list[s
     """Run the evaluation; return the report's path."""
     from transformers import AutoConfig
 
-    from recipes.lifecycle import run
+    from recipes.lifecycle import evaluate_model
     from recipes.parse import parse_recipe
     from recipes.tasks import task_for_config
 
@@ -196,23 +180,16 @@ def evaluate(model: str, output_dir: str | None, update_card: bool, rest: list[s
     if model_dir is not None and out.resolve() == model_dir.resolve():
         raise RecipeError("--output_dir is the model folder: the evaluation would overwrite the model's card and "
                           "results. Use a subfolder (the default is MODEL/eval-<data>).")
-    card_existed, curves_existed = (out / "README.md").exists(), (out / "training_curves.png").exists()
     local_data = not keys.get("dataset_name")
     inherited = inherited_data_keys(model_dir, task.data_arguments_class, local_data)
     out.mkdir(parents=True, exist_ok=True)
-    recipe_path = out / "evaluation_recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump(evaluation_recipe(model, task.name, keys, out, inherited),
-                                          sort_keys=False), encoding="utf-8")
-    context = run(parse_recipe([str(recipe_path), *rest]))
+    recipe = parse_recipe(rest, source=evaluation_keys(model, task.name, out, inherited),
+                          source_name="the evaluation's recipe (the model's label keys)")
+    context = evaluate_model(recipe)
     if not context.trainer.is_world_process_zero():
         return out / "evaluation.md"
-    for name, existed in (("README.md", card_existed), ("training_curves.png", curves_existed)):
-        if not existed:  # the lifecycle's card and curves describe a training run; evaluation.md replaces them
-            (out / name).unlink(missing_ok=True)
-    context.plots.pop("training_curves", None)
-    # The run's train split is a placeholder: train statistics in the report are the model's own training data's.
-    summary = {k: v for k, v in context.data.summary.items() if not k.startswith("train")}
-    context.data.summary = {**summary, **training_summary(model_dir)}
+    # Train statistics in the report (the task's sections) are the model's own training data's.
+    context.data.summary = {**context.data.summary, **training_summary(model_dir)}
     report = write_report(context, out / "evaluation.md", model, data)
     print(f"Evaluation report: {report}", flush=True)
     if update_card:

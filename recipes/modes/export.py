@@ -29,19 +29,17 @@ from recipes.onnx_export import (
     DEFAULT_OPSET,
     EXPORTERS,
     ExportSpec,
-    ParityAccumulator,
-    Tolerances,
     export_onnx,
     format_table,
     model_inputs,
     onnx_session,
-    output_names,
     require_onnx_runtime,
     run_eager,
     run_onnx,
     throughput_row,
     time_call,
 )
+from recipes.tasks.parity import ParityAccumulator, Tolerances
 from recipes.transforms import timm_data_config
 
 
@@ -63,8 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "dynamic); for models whose graph cannot take other sizes")
     parser.add_argument("--atol", type=float, default=Tolerances.atol, help="Max |PyTorch - ONNX| of logits/boxes")
     parser.add_argument("--min-agreement", type=float, default=Tolerances.min_agreement,
-                        help="Min share of agreeing top-1 labels / matched boxes / mask pixels")
-    parser.add_argument("--threshold", type=float, default=Tolerances.threshold, help="Detection score threshold")
+                        help="Min share of agreeing predictions (the task's rule: top-1 labels, matched "
+                             "boxes, mask pixels...)")
+    parser.add_argument("--threshold", type=float, default=Tolerances.threshold,
+                        help="Score threshold of a post-processing that has one (boxes)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8], help="Batch sizes of the benchmark")
     parser.add_argument("--repeats", type=int, default=20, help="Timed runs per benchmark cell (median reported)")
     parser.add_argument("--quick", action="store_true", help="Smoke-test speed: 2 timed runs, 1 warm-up")
@@ -105,34 +105,17 @@ def validation_images(fine: FineTuned, count: int) -> list[Image.Image]:
     known = {field.name for field in dataclasses.fields(data_class)}
     values = {key: value for key, value in recipe.items() if key in known}
     try:
-        # max_train_samples truncates after the hold-out split: the validation rows stay the run's
-        data_args = data_class(**{**values, "max_eval_samples": count, "max_train_samples": 1, "check_images": False,
+        # the training source is read for its hold-out only: the validation rows stay the run's
+        data_args = data_class(**{**values, "max_eval_samples": count, "check_images": False,
                                   "preprocessing_num_workers": None})
-        data = fine.task.load_data(data_args, seed=int(recipe.get("seed", 42)), cache_dir=recipe.get("cache_dir"))
+        data = fine.task.load_data(data_args, seed=int(recipe.get("seed", 42)), cache_dir=recipe.get("cache_dir"),
+                                   with_train=False)
         column = data_args.image_column_name
         records = data.validation.select(range(min(count, len(data.validation))))[column]
         return [load_rgb(record) for record in records]
     except Exception as err:  # data moved, Hub offline...: fall back to other images, say why
         print(f"  (validation data of the run not available: {type(err).__name__}: {str(err)[:200]})")
         return []
-
-
-def sample_images(task: str, count: int) -> list[Image.Image]:
-    """Synthetic images of the task's quickstart data (shapes, plates, street scenes)."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    if task == "object-detection":
-        from recipes.sample_data.plates import draw_plates_image
-
-        return [draw_plates_image(320, rng)[0] for _ in range(count)]
-    if task == "semantic-segmentation":
-        from recipes.sample_data.streets import draw_street
-
-        return [Image.fromarray(draw_street(120, 160, rng)[0]) for _ in range(count)]
-    from recipes.sample_data.shapes import CLASSES, draw_shape
-
-    return [draw_shape(CLASSES[i % len(CLASSES)], 224, rng) for i in range(count)]
 
 
 def parity_images(fine: FineTuned, images: Sequence[str] | None, count: int) -> tuple[list[Image.Image], str]:
@@ -143,7 +126,7 @@ def parity_images(fine: FineTuned, images: Sequence[str] | None, count: int) -> 
     found = validation_images(fine, count)
     if found:
         return found, f"{len(found)} validation image(s) of the run"
-    return sample_images(fine.task.name, count), f"{count} synthetic sample image(s) (pass --images for real ones)"
+    return fine.task.sample_images(count), f"{count} synthetic sample image(s) (pass --images for real ones)"
 
 
 # --------------------------------------------------------------------------- steps
@@ -156,7 +139,7 @@ def processed(fine: FineTuned, images: Sequence[Image.Image]) -> dict[str, torch
 
 def check_parity(fine: FineTuned, session: Any, images: list[Image.Image], names: tuple[str, ...],
                  tolerances: Tolerances, batch_size: int = 4) -> ParityAccumulator:
-    parity = ParityAccumulator(task=fine.task.name, names=names, tolerances=tolerances)
+    parity = ParityAccumulator(rule=fine.task.parity_rule(tolerances), names=names)
     for start in tqdm(range(0, len(images), batch_size), desc="parity", unit="batch"):
         batch = images[start:start + batch_size]
         inputs = processed(fine, batch)
@@ -207,7 +190,7 @@ def run_export(args: argparse.Namespace) -> int:
     fine = load_fine_tuned(args.model, device="cpu", revision=args.revision, trust_remote_code=args.trust_remote_code)
     architecture = type(fine.model).__name__
     images, source = parity_images(fine, args.images, args.num_images)
-    names = output_names(fine.task.name)
+    names = fine.task.onnx_outputs
     output.mkdir(parents=True, exist_ok=True)
     model_path = output / "model.onnx"
     spec = ExportSpec(exporter=args.exporter, opset=args.opset, dynamic_size=not args.static_size)

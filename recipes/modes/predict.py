@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from recipes.config import RecipeError
 from recipes.decode.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, BadImageError, set_max_image_pixels
 from recipes.decode.tensors import decode_to_tensor
-from recipes.render import class_palette, render
+from recipes.render import class_palette
 from recipes.tasks.base import PredictOptions
 
 GLOB_CHARACTERS = set("*?[")
@@ -275,7 +275,7 @@ def _predict(args: argparse.Namespace, loaded: Any, paths: list[Path], options: 
                     sink.add(str(paths[index]), size, prediction)
                     if visualize is not None:
                         image = Image.fromarray(batch.images[k].permute(1, 2, 0).numpy())
-                        drawn = render(loaded.task.name, image, prediction, palette=palette, id2label=id2label)
+                        drawn = loaded.task.render(image, prediction, palette=palette, id2label=id2label)
                         drawn.save(visualize / f"{index:06d}_{paths[index].stem}.png")
                 done += len(batch.indices)
             progress.update(len(batch.indices) + len(batch.failed))

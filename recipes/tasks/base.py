@@ -1,8 +1,10 @@
 """The contract between the shared lifecycle and one vision task.
 
 The lifecycle (:mod:`recipes.lifecycle`) runs data → transforms → model → Trainer →
-evaluate → save → plots → card → push for every task; a task module only supplies
-the pieces below. A new task is one new module that subclasses :class:`Task`.
+evaluate → save → plots → card → push for every task; a task package only supplies
+the pieces below, and what the modes need (ONNX outputs and parity rule, demo, rendering, card name,
+quickstart data). A new task is one package that subclasses :class:`Task`, registered once
+(:mod:`recipes.tasks`: the built-in table or the ``vision_recipes.tasks`` entry-point group).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from datasets import Dataset
@@ -24,12 +26,18 @@ from recipes.config import DataArguments, ModelArguments, Recipe, RecipeError
 from recipes.modeling import LoadedModel, RecipeTrainer, build_model
 from recipes.transforms import ProcessorGeometry
 
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from recipes.tasks.parity import ParityRule, Tolerances
+
 
 @dataclass
 class TaskData:
     """The splits of one run plus what the model, the card and the plots need to know about them."""
 
-    train: Dataset
+    train: Dataset | None
+    """``None`` when only evaluation data was prepared (``evaluate``; ``load_data(..., with_train=False)``)."""
     validation: Dataset
     id2label: dict[int, str]
     test: Dataset | None = None
@@ -129,11 +137,37 @@ class PredictionSink(ABC):
         return []
 
 
+@dataclass(frozen=True)
+class Quickstart:
+    """A task's offline quickstart: its recipe, its synthetic data, the metric reported and its chance level."""
+
+    name: str
+    """The short name (``scripts/quickstart.py --tasks NAME``, the data and output folder names)."""
+    recipe: str
+    """Recipe path relative to the repository root."""
+    make_data: Callable[[Path], Path]
+    """Writes the synthetic dataset under the given folder; returns the folder to train on."""
+    metric: str
+    chance: str
+    sample_images: Callable[[int], list[Image.Image]] | None = None
+    """``count`` synthetic images (``export``'s parity images when the run's own data is gone)."""
+
+
 class Task(ABC):
-    """One vision task: how to load its data, transform it, build its model and score it."""
+    """One vision task: how to load its data, transform it, build its model and score it, and what the modes
+    (predict, evaluate, export, demo, the card, the quickstart) need to know about it."""
 
     name: ClassVar[str]
     pipeline_tag: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    """Other names a recipe's ``task:`` may use (``classification``...)."""
+    architecture_suffixes: ClassVar[tuple[str, ...]] = ()
+    """Ends of ``config.json`` ``architectures`` names that mark a saved model of this task."""
+    display_name: ClassVar[str | None] = None
+    """The model card's task name (default: the pipeline tag in title case, e.g. ``Image Classification``)."""
+    onnx_outputs: ClassVar[tuple[str, ...]] = ("logits",)
+    """The model outputs the ONNX graph keeps (what the task's post-processing reads)."""
+    quickstart: ClassVar[Quickstart | None] = None
     data_arguments_class: ClassVar[type[DataArguments]] = DataArguments
     auto_model_class: ClassVar[Any]
     main_metric: ClassVar[str]
@@ -165,8 +199,12 @@ class Task(ABC):
         return {"remove_unused_columns": False, "batch_eval_metrics": True}
 
     @abstractmethod
-    def load_data(self, data_args: DataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
-        """Load, check and split the data (image columns left undecoded: ``Image(decode=False)``)."""
+    def load_data(
+        self, data_args: DataArguments, seed: int, cache_dir: str | None = None, with_train: bool = True
+    ) -> TaskData:
+        """Load, check and split the data (image columns left undecoded: ``Image(decode=False)``). Without
+        ``with_train`` only the evaluation splits are checked and returned (``train`` is ``None``); a training
+        source, when given, is still read for its hold-out."""
 
     @abstractmethod
     def transforms(
@@ -233,6 +271,50 @@ class Task(ABC):
     def prediction_sink(self, model: Any, image_processor: Any, options: PredictOptions) -> PredictionSink:
         """How ``vision-recipes predict`` turns this task's model outputs into per-image predictions and files."""
         raise RecipeError(f"{self.name} has no prediction output format for `vision-recipes predict`.")
+
+    @classmethod
+    def recognises(cls, config: Any) -> bool:
+        """Whether a saved model's config is one of this task's (default: an ``architectures`` name ends with one
+        of :attr:`architecture_suffixes`)."""
+        names = getattr(config, "architectures", None) or []
+        return any(name.endswith(suffix) for name in names for suffix in cls.architecture_suffixes)
+
+    @classmethod
+    def card_task_name(cls) -> str:
+        """The model card's ``model-index`` task name."""
+        return cls.display_name or cls.pipeline_tag.replace("-", " ").title()
+
+    def parity_rule(self, tolerances: Tolerances) -> ParityRule:
+        """How ``export`` compares PyTorch and ONNX Runtime outputs after post-processing (default: every output
+        within ``atol`` per image)."""
+        from recipes.tasks.parity import OutputsClose
+
+        return OutputsClose(tolerances)
+
+    def sample_images(self, count: int) -> list[Image.Image]:
+        """``count`` synthetic images of the task's quickstart data (``export`` without the run's data)."""
+        if self.quickstart is None or self.quickstart.sample_images is None:
+            raise RecipeError(f"{self.name} has no synthetic sample images: pass --images with a few of yours.")
+        return self.quickstart.sample_images(count)
+
+    def render(self, image: Image.Image, prediction: dict[str, Any], palette: Any = None,
+               id2label: dict[int, str] | None = None) -> Image.Image:
+        """``image`` with one prediction of :meth:`prediction_sink` drawn on it (``predict --visualize``)."""
+        raise RecipeError(f"{self.name} cannot draw its predictions; run predict without --visualize.")
+
+    def demo_controls(self, gr: Any, threshold: float) -> list[Any]:
+        """The demo's Gradio inputs beyond the uploaded image (e.g. a score-threshold slider), made in the app."""
+        return []
+
+    def demo_outputs(self, gr: Any, config: Any) -> list[Any]:
+        """The demo's Gradio outputs (made in the app), filled by :meth:`demo_predict`."""
+        raise RecipeError(f"{self.name} has no demo view.")
+
+    def demo_predict(self, pipe: Any, image: Image.Image, scale: tuple[float, float], palette: Any,
+                     *controls: Any) -> Any:
+        """The demo's outputs for ``image`` (already downscaled; ``scale``: upload / working pixels per axis),
+        from ``transformers.pipeline`` ``pipe`` and the values of :meth:`demo_controls`."""
+        raise RecipeError(f"{self.name} has no demo view.")
 
     def usage_snippet(self, model_id: str) -> str:
         """Python code showing how to use the fine-tuned model."""

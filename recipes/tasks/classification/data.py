@@ -53,7 +53,8 @@ class ClassificationDataArguments(DataArguments):
 
 
 def load_classification_splits(
-    data_args: ClassificationDataArguments, cache_dir: str | None, skipped: list[dict[str, str]] | None = None
+    data_args: ClassificationDataArguments, cache_dir: str | None, skipped: list[dict[str, str]] | None = None,
+    with_train: bool = True,
 ) -> dict[str, Dataset]:
     """Splits from a Hub id, an image folder (``root/<class>/*``) or CSV/JSONL listings.
 
@@ -61,20 +62,21 @@ def load_classification_splits(
     (``split``, ``path``, ``reason``) and left out, or, with ``strict``, stop the run (:func:`class_folder_splits`)."""
     if data_args.dataset_name:
         return load_hub_splits(data_args, cache_dir)
-    if data_args.train_file:
+    evaluation_only = not with_train and not data_args.train_dir
+    if data_args.train_file or (evaluation_only and data_args.validation_file):
         return _load_listing_files(data_args)
     train_dir = local_path(data_args.train_dir, "train_dir")
     if train_dir is not None and not train_dir.is_dir():
         raise RecipeError(f"`train_dir` must be a folder of class folders, got the file {train_dir}.")
-    if train_dir is None:
+    if train_dir is None and not (evaluation_only and (data_args.validation_dir or data_args.test_dir)):
         raise RecipeError(
             "No data: set `dataset_name` (Hub id), `train_dir` (image folder) or `train_file` (CSV/JSONL)."
         )
-    subdirs = {p.name for p in train_dir.iterdir() if p.is_dir()}
+    subdirs = {p.name for p in train_dir.iterdir() if p.is_dir()} if train_dir is not None else set()
     if "train" in subdirs and all(canonical_split(name) for name in subdirs):  # root/{train,val,test}/<class>/
         folders = {canonical_split(name): train_dir / name for name in sorted(subdirs)}
     else:
-        folders = {"train": train_dir}
+        folders = {"train": train_dir} if train_dir is not None else {}
     for split, value in (("validation", data_args.validation_dir), ("test", data_args.test_dir)):
         folder = local_path(value, f"{split}_dir")
         if folder is not None:
@@ -218,8 +220,8 @@ def _resolve_path(row: dict[str, Any], *, column: str, base: Path) -> dict[str, 
 
 def ensure_class_labels(splits: dict[str, Dataset], column: str) -> dict[str, Dataset]:
     """Make ``column`` a ``ClassLabel`` in every split (string labels are encoded, names shared)."""
-    train = splits["train"]
-    feature = train.features[column]
+    first = splits["train"] if "train" in splits else next(iter(splits.values()))  # evaluation data alone
+    feature = first.features[column]
     if isinstance(feature, ClassLabel):
         return splits
     values = set()

@@ -19,8 +19,8 @@ from recipes.data.check_cache import CheckCache, arrow_column
 from recipes.data.sources import drop_bad_images, require_columns, undecoded
 from recipes.data.splits import pick_splits
 from recipes.decode.turbojpeg import region_decoding_status
-from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
-from recipes.tasks.classification import report
+from recipes.tasks.base import PredictionSink, PredictOptions, Quickstart, RunContext, StreamingMetric, Task, TaskData
+from recipes.tasks.classification import demo, report
 from recipes.tasks.classification.data import (
     ClassificationDataArguments,
     ensure_class_labels,
@@ -29,6 +29,7 @@ from recipes.tasks.classification.data import (
 )
 from recipes.tasks.classification.metric import ClassificationMetric
 from recipes.tasks.classification.outputs import ClassificationSink
+from recipes.tasks.classification.parity import TopLabelParity
 from recipes.tasks.classification.streaming import label_check, load_streaming_classification
 from recipes.tasks.classification.transforms import (
     build_train_augmentation,
@@ -37,6 +38,7 @@ from recipes.tasks.classification.transforms import (
     encoded_classification_batch,
     transform_classification_batch,
 )
+from recipes.tasks.parity import ParityRule, Tolerances
 from recipes.transforms import (
     ProcessorGeometry,
     device_normaliser,
@@ -55,17 +57,23 @@ class ImageClassification(Task):
 
     name = "image-classification"
     pipeline_tag = "image-classification"
+    aliases = ("classification",)
+    architecture_suffixes = ("ForImageClassification", "ForImageClassificationWithTeacher")
+    quickstart = Quickstart("classification", "configs/quickstart/classification.yaml", demo.make_shapes,
+                            "accuracy", "0.25 (4 balanced classes)", demo.shape_images)
     data_arguments_class = ClassificationDataArguments
     auto_model_class = AutoModelForImageClassification
     main_metric = "accuracy"
     card_metrics = {"accuracy": "Accuracy", "top5_accuracy": "Top-5 accuracy", "f1_macro": "Macro F1"}
     supports_streaming = True
 
-    def load_data(self, data_args: ClassificationDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
-        if data_args.streaming:
+    def load_data(
+        self, data_args: ClassificationDataArguments, seed: int, cache_dir: str | None = None, with_train: bool = True
+    ) -> TaskData:
+        if data_args.streaming and with_train:
             return load_streaming_classification(data_args, seed, cache_dir)
         unstorable: list[dict[str, str]] = []  # files named in another encoding than UTF-8: skipped at listing
-        splits = load_classification_splits(data_args, cache_dir, skipped=unstorable)
+        splits = load_classification_splits(data_args, cache_dir, skipped=unstorable, with_train=with_train)
         image_column, label_column = data_args.image_column_name, data_args.label_column_name
         for split, dataset in splits.items():
             require_columns(
@@ -74,8 +82,9 @@ class ImageClassification(Task):
                 f"the {split} split",
             )
         splits = ensure_class_labels(splits, label_column)
-        train, validation, test = pick_splits(splits, data_args, seed, stratify_by=label_column)
-        names = train.features[label_column].names
+        train, validation, test = pick_splits(splits, data_args, seed, stratify_by=label_column,
+                                              with_train=with_train)
+        names = (train or validation).features[label_column].names
         id2label = dict(enumerate(names))
         summary: dict[str, Any] = {"skipped_files": list(unstorable)}
         cache = CheckCache.from_args(data_args, cache_dir)
@@ -93,7 +102,7 @@ class ImageClassification(Task):
             counts = np.bincount(labels, minlength=len(names))
             summary[f"{split}_examples"] = len(dataset)
             summary[f"{split}_per_class"] = {names[i]: int(c) for i, c in enumerate(counts)}
-        if data_args.cache_decoded_images:
+        if data_args.cache_decoded_images and "train" in checked:
             checked["train"] = cache.map(
                 checked["train"], partial(decode_into_cache, image_column=image_column), check="decoded-images",
                 split="train", desc="Decoding training images into the cache", file_columns=[image_column],
@@ -101,7 +110,7 @@ class ImageClassification(Task):
             )
         summary["check_cache"] = cache.summary()
         return TaskData(
-            train=checked["train"],
+            train=checked.get("train"),
             validation=checked["validation"],
             test=checked.get("test"),
             id2label=id2label,
@@ -182,3 +191,18 @@ class ImageClassification(Task):
 
     def prediction_sink(self, model: Any, image_processor: Any, options: PredictOptions) -> PredictionSink:
         return ClassificationSink(model.config, options)
+
+    def parity_rule(self, tolerances: Tolerances) -> ParityRule:
+        return TopLabelParity(tolerances)
+
+    def render(self, image: Any, prediction: dict[str, Any], palette: Any = None,
+               id2label: dict[int, str] | None = None) -> Any:
+        from recipes.render import draw_top_labels
+
+        return draw_top_labels(image, prediction)
+
+    def demo_outputs(self, gr: Any, config: Any) -> list[Any]:
+        return demo.demo_outputs(gr, config)
+
+    def demo_predict(self, pipe: Any, image: Any, scale: tuple[float, float], palette: Any, *controls: Any) -> Any:
+        return demo.demo_predict(pipe, image)

@@ -114,19 +114,21 @@ def single_split(result: ReadResult, wanted: str, folder: Path) -> list[dict[str
     )
 
 
-def _load_local(data_args: DetectionDataArguments) -> LoadedSplits:
+def _load_local(data_args: DetectionDataArguments, with_train: bool = True) -> LoadedSplits:
     train_dir = local_path(data_args.train_dir, "train_dir")
-    if train_dir is None:
+    if train_dir is None and (with_train or not (data_args.validation_dir or data_args.test_dir)):
         raise RecipeError(
             "No data: set `dataset_name` (a Hub detection dataset) or `train_dir` (a Pascal VOC, COCO, YOLO or "
             "image-folder + metadata.jsonl folder)."
         )
-    if not train_dir.is_dir():
+    if train_dir is not None and not train_dir.is_dir():
         raise RecipeError(f"`train_dir` must be a folder, got the file {train_dir}.")
     results: list[tuple[str, ReadResult]] = []
     rows: dict[str, list[dict[str, Any]]] = {}
-    subfolders = split_subfolders(train_dir)
-    if subfolders:
+    subfolders = split_subfolders(train_dir) if train_dir is not None else {}
+    if train_dir is None:
+        pass  # evaluation data only: the folders below
+    elif subfolders:
         for split, folder in subfolders.items():
             result = read_detection_folder(folder, data_args.dataset_format, data_args.class_names)
             rows[split] = single_split(result, split, folder)
@@ -155,8 +157,9 @@ def _load_local(data_args: DetectionDataArguments) -> LoadedSplits:
         declared + [n for n in found if n not in declared] if declared else found
     )
     if not any(rows.values()):
+        where = train_dir or data_args.validation_dir or data_args.test_dir
         raise RecipeError(
-            f"No usable images in {train_dir}: every annotation file was skipped "
+            f"No usable images in {where}: every annotation file was skipped "
             f"({len(problems)} problem(s), see the warnings above)."
         )
     splits = {split: rows_to_dataset(split_rows) for split, split_rows in rows.items() if split_rows}
@@ -208,12 +211,15 @@ def check_splits(
     return checked
 
 
-def load_detection_data(data_args: DetectionDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
-    """Read, split and check detection data into :class:`TaskData` (summary included)."""
-    loaded = _load_hub(data_args, cache_dir) if data_args.dataset_name else _load_local(data_args)
+def load_detection_data(
+    data_args: DetectionDataArguments, seed: int, cache_dir: str | None = None, with_train: bool = True
+) -> TaskData:
+    """Read, split and check detection data into :class:`TaskData` (summary included; without ``with_train`` the
+    evaluation splits only)."""
+    loaded = _load_hub(data_args, cache_dir) if data_args.dataset_name else _load_local(data_args, with_train)
     if not loaded.class_names:
         raise RecipeError("The data has no labelled boxes and no `class_names` were given: nothing to learn.")
-    train, validation, test = pick_splits(loaded.splits, data_args, seed)
+    train, validation, test = pick_splits(loaded.splits, data_args, seed, with_train=with_train)
     summary: dict[str, Any] = {
         "class_names": loaded.class_names,
         "skipped_files": list(loaded.problems),
@@ -225,7 +231,7 @@ def load_detection_data(data_args: DetectionDataArguments, seed: int, cache_dir:
                            loaded.source_names, data_args, summary, cache)
     summary["check_cache"] = cache.summary()
     return TaskData(
-        train=checked["train"],
+        train=checked.get("train"),
         validation=checked["validation"],
         test=checked.get("test"),
         id2label=dict(enumerate(loaded.class_names)),

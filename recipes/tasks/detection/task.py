@@ -12,10 +12,20 @@ from datasets import ClassLabel, Dataset, List
 from transformers import AutoModelForObjectDetection
 
 from recipes.config import RecipeError
-from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
+from recipes.tasks.base import (
+    PredictionSink,
+    PredictOptions,
+    Quickstart,
+    RunContext,
+    StreamingMetric,
+    Task,
+    TaskData,
+)
+from recipes.tasks.detection import demo
 from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data, translate_categories
 from recipes.tasks.detection.metric import DetectionMetric, detections_at_original_size
 from recipes.tasks.detection.outputs import DetectionSink
+from recipes.tasks.detection.parity import BoxParity
 from recipes.tasks.detection.report import data_checks_markdown, precision_recall_plot, prediction_grid
 from recipes.tasks.detection.streaming import load_streaming_detection, record_check
 from recipes.tasks.detection.transforms import (
@@ -26,6 +36,7 @@ from recipes.tasks.detection.transforms import (
     training_resize,
     transform_detection_batch,
 )
+from recipes.tasks.parity import ParityRule, Tolerances
 
 # --------------------------------------------------------------------------- task
 
@@ -35,6 +46,11 @@ class ObjectDetection(Task):
 
     name = "object-detection"
     pipeline_tag = "object-detection"
+    aliases = ("detection",)
+    architecture_suffixes = ("ForObjectDetection",)
+    onnx_outputs = ("logits", "pred_boxes")
+    quickstart = Quickstart("detection", "configs/quickstart/detection.yaml", demo.make_plates, "map",
+                            "0 (random boxes)", demo.plate_images)
     data_arguments_class = DetectionDataArguments
     auto_model_class = AutoModelForObjectDetection
     main_metric = "map"
@@ -55,10 +71,12 @@ class ObjectDetection(Task):
         # Labels are lists of per-image dicts and predictions one dict per image: gather them as objects.
         return {**super().forced_training_arguments(), "eval_use_gather_object": True}
 
-    def load_data(self, data_args: DetectionDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
-        if data_args.streaming:
+    def load_data(
+        self, data_args: DetectionDataArguments, seed: int, cache_dir: str | None = None, with_train: bool = True
+    ) -> TaskData:
+        if data_args.streaming and with_train:
             return load_streaming_detection(data_args, seed, cache_dir)
-        return load_detection_data(data_args, seed, cache_dir)
+        return load_detection_data(data_args, seed, cache_dir, with_train=with_train)
 
     def stream_check(self, data_args: DetectionDataArguments, data: TaskData) -> Callable:
         return record_check(data_args, data)
@@ -144,3 +162,21 @@ class ObjectDetection(Task):
 
     def prediction_sink(self, model: Any, image_processor: Any, options: PredictOptions) -> PredictionSink:
         return DetectionSink(model.config, image_processor, options)
+
+    def parity_rule(self, tolerances: Tolerances) -> ParityRule:
+        return BoxParity(tolerances)
+
+    def render(self, image: Any, prediction: dict[str, Any], palette: Any = None,
+               id2label: dict[int, str] | None = None) -> Any:
+        from recipes.render import draw_boxes
+
+        return draw_boxes(image, prediction, palette)
+
+    def demo_controls(self, gr: Any, threshold: float) -> list[Any]:
+        return demo.demo_controls(gr, threshold)
+
+    def demo_outputs(self, gr: Any, config: Any) -> list[Any]:
+        return demo.demo_outputs(gr)
+
+    def demo_predict(self, pipe: Any, image: Any, scale: tuple[float, float], palette: Any, *controls: Any) -> Any:
+        return demo.demo_predict(pipe, image, scale, palette, *controls)

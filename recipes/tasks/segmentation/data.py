@@ -112,21 +112,24 @@ class SegmentationSource:
     orphan_masks: list[str] = field(default_factory=list)
 
 
-def load_segmentation_source(data_args: SegmentationDataArguments, cache_dir: str | None) -> SegmentationSource:
-    """Hub dataset (``dataset_name``) or local folders (``train_dir``, ``validation_dir``, ``test_dir``)."""
+def load_segmentation_source(
+    data_args: SegmentationDataArguments, cache_dir: str | None, with_train: bool = True
+) -> SegmentationSource:
+    """Hub dataset (``dataset_name``) or local folders (``train_dir``, ``validation_dir``, ``test_dir``; without
+    ``with_train``, ``train_dir`` may be missing)."""
     if data_args.dataset_name:
         return _hub_source(data_args, cache_dir)
     train_dir = local_path(data_args.train_dir, "train_dir")
-    if train_dir is None:
+    if train_dir is None and (with_train or not (data_args.validation_dir or data_args.test_dir)):
         raise RecipeError(
             "No data: set `dataset_name` (Hub id) or `train_dir` (a folder of "
             + " / ".join(formats.LAYOUTS.values()) + ")."
         )
-    if not train_dir.is_dir():
+    if train_dir is not None and not train_dir.is_dir():
         raise RecipeError(f"`train_dir` must be a folder, got the file {train_dir}.")
     dataset_format = formats.normalise_format(data_args.dataset_format)
-    folders = {"train": train_dir}
-    if formats.detect_layout(train_dir) is None:
+    folders = {"train": train_dir} if train_dir is not None else {}
+    if train_dir is not None and formats.detect_layout(train_dir) is None:
         folders = formats.find_split_folders(train_dir) or folders
     for split, value in (("validation", data_args.validation_dir), ("test", data_args.test_dir)):
         folder = local_path(value, f"{split}_dir")
@@ -142,7 +145,7 @@ def load_segmentation_source(data_args: SegmentationDataArguments, cache_dir: st
     if palette is not None:
         class_names = palette_class_names(data_args, palette)
     else:
-        class_names = index_class_names(data_args, id2label_near(train_dir))
+        class_names = index_class_names(data_args, id2label_near(train_dir or next(iter(folders.values()))))
     splits = {}
     for split, listing in listings.items():
         if not listing.images:
@@ -167,19 +170,20 @@ def _local_palette(
     if layout != formats.CAMVID:
         return None
     palettes = {split: formats.find_palette_file(listing.folder) for split, listing in listings.items()}
-    if palettes["train"] is None:
-        folder = listings["train"].folder
+    first = next(iter(listings))  # train, or the first evaluation split of evaluation data alone
+    if palettes[first] is None:
+        folder = listings[first].folder
         raise RecipeError(
             f"{folder} holds colour masks (<frame>_L.png) but no label_colors.txt or class_dict.csv was found "
             f"in it or in {folder.parent}: add one, or set `label_colors_file`."
         )
-    palette = formats.read_palette_file(palettes["train"])
+    palette = formats.read_palette_file(palettes[first])
     for split, path in palettes.items():
-        if path is not None and path != palettes["train"]:
+        if path is not None and path != palettes[first]:
             other = formats.read_palette_file(path)
             if (other.names, other.colours) != (palette.names, palette.colours):
                 raise RecipeError(
-                    f"The {split} palette {path} differs from the train palette {palettes['train']}; the same "
+                    f"The {split} palette {path} differs from the {first} palette {palettes[first]}; the same "
                     "colour must mean the same class in every split (set `label_colors_file` to the right one)."
                 )
     return palette

@@ -37,8 +37,9 @@ from recipes import plots
 from recipes.config import RecipeError
 from recipes.data.check_cache import CheckCache
 from recipes.data.splits import pick_splits
-from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
-from recipes.tasks.segmentation import formats
+from recipes.tasks.base import PredictionSink, PredictOptions, Quickstart, RunContext, StreamingMetric, Task, TaskData
+from recipes.tasks.parity import ParityRule, Tolerances
+from recipes.tasks.segmentation import demo, formats
 from recipes.tasks.segmentation.data import (
     SegmentationData,
     SegmentationDataArguments,
@@ -49,6 +50,7 @@ from recipes.tasks.segmentation.data import (
 )
 from recipes.tasks.segmentation.metric import SegmentationMetric
 from recipes.tasks.segmentation.outputs import SegmentationSink
+from recipes.tasks.segmentation.parity import MaskParity
 from recipes.tasks.segmentation.report import fmt, labels_note, prediction_grid, training_palette
 from recipes.tasks.segmentation.streaming import load_streaming_segmentation
 from recipes.tasks.segmentation.transforms import (
@@ -69,6 +71,10 @@ class SemanticSegmentation(Task):
 
     name = "semantic-segmentation"
     pipeline_tag = "image-segmentation"
+    aliases = ("segmentation", "image-segmentation")
+    architecture_suffixes = ("ForSemanticSegmentation",)
+    quickstart = Quickstart("segmentation", "configs/quickstart/segmentation.yaml", demo.make_streets, "mean_iou",
+                            "about 1/number of classes", demo.street_images)
     data_arguments_class = SegmentationDataArguments
     auto_model_class = AutoModelForSemanticSegmentation
     main_metric = "mean_iou"
@@ -79,12 +85,15 @@ class SemanticSegmentation(Task):
     }
     supports_streaming = True
 
-    def load_data(self, data_args: SegmentationDataArguments, seed: int, cache_dir: str | None = None) -> TaskData:
-        if data_args.streaming:
+    def load_data(
+        self, data_args: SegmentationDataArguments, seed: int, cache_dir: str | None = None, with_train: bool = True
+    ) -> TaskData:
+        if data_args.streaming and with_train:
             return load_streaming_segmentation(data_args, seed, cache_dir)
-        source = load_segmentation_source(data_args, cache_dir)
+        source = load_segmentation_source(data_args, cache_dir, with_train)
         mapping = label_mapping(source, data_args)
-        train, validation, test = pick_splits(source.splits, data_args, seed, ordered_holdout=source.ordered)
+        train, validation, test = pick_splits(source.splits, data_args, seed, ordered_holdout=source.ordered,
+                                              with_train=with_train)
         summary: dict[str, Any] = {
             "layout": source.layout,
             "mask_encoding": "colour" if source.palette is not None else "index",
@@ -112,9 +121,10 @@ class SemanticSegmentation(Task):
                 summary[key] += report.pop(key)
             summary.update(report)
         summary["check_cache"] = cache.summary()
-        log_pixel_share(summary["train_pixel_share"])
+        if "train_pixel_share" in summary:
+            log_pixel_share(summary["train_pixel_share"])
         return SegmentationData(
-            train=checked["train"],
+            train=checked.get("train"),
             validation=checked["validation"],
             test=checked.get("test"),
             id2label=mapping.id2label,
@@ -234,6 +244,25 @@ class SemanticSegmentation(Task):
             '    print(segment["label"], segment["mask"].size)  # mask: PIL image at the input\'s size'
         )
 
-
     def prediction_sink(self, model: Any, image_processor: Any, options: PredictOptions) -> PredictionSink:
         return SegmentationSink(model.config, image_processor, options)
+
+    def parity_rule(self, tolerances: Tolerances) -> ParityRule:
+        return MaskParity(tolerances)
+
+    def render(self, image: Any, prediction: dict[str, Any], palette: Any = None,
+               id2label: dict[int, str] | None = None) -> Any:
+        import numpy as np
+
+        from recipes.render import class_palette, draw_mask
+
+        id2label = id2label or {}
+        if palette is None:
+            palette = class_palette(None, max(len(id2label), int(np.asarray(prediction["mask"]).max(initial=0)) + 1))
+        return draw_mask(image, prediction, palette, id2label)
+
+    def demo_outputs(self, gr: Any, config: Any) -> list[Any]:
+        return demo.demo_outputs(gr)
+
+    def demo_predict(self, pipe: Any, image: Any, scale: tuple[float, float], palette: Any, *controls: Any) -> Any:
+        return demo.demo_predict(pipe, image, palette)
