@@ -97,10 +97,13 @@ def _own_fields(cls: type, base: type) -> list[dataclasses.Field]:
 
 def render() -> str:
     """The whole page, as ``docs/recipe-keys.md`` should hold it."""
-    from recipes.config import DataArguments, ModelArguments, RunArguments
-    from recipes.tasks import TASK_MODULES, get_task
+    import importlib
 
-    tasks = {name: get_task(name) for name in TASK_MODULES}
+    from recipes.config import DataArguments, ModelArguments, RunArguments
+    from recipes.tasks import BUILTIN_TASKS
+
+    built_in = [getattr(importlib.import_module(m), c)() for m, _, c in (r.partition(":") for r in BUILTIN_TASKS)]
+    tasks = {task.name: task for task in built_in}  # the package's own tasks (not plugins installed here)
     out = [INTRO, "## Run keys", "", f"`RunArguments`: {RunArguments.__doc__}", ""]
     out += _table(RunArguments, dataclasses.fields(RunArguments))
     out += ["", "## Data keys", "", f"`DataArguments`, shared by every task: {DataArguments.__doc__}", ""]

@@ -10,7 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 from recipes.config import ModelArguments, RunArguments
-from recipes.tasks import TASK_MODULES, get_task
+from recipes.tasks import get_task, task_names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def test_recipe_keys_page_is_up_to_date() -> None:
 
 def test_recipe_keys_page_lists_every_key() -> None:
     page = _generator().render()
-    classes = [RunArguments, ModelArguments] + [get_task(name).data_arguments_class for name in TASK_MODULES]
+    classes = [RunArguments, ModelArguments] + [get_task(name).data_arguments_class for name in task_names()]
     missing = [f.name for cls in classes for f in dataclasses.fields(cls) if f"| `{f.name}` |" not in page]
     assert not missing, f"keys missing from the recipe-keys page: {missing}"
 
