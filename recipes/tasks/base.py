@@ -95,6 +95,19 @@ class PredictOptions:
     """``(num_labels, 3)`` ``uint8`` class colours (segmentation ``--format color``)."""
 
 
+@dataclass(frozen=True)
+class FrameRef:
+    """Where a prediction of a video frame comes from: the frame's 0-based number in the file and its time."""
+
+    frame: int
+    time_s: float
+
+
+def record_head(file: str, frame: FrameRef | None = None) -> dict[str, Any]:
+    """The first keys of every predict record: ``file``, then ``frame`` and ``time_s`` for a video frame."""
+    return {"file": file} if frame is None else {"file": file, "frame": frame.frame, "time_s": frame.time_s}
+
+
 class PredictionSink(ABC):
     """One task's predict output: model outputs → one JSON-friendly prediction per image → files.
 
@@ -121,8 +134,8 @@ class PredictionSink(ABC):
         model inputs, e.g. the ``pixel_mask`` of a padded batch)."""
 
     @abstractmethod
-    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any]) -> None:
-        """Write (or keep) one image's prediction."""
+    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any], frame: FrameRef | None = None) -> None:
+        """Write (or keep) one image's prediction (``frame``: which frame of the video ``file`` it is)."""
 
     def close(self) -> list[Path]:
         """Finish the files; return what was written."""
