@@ -65,6 +65,17 @@ def decode(path: Path) -> list[np.ndarray]:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
+def assert_drawn_like(shown: np.ndarray, expected: np.ndarray, plain: np.ndarray) -> None:
+    """A decoded frame of an annotated video against the drawing expected on it and the plain frame: where the
+    drawing changed the frame (boxes, labels, mask colours), the video shows the drawing (H.264 is lossy: close to
+    it, far from the plain frame)."""
+    expected, plain, shown = expected.astype(int), plain.astype(int), shown.astype(int)
+    drawn = np.abs(expected - plain).max(axis=2) > 40
+    assert drawn.mean() > 0.001, "the expected drawing leaves the frame as it was"
+    near, far = np.abs(shown - expected)[drawn].mean(), np.abs(shown - plain)[drawn].mean()
+    assert near < far / 3, (near, far)
+
+
 def read_rows(output: Path) -> list[dict]:
     path = output / "predictions.jsonl" if output.is_dir() else output
     return [json.loads(line) for line in path.read_text().splitlines()]
@@ -90,7 +101,7 @@ def test_video_frames_are_predicted_as_the_same_frames_saved_as_images(
     from recipes.modes.predict import main
     from recipes.video import probe_video
 
-    clip = write_clip(tmp_path / "clip.mp4", synthetic_frames(12), fps=10)
+    clip = write_clip(tmp_path / "clip.mp4", synthetic_frames(12, size=(160, 120)), fps=10)
     frames = decode(clip)
     assert len(frames) == 12
     pictures = []
@@ -111,7 +122,10 @@ def test_video_frames_are_predicted_as_the_same_frames_saved_as_images(
         r"[\d.]+ fps, end-to-end [\d.]+ fps",
         summary,
     ), summary
-    assert main([model, *map(str, pictures), "--output", str(from_images), *common]) == 0
+    drawn_images = tmp_path / "drawn_images"
+    assert (
+        main([model, *map(str, pictures), "--output", str(from_images), "--visualize", str(drawn_images), *common]) == 0
+    )
 
     rows, expected = read_rows(from_video), read_rows(from_images)
     assert [list(row)[:3] for row in rows] == [["file", "frame", "time_s"]] * 4
@@ -134,10 +148,11 @@ def test_video_frames_are_predicted_as_the_same_frames_saved_as_images(
     (annotated,) = drawn.iterdir()
     info = probe_video(annotated)
     assert annotated.name == "000000_clip.mp4" and info.codec == "h264"
-    assert (info.frames, info.fps, info.width, info.height) == (4, Fraction(10, 3), 64, 48)
+    assert (info.frames, info.fps, info.width, info.height) == (4, Fraction(10, 3), 160, 120)
     shown, plain = decode(annotated), [frames[n] for n in (0, 3, 6, 9)]
     assert len(shown) == 4
-    assert all(np.abs(a.astype(int) - b).mean() > 2 for a, b in zip(shown, plain)), "nothing drawn on the frames"
+    for frame, picture, drawing in zip(shown, plain, sorted(drawn_images.glob("*.png")), strict=True):
+        assert_drawn_like(frame, np.asarray(Image.open(drawing)), picture)  # drawn as the image was
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mkv"])

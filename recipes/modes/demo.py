@@ -131,7 +131,7 @@ class AnnotatedVideo:
     stopped: str | None = None
 
     def describe(self) -> str:
-        every = f", every {self.stride}th frame" if self.stride > 1 else ""
+        every = f", 1 frame in {self.stride}" if self.stride > 1 else ""
         text = f"{self.frames} frames annotated{every}, {self.fps:.1f} frames/s"
         return text + (f". Stopped early: {self.stopped}" if self.stopped else "")
 
@@ -145,6 +145,7 @@ def annotate_video(predict_frame: Callable[[Image.Image], Image.Image], video: s
     import time
 
     info = probe_video(Path(video))
+    out_dir.mkdir(parents=True, exist_ok=True)
     stride = max(1, -(-(info.frames or 0) // max_frames))
     writer = VideoWriter(out_dir / f"{Path(video).stem}-annotated.mp4", dataclasses.replace(info, codec="h264"), stride)
     frames, stopped, started = 0, None, time.perf_counter()
