@@ -14,7 +14,7 @@ variant alike:
      ``collate_images_and_labels`` (processor pixel steps once per batch);
    - ``ours``: the default (``transform_classification_batch`` via ``with_transform``): the crop
      box is drawn from the JPEG header, the JPEG decoded at the smallest DCT scale that keeps the
-     box's resolution (``recipes.crop_decode``), crop+resize and flip through the functional
+     box's resolution (``recipes.decode.crop``), crop+resize and flip through the functional
      kernels -> the same collate;
    - ``ours+cache``: the same on the decode cache (``cache_decoded_images``: raw RGB records
      built once by ``decode_into_cache``; its one-time build cost is reported on its own);

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from scipy.stats import ks_2samp
 
-from recipes.crop_decode import crop_box, effective_box
+from recipes.decode.crop import crop_box, effective_box
 from recipes.tasks.classification.transforms import build_train_augmentation
 
 SIZES = ((384, 512), (512, 384), (512, 512), (3000, 4000))

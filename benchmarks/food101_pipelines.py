@@ -28,8 +28,9 @@ from transformers import (
     ViTImageProcessor,
 )
 
-from recipes.data import undecoded
-from recipes.jpeg_region import region_decoding_library
+from recipes.data.sources import undecoded
+from recipes.decode.tensors import decode_to_tensor
+from recipes.decode.turbojpeg import region_decoding_library
 from recipes.tasks.classification.transforms import (
     build_train_augmentation,
     decode_into_cache,
@@ -38,7 +39,6 @@ from recipes.tasks.classification.transforms import (
 from recipes.transforms import (
     ProcessorGeometry,
     collate_images_and_labels,
-    decode_to_tensor,
     normalize_uint8_inputs,
     verified_fast_normalisation,
 )

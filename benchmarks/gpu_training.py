@@ -186,7 +186,7 @@ def main() -> int:
         return 1
     peak = peak_flops(device, options.peak_tflops)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    from recipes.jpeg_region import region_decoding_status
+    from recipes.decode.turbojpeg import region_decoding_status
 
     print(f"{'ViT-B/16' if not options.quick else 'tiny ViT'} training, {name}, batch {options.batch}, "
           f"{options.workers} DataLoader workers, {options.steps} timed steps; {flops / 1e9:.1f} GFLOP per image; "

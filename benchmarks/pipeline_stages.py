@@ -4,7 +4,7 @@ decode, crop+resize, flip, to-tensor, normalise, collate), single-threaded like 
 ``ours-before`` is the previous default (full libjpeg-turbo decode, then the torchvision v2 ``Compose``);
 ``ours`` the current one (crop box drawn from the JPEG header, decode of the box alone where libjpeg-turbo 3 is
 available, else at the smallest DCT scale that keeps the box's resolution, crop+resize with the flip folded into
-the crop's one copy: ``recipes.transforms.decode_augmented``, whose steps are timed here one by one; its ``flip``
+the crop's one copy: ``recipes.decode.tensors.decode_augmented``, whose steps are timed here one by one; its ``flip``
 stage is the draw only, and its normalisation writes each image into the batch directly, so it has no separate
 stacking cost)."""
 
@@ -34,23 +34,10 @@ from benchmarks.food101_pipelines import (
     rotated,
     torch_threads,
 )
-from recipes.crop_decode import (
-    apply_transform,
-    crop_box,
-    decode_for_crop,
-    draw_flip,
-    jpeg_header,
-    resized_crop_scaled,
-)
+from recipes.decode.crop import apply_transform, crop_box, decode_for_crop, draw_flip, jpeg_header, resized_crop_scaled
+from recipes.decode.tensors import decode_to_tensor, record_bytes
 from recipes.tasks.classification.transforms import build_train_augmentation
-from recipes.transforms import (
-    ProcessorGeometry,
-    decode_to_tensor,
-    normalize_batch,
-    processor_pixel_values,
-    record_bytes,
-    verified_fast_normalisation,
-)
+from recipes.transforms import ProcessorGeometry, normalize_batch, processor_pixel_values, verified_fast_normalisation
 
 
 class StageClock:

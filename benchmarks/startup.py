@@ -1,5 +1,5 @@
 """Start-up time of a training run, first run against second run, for N and 10·N images: what caching the data
-checks (``recipes/check_cache.py``) buys, and that a second start-up does not grow with the data.
+checks (``recipes/data/check_cache.py``) buys, and that a second start-up does not grow with the data.
 
     python -m benchmarks.startup            # N = 2,000 and 20,000 synthetic JPEGs (256x256)
     python -m benchmarks.startup --quick    # N = 200 and 2,000

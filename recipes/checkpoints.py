@@ -90,7 +90,7 @@ def _files_fingerprint(dataset: Any, image_column: str) -> str | None:
     and modification time is not seen. None for streams and splits that hold their image bytes."""
     from datasets import Dataset, Image
 
-    from recipes.check_cache import file_signature
+    from recipes.data.check_cache import file_signature
 
     if not isinstance(dataset, Dataset):
         return None
@@ -106,7 +106,7 @@ def _data_fingerprint(dataset: Any) -> str | None:
     from datasets import IterableDataset
 
     if isinstance(dataset, IterableDataset):
-        from recipes.streaming import stream_fingerprint
+        from recipes.data.streaming.sources import stream_fingerprint
 
         return stream_fingerprint(dataset)
     return getattr(dataset, "_fingerprint", None)

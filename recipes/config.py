@@ -54,7 +54,9 @@ class RunArguments:
                   "machine."},
     )
     evaluate_only: bool = field(
-        default=False, metadata={"help": "Skip training: evaluate `model_name_or_path` and write the outputs."}
+        default=False,
+        metadata={"help": "Skip training: evaluate `model_name_or_path` and write the outputs (labels matched by "
+                  "name)."},
     )
     find_lr: bool = field(
         default=False,
@@ -66,7 +68,8 @@ class RunArguments:
     overwrite: bool = field(
         default=False,
         metadata={"help": "Write into an output_dir that holds files vision-recipes did not write (its README.md, "
-                  "config.json... are replaced); without it such a folder stops the run before anything is written."},
+                  "config.json... are replaced); without it such a folder stops the run (exit 2) before anything is "
+                  "written."},
     )
     push_photos: bool = field(
         default=False,
@@ -97,9 +100,18 @@ class DataArguments:
     train_val_split: float = field(
         default=0.15, metadata={"help": "Fraction of train held out when there is no validation split."}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation/test sets."})
-    augmentation: str = field(default="basic", metadata={"help": "Named augmentation preset."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep this many training examples (seeded sample; streaming: the first ones)."}
+    )
+    max_eval_samples: int | None = field(
+        default=None,
+        metadata={"help": "Keep this many validation/test examples (a seeded sample; the first frames of video "
+                  "hold-outs)."},
+    )
+    augmentation: str = field(
+        default="basic",
+        metadata={"help": "Augmentation preset: none, basic or strong (object detection also hflip: flips only)."},
+    )
     strict: bool = field(
         default=False, metadata={"help": "Stop on the first bad file instead of skipping and reporting it."}
     )
@@ -118,7 +130,7 @@ class DataArguments:
     streaming: bool = field(
         default=False,
         metadata={"help": "Stream the training data (Hub dataset, or local *.parquet / *.tar shards) instead of "
-                  "downloading and preparing it first; needs max_steps (see README: Streaming large datasets)."},
+                  "downloading and preparing it first; needs max_steps (see docs/streaming.md)."},
     )
     shuffle_buffer_size: int = field(
         default=1000, metadata={"help": "Streaming: examples in the seeded shuffle buffer (0: no shuffling)."}
@@ -126,7 +138,8 @@ class DataArguments:
     normalize_on_device: bool = field(
         default=True,
         metadata={"help": "Training batches leave the DataLoader workers as uint8 and the training process "
-                  "rescales and normalises them on its device (4x less shared memory and host-to-device traffic; "
+                  "rescales and normalises them on its device (classification, segmentation; 4x less shared memory "
+                  "and host-to-device traffic; "
                   "when the processor's pixel steps are exactly rescale + normalise). false: the workers do it."},
     )
     max_image_pixels: int = field(
@@ -160,7 +173,7 @@ class ModelArguments:
     model_revision: str = field(default="main", metadata={"help": "Branch, tag or commit of the model."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where downloaded models are cached."})
     backbone_learning_rate: float | None = field(
-        default=None, metadata={"help": "Learning rate for parameters whose name contains 'backbone'."}
+        default=None, metadata={"help": "Learning rate for parameters whose name contains 'backbone' (DETR-style)."}
     )
     head_warmup_epochs: float = field(
         default=0.0,
@@ -168,7 +181,7 @@ class ModelArguments:
     )
     layer_decay: float | None = field(
         default=None,
-        metadata={"help": "Layer-wise learning-rate decay: block k of L gets lr * layer_decay**(L - k); head: lr."},
+        metadata={"help": "Layer-wise learning-rate decay: block k of L gets lr * layer_decay**(L + 1 - k); head: lr."},
     )
     batchnorm_momentum: float | None = field(
         default=None,

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, Image
 
-from recipes.images import BadImageError, load_rgb
+from recipes.decode.images import BadImageError, load_rgb
 
 logger = logging.getLogger("recipes")
 

@@ -42,13 +42,14 @@ from recipes.checkpoints import (
     write_run_status,
 )
 from recipes.config import ModelArguments, Recipe, RecipeError
+from recipes.data.streaming.loader import StreamStateCallback, StreamTraining
+from recipes.data.streaming.sources import check_streaming_recipe
+from recipes.decode.images import set_max_image_pixels
 from recipes.examples import save_examples
 from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, hub_checkpoints, push_output_dir
-from recipes.images import set_max_image_pixels
 from recipes.labels import named_labels, plan_labels
 from recipes.modeling import LoadedModel, RecipeTrainer, build_image_processor, load_checkpoint_config
 from recipes.schedule import HeadWarmup, LearningRates, RangeTest, range_test
-from recipes.streaming import StreamStateCallback, StreamTraining, check_streaming_recipe
 from recipes.tasks import RunContext, StreamingMetric, Task, TaskData, get_task
 
 logger = logging.getLogger("recipes")

@@ -1,4 +1,5 @@
-"""Shared transform helpers: processor geometry, fast decoding to uint8 tensors, batch normalisation."""
+"""Shared transform helpers: processor geometry and pixel steps, the collate, batch normalisation (on the CPU or, for
+``gpu_decode``, on the device)."""
 
 from __future__ import annotations
 
@@ -8,35 +9,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
-from torchvision.transforms import v2
-from torchvision.transforms.v2 import functional as F
 
 from recipes.config import RecipeError
-from recipes.crop_decode import apply_transform, jpeg_random_resized_crop, random_resized_crop
-from recipes.images import BadImageError, check_jpeg_pixels, load_rgb
-
-JPEG_MAGIC = b"\xff\xd8"
-RAW_MAGIC = b"VRRAW1"
-"""Header of decoded-pixel records in the decode cache: magic, uint32 height, uint32 width, RGB bytes."""
-
-
-def encode_raw_rgb(pixels: torch.Tensor) -> bytes:
-    """Serialise an RGB ``uint8`` (C, H, W) tensor losslessly for the decode cache."""
-    _, height, width = pixels.shape
-    header = RAW_MAGIC + np.array([height, width], dtype="<u4").tobytes()
-    return header + pixels.permute(1, 2, 0).contiguous().numpy().tobytes()
-
-
-def decode_raw_rgb(data: bytes) -> torch.Tensor:
-    """Inverse of :func:`encode_raw_rgb`."""
-    offset = len(RAW_MAGIC)
-    height, width = np.frombuffer(data, dtype="<u4", count=2, offset=offset)
-    array = np.frombuffer(data, dtype=np.uint8, offset=offset + 8).reshape(int(height), int(width), 3)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1)
-
+from recipes.decode import device as device_decode
 
 PROBE_SIZES = ((480, 640), (640, 480))
 """Two input shapes (landscape, portrait) that show whether a processor's output size depends on the input."""
@@ -221,77 +197,6 @@ def device_normaliser(processor: Any, data_args: Any) -> Callable[[dict[str, Any
     return partial(normalize_uint8_inputs, geometry=fast) if keep_uint8 else None
 
 
-def record_bytes(record: Any) -> bytes | None:
-    """The encoded bytes of a ``{"bytes", "path"}`` record (a JPEG path is read), else ``None``."""
-    data = record.get("bytes") if isinstance(record, dict) else None
-    if data is None and isinstance(record, dict) and record.get("path"):
-        path = record["path"]
-        if str(path).lower().endswith((".jpg", ".jpeg")):
-            try:
-                with open(path, "rb") as handle:
-                    data = handle.read()
-            except OSError as err:
-                raise BadImageError(f"Cannot read image {path}: {err}") from err
-    return data
-
-
-def decode_augmented(record: Any, augment: v2.Compose) -> torch.Tensor:
-    """Decode ``record`` and apply the training ``augment`` to it, as ``augment(decode_to_tensor(record))`` does.
-
-    When the augmentation starts with a ``RandomResizedCrop`` (and a ``RandomHorizontalFlip``, folded into the
-    crop's one copy) and the record is a JPEG, the box is drawn from the header and only the resolution it needs
-    is decoded (:mod:`recipes.crop_decode`); every other record is decoded in full (:func:`decode_to_tensor`:
-    any format, EXIF orientation, errors naming the file). Crops and flips run their functional kernels with the
-    transforms' own random draws."""
-    if not isinstance(augment, v2.Compose):
-        return augment(decode_to_tensor(record))
-    transforms = list(augment.transforms)
-    if not transforms or type(transforms[0]) is not v2.RandomResizedCrop:
-        pixels = decode_to_tensor(record)
-        for transform in transforms:
-            pixels = apply_transform(transform, pixels)
-        return pixels
-    crop, flip = transforms[0], None
-    if len(transforms) > 1 and type(transforms[1]) is v2.RandomHorizontalFlip:
-        flip = transforms[1]
-    rest = transforms[2 if flip is not None else 1 :]
-    data = record_bytes(record) if not isinstance(record, (torch.Tensor, np.ndarray)) else None
-    pixels = jpeg_random_resized_crop(data, crop, flip) if data is not None else None
-    if pixels is None:
-        pixels = random_resized_crop(decode_to_tensor(record), crop, flip)
-    for transform in rest:
-        pixels = apply_transform(transform, pixels)
-    return pixels
-
-
-def decode_to_tensor(record: Any) -> torch.Tensor:
-    """Decode an image record into an upright RGB ``uint8`` tensor (C, H, W).
-
-    JPEG bytes take torchvision's libjpeg-turbo path (EXIF orientation applied); every other
-    format and mode goes through :func:`recipes.images.load_rgb`. Either way an image over the pixel cap is a
-    :class:`~recipes.images.BadImageError`, from its header, before its pixels are allocated.
-    """
-    if isinstance(record, torch.Tensor):
-        return record
-    if isinstance(record, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(record)).permute(2, 0, 1)
-    data = record_bytes(record)
-    if data is not None and data[: len(RAW_MAGIC)] == RAW_MAGIC:
-        return decode_raw_rgb(data)
-    if data is not None and data[:2] == JPEG_MAGIC:
-        check_jpeg_pixels(data, record)  # before libjpeg-turbo allocates the pixels
-        try:
-            tensor = decode_jpeg(
-                torch.frombuffer(bytearray(data), dtype=torch.uint8),
-                mode=ImageReadMode.RGB,
-                apply_exif_orientation=True,
-            )
-            return tensor
-        except RuntimeError:
-            pass  # unusual JPEG (e.g. CMYK variants): let PIL try, it reports the file if it fails too
-    return F.pil_to_tensor(load_rgb(record))
-
-
 def _empty_shared(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """An uninitialised tensor; inside a ``DataLoader`` worker it is allocated in shared memory (as
     ``default_collate`` does), so handing it to the main process copies nothing."""
@@ -320,3 +225,22 @@ def normalize_batch(pixels: torch.Tensor | Sequence[torch.Tensor], geometry: Pro
     for image, normalized in zip(pixels, out):
         torch.addcmul(shift, image, scale, out=normalized)
     return out
+
+
+def pixels_on_device(
+    inputs: dict[str, Any], device: torch.device, *, augment: Callable[[torch.Tensor], torch.Tensor],
+    processor: Any, fast: ProcessorGeometry | None,
+) -> dict[str, Any]:
+    """The Trainer-side half of ``gpu_decode``: ``encoded_images`` → ``pixel_values`` on ``device`` (decode,
+    the training augmentation image by image, then the processor's pixel steps for the stacked batch); batches
+    without encoded images pass unchanged."""
+    if "encoded_images" not in inputs:
+        return inputs
+    batch: device_decode.EncodedImages = inputs.pop("encoded_images")
+    images = [augment(image) for image in device_decode.decode_batch(batch, device)]
+    if fast is not None:
+        pixel_values = normalize_batch(torch.stack(images), fast)
+    else:
+        pixel_values = processor_pixel_values(processor, images, sized=True).to(device)
+    inputs["pixel_values"] = pixel_values
+    return inputs

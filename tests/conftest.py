@@ -166,7 +166,7 @@ def fine_tuned(tmp_path_factory: pytest.TempPathFactory):
 def libturbojpeg3() -> str | None:
     """A libturbojpeg >= 3: the one named in the environment, the system's, or the one the ``turbojpeg`` wheel
     bundles (a test dependency, installed in CI)."""
-    from recipes.jpeg_region import LIBRARY_ENV, load_library
+    from recipes.decode.turbojpeg import LIBRARY_ENV, load_library
 
     candidates = [os.environ.get(LIBRARY_ENV), ctypes.util.find_library("turbojpeg")]
     spec = importlib.util.find_spec("turbojpeg")

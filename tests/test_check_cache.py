@@ -1,4 +1,4 @@
-"""The data-check cache (recipes/check_cache.py): a second load decodes nothing and reports the same; a changed
+"""The data-check cache (recipes/data/check_cache.py): a second load decodes nothing and reports the same; a changed
 file, ``recheck_data`` and a changed option redo the checks; another rank of a distributed run reuses the result."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import recipes.data
-from recipes.check_cache import CheckCache, file_signature
-from recipes.images import check_image_record
+import recipes.data.sources
+from recipes.data.check_cache import CheckCache, file_signature
+from recipes.decode.images import check_image_record
 from recipes.sample_data.plates import LABEL, make_plates_dataset
 from recipes.sample_data.shapes import make_shapes_dataset
 from recipes.sample_data.streets import make_streets_dataset
@@ -32,7 +32,7 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(record["path"])
         return check_image_record(record)
 
-    monkeypatch.setattr(recipes.data, "check_image_record", counting)
+    monkeypatch.setattr(recipes.data.sources, "check_image_record", counting)
     return seen
 
 
@@ -111,7 +111,7 @@ def test_signature_sees_a_same_size_edit_whose_modification_time_was_kept(
 ) -> None:
     from datasets import Dataset, Features, Image
 
-    import recipes.check_cache as check_cache
+    import recipes.data.check_cache as check_cache
 
     path = tmp_path / "a.png"
     path.write_bytes(bytes(8192))
@@ -136,7 +136,7 @@ def test_signature_sees_a_same_size_edit_whose_modification_time_was_kept(
 def test_the_decoder_versions_are_in_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from datasets import Dataset
 
-    import recipes.check_cache as check_cache
+    import recipes.data.check_cache as check_cache
 
     dataset = Dataset.from_dict({"x": [1, 2]})
     cache = CheckCache(directory=tmp_path)

@@ -13,19 +13,19 @@ from PIL import Image
 from scipy.stats import ks_2samp
 from torchvision.transforms import v2
 
-from recipes.crop_decode import (
+from recipes.decode.crop import (
     crop_box,
     dct_scale,
     decode_scaled,
     effective_box,
-    jpeg_exif_orientation,
     jpeg_header,
     resized_crop_scaled,
     scaled_box,
 )
-from recipes.images import BadImageError
+from recipes.decode.images import BadImageError
+from recipes.decode.jpeg import exif_orientation
+from recipes.decode.tensors import decode_augmented, decode_to_tensor
 from recipes.tasks.classification.transforms import build_train_augmentation
-from recipes.transforms import decode_augmented, decode_to_tensor
 
 
 def tiff_orientation_block(orientation: int, little_endian: bool) -> bytes:
@@ -50,7 +50,7 @@ def photo_jpeg(height: int, width: int, orientation: int = 1, little_endian: boo
 def test_exif_orientation_is_read_and_applied_exactly_like_the_full_decode(little_endian: bool) -> None:
     for orientation in range(1, 9):
         data = photo_jpeg(40, 64, orientation, little_endian)
-        assert jpeg_exif_orientation(data) == orientation
+        assert exif_orientation(data) == orientation
         assert Image.open(io.BytesIO(data)).getexif().get(0x0112, 1) == orientation
         height, width, found = jpeg_header(data)
         expected = decode_to_tensor({"bytes": data, "path": "x.jpg"})  # torchvision, EXIF applied

@@ -176,8 +176,8 @@ def test_demo_annotates_a_video_frame_by_frame_as_it_draws_an_image(pipeline_tas
     pytest.importorskip("av", reason='video needs PyAV: pip install -e ".[video]"')
     from test_video import assert_drawn_like, decode, synthetic_frames, write_clip
 
+    from recipes.decode.video import probe_video
     from recipes.modes.demo import annotate_video, build_app
-    from recipes.video import probe_video
 
     fine_tuned = load_fine_tuned(str(_save_tiny_model(RECIPES[pipeline_task], tmp_path / "model")), device="cpu")
     predict, options = make_predictor(fine_tuned), (0.0,) if pipeline_task == "object-detection" else ()

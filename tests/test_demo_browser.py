@@ -162,9 +162,9 @@ def test_demo_annotates_an_uploaded_video_in_a_real_browser(
     _import("av")
     from test_video import assert_drawn_like, decode, write_clip
 
+    from recipes.decode.video import probe_video
     from recipes.modes.demo import build_app, make_predictor
     from recipes.modes.loading import load_fine_tuned
-    from recipes.video import probe_video
 
     photos = sorted(p for p in shared_dataset("camseq").glob("*.png") if not p.stem.endswith("_L"))[:4]
     clip = write_clip(tmp_path / "street.mp4", [np.asarray(Image.open(p).convert("RGB")) for p in photos], fps=5)

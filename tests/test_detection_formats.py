@@ -14,12 +14,8 @@ from recipes.config import RecipeError
 from recipes.sample_data.plates import make_plates_dataset, voc_xml
 from recipes.tasks.detection.checks import check_split
 from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
-from recipes.tasks.detection.formats import (
-    detect_layout,
-    read_detection_folder,
-    resolve_format,
-    rows_to_dataset,
-)
+from recipes.tasks.detection.formats.common import rows_to_dataset
+from recipes.tasks.detection.formats.layout import detect_layout, read_detection_folder, resolve_format
 
 
 def _image(path: Path, size: tuple[int, int] = (64, 48), mode: str = "RGB") -> Path:

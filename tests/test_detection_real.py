@@ -165,7 +165,7 @@ def test_training_augmentation_moves_each_box_with_its_pixels(kind: str, tmp_pat
 OVERFIT_MAP50 = 0.85
 """Measured 0.871 on these 8 photos (the same at 150, 200 and 300 steps): 7 plates found at IoU >= 0.5 (mAP75
 0.75); the eighth, a close-up two-line plate whose box covers 45 % of the photo, is not learned in this budget. The
-issue's target was 0.9 (see README: Detection from an ImageNet backbone)."""
+issue's target was 0.9 (see docs/detection-backbone.md)."""
 
 
 @pytest.mark.real_data

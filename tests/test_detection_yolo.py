@@ -17,13 +17,9 @@ from recipes.config import RecipeError
 from recipes.sample_data.plates import voc_xml
 from recipes.tasks.detection.checks import check_split
 from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
-from recipes.tasks.detection.formats import (
-    detect_layout,
-    parse_voc_xml,
-    read_detection_folder,
-    resolve_format,
-    rows_to_dataset,
-)
+from recipes.tasks.detection.formats.common import rows_to_dataset
+from recipes.tasks.detection.formats.layout import detect_layout, read_detection_folder, resolve_format
+from recipes.tasks.detection.formats.voc import parse_voc_xml
 
 QUICKSTART = "configs/quickstart/detection.yaml"
 
@@ -395,7 +391,7 @@ def test_car_plates_as_yolo_give_the_voc_boxes(tmp_path: Path) -> None:
         np.testing.assert_allclose(yolo_row["objects"]["bbox"], voc_row["objects"]["bbox"], rtol=0, atol=0.01,
                                    err_msg=image)
         boxes += len(voc_row["objects"]["bbox"])
-    assert boxes == 177, "every plate of the subset (README: 177 boxes)"
+    assert boxes == 177, "every plate of the subset (docs/data.md: 177 boxes)"
 
 
 @pytest.mark.slow

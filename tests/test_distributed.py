@@ -156,7 +156,7 @@ def _free_port() -> int:
 
 
 def _machine_command(rank: int, port: int, data: Path, output_dir: Path) -> list[str]:
-    """README's multi-node command for one machine, pointed at this host, one CPU process per "machine"."""
+    """docs/distributed.md's multi-node command for one machine, pointed at this host, one process per "machine"."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(MULTI_NODE),
             "--machine_rank", str(rank), "--main_process_ip", "127.0.0.1", "--main_process_port", str(port),
             "--num_machines", "2", "--num_processes", "2", "--mixed_precision", "no",

@@ -13,7 +13,7 @@ import torch
 from conftest import shared_dataset
 
 from recipes.cli import main as cli_main
-from recipes.images import load_rgb
+from recipes.decode.images import load_rgb
 from recipes.modes.loading import load_fine_tuned
 from recipes.onnx_export import Tolerances, _matched_boxes
 

@@ -15,11 +15,12 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 from transformers import ViTImageProcessor
 
-from recipes.crop_decode import cut_and_resize
-from recipes.device_decode import EncodedImages, decode_batch, encode_for_device, pixels_on_device
-from recipes.images import BadImageError
+from recipes.decode.crop import cut_and_resize
+from recipes.decode.device import EncodedImages, decode_batch, encode_for_device
+from recipes.decode.images import BadImageError
+from recipes.decode.tensors import decode_to_tensor
 from recipes.tasks.classification.transforms import build_train_augmentation
-from recipes.transforms import decode_to_tensor, normalize_batch, normalize_uint8_inputs, verified_fast_normalisation
+from recipes.transforms import normalize_batch, normalize_uint8_inputs, pixels_on_device, verified_fast_normalisation
 
 pytestmark = [
     pytest.mark.gpu,

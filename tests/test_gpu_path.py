@@ -13,11 +13,13 @@ import torch
 from conftest import REPO, shared_dataset
 from PIL import Image
 
-from recipes import device_decode, transforms
-from recipes.device_decode import EncodedImages, encode_for_device, pixels_on_device
-from recipes.images import BadImageError
+from recipes import transforms
+from recipes.decode import device as device_decode
+from recipes.decode import jpeg
+from recipes.decode.device import EncodedImages, encode_for_device
+from recipes.decode.images import BadImageError
 from recipes.tasks.classification.transforms import build_train_augmentation, transform_classification_batch
-from recipes.transforms import ProcessorGeometry, collate_images_and_labels, normalize_uint8_inputs
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels, normalize_uint8_inputs, pixels_on_device
 
 GEOMETRY = ProcessorGeometry(height=64, width=64, mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3))
 
@@ -33,7 +35,7 @@ def _jpeg(size: tuple[int, int], seed: int, **save: object) -> bytes:
 def _rotated_jpeg() -> bytes:
     image = Image.open(io.BytesIO(_jpeg((40, 30), 3)))
     exif = Image.Exif()
-    exif[device_decode.EXIF_ORIENTATION] = 6  # rotate 90° on display
+    exif[jpeg.EXIF_ORIENTATION_TAG] = 6  # rotate 90° on display
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", exif=exif)
     return buffer.getvalue()

@@ -11,8 +11,9 @@ import torch
 from PIL import Image
 
 from recipes.config import RecipeError
-from recipes.images import BadImageError, check_image_record, jpeg_has_end_marker, jpeg_size, load_rgb, to_rgb
-from recipes.transforms import decode_raw_rgb, decode_to_tensor, encode_raw_rgb
+from recipes.decode.images import BadImageError, check_image_record, load_rgb, to_rgb
+from recipes.decode.jpeg import jpeg_has_end_marker, jpeg_size
+from recipes.decode.tensors import decode_raw_rgb, decode_to_tensor, encode_raw_rgb
 
 
 def _png_bytes(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
@@ -122,15 +123,15 @@ def jpeg_bomb(width: int = 65000, height: int = 65000) -> bytes:
 @pytest.fixture
 def no_decoder_reached(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bomb must be refused from its header: the full JPEG decoders fail the test if they are reached."""
-    import recipes.crop_decode
-    import recipes.transforms
+    import recipes.decode.crop
+    import recipes.decode.tensors
 
     def reached(*args, **kwargs):
         raise AssertionError("a decoder was given a decompression bomb")
 
-    monkeypatch.setattr(recipes.transforms, "decode_jpeg", reached)
-    if recipes.crop_decode.simplejpeg is not None:
-        monkeypatch.setattr(recipes.crop_decode.simplejpeg, "decode_jpeg", reached)
+    monkeypatch.setattr(recipes.decode.tensors, "decode_jpeg", reached)
+    if recipes.decode.crop.simplejpeg is not None:
+        monkeypatch.setattr(recipes.decode.crop.simplejpeg, "decode_jpeg", reached)
 
 
 def test_jpeg_size_reads_the_frame_header() -> None:
@@ -147,10 +148,10 @@ def test_a_decompression_bomb_is_a_bad_image_named_on_every_decoding_path(
 ) -> None:
     from torchvision.transforms import v2
 
-    from recipes.crop_decode import jpeg_random_resized_crop
-    from recipes.device_decode import device_decodable_bytes
+    from recipes.decode.crop import jpeg_random_resized_crop
+    from recipes.decode.device import device_decodable_bytes
+    from recipes.decode.tensors import decode_augmented
     from recipes.tasks.segmentation.masks import _lazy_open
-    from recipes.transforms import decode_augmented
 
     path = tmp_path / f"bomb.{'png' if kind == 'png' else 'jpg'}"
     path.write_bytes(png_bomb() if kind == "png" else jpeg_bomb())
@@ -175,7 +176,7 @@ def test_a_decompression_bomb_is_a_bad_image_named_on_every_decoding_path(
 
 
 def test_the_pixel_cap_is_one_setting_for_every_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from recipes.images import MAX_PIXELS_ENV, max_image_pixels, set_max_image_pixels
+    from recipes.decode.images import MAX_PIXELS_ENV, max_image_pixels, set_max_image_pixels
 
     monkeypatch.setenv(MAX_PIXELS_ENV, str(max_image_pixels()))
     buffer = io.BytesIO()
@@ -197,8 +198,24 @@ def test_the_pixel_cap_is_one_setting_for_every_path(tmp_path: Path, monkeypatch
     import subprocess
     import sys
 
-    probe = ("from recipes.images import check_image_record; from test_images import png_bomb; "
+    probe = ("from recipes.decode.images import check_image_record; from test_images import png_bomb; "
              "print(check_image_record({'bytes': png_bomb(), 'path': 'big.png'}))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parent,
                             env={**os.environ, MAX_PIXELS_ENV: "500000000"}, timeout=120)
     assert result.returncode == 0 and "limit" not in result.stdout, result.stdout + result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("orientation", [*range(0, 10), 0x1234])
+def test_one_exif_reader_for_jpeg_bytes_and_opened_images(orientation: int) -> None:
+    """``exif_orientation`` gives the same answer from a JPEG's bytes and from the opened image (1 for a missing
+    or out-of-range tag, as decoders assume), and ``oriented_size`` swaps width and height for 5-8."""
+    from recipes.decode.jpeg import exif_orientation, oriented_size
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    Image.new("RGB", (30, 20)).save(buffer, format="JPEG", exif=exif.tobytes())
+    expected = orientation if 1 <= orientation <= 8 else 1
+    with Image.open(io.BytesIO(buffer.getvalue())) as image:
+        assert exif_orientation(buffer.getvalue()) == exif_orientation(image) == expected
+        assert oriented_size(image) == ((20, 30) if expected in (5, 6, 7, 8) else (30, 20))

@@ -1,4 +1,4 @@
-"""Region decoding with libjpeg-turbo 3 (``recipes.jpeg_region``) and its use by the training crop path."""
+"""Region decoding with libjpeg-turbo 3 (``recipes.decode.turbojpeg``) and its use by the training crop path."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from PIL import Image
 from test_crop_decode import photo_jpeg
 from torchvision.transforms import v2
 
-from recipes.crop_decode import crop_box, jpeg_random_resized_crop
-from recipes.jpeg_region import LIBRARY_ENV, decode_region, region_decoding_library
+from recipes.decode.crop import crop_box, jpeg_random_resized_crop
+from recipes.decode.turbojpeg import LIBRARY_ENV, decode_region, region_decoding_library
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_the_training_crop_path_decodes_only_the_box_when_it_can(turbojpeg3: str
         used.append((args[1:], rows is not None))
         return rows
 
-    monkeypatch.setattr("recipes.crop_decode.decode_region", spy)
+    monkeypatch.setattr("recipes.decode.crop.decode_region", spy)
     for orientation in (1, 6):
         data = photo_jpeg(200, 300, orientation)
         outputs = {}
@@ -137,7 +137,7 @@ def test_loader_workers_each_open_their_own_decoder(turbojpeg3: str) -> None:
 def test_a_conda_environments_library_is_found_without_configuration(turbojpeg3: str, tmp_path, monkeypatch) -> None:
     """conda-forge's libturbojpeg sits in ``$CONDA_PREFIX/lib``, which ``ctypes.util.find_library`` does not
     search on Linux: it is among the candidates, and loads."""
-    from recipes.jpeg_region import library_candidates, load_library
+    from recipes.decode.turbojpeg import library_candidates, load_library
 
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib" / "libturbojpeg.so.0").symlink_to(turbojpeg3)

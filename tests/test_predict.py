@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, assert_ok, shared_dataset
 from PIL import Image
 
-from recipes.images import load_rgb
+from recipes.decode.images import load_rgb
 
 
 def run_mode(mode: str, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -275,7 +275,7 @@ def test_predict_skips_and_names_decompression_bombs_and_predicts_the_other_imag
 ) -> None:
     from test_images import jpeg_bomb, png_bomb
 
-    from recipes.images import MAX_PIXELS_ENV, max_image_pixels
+    from recipes.decode.images import MAX_PIXELS_ENV, max_image_pixels
     from recipes.modes.predict import main
 
     monkeypatch.setenv(MAX_PIXELS_ENV, str(max_image_pixels()))  # predict sets it for its workers

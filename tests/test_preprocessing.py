@@ -26,15 +26,11 @@ from processor_configs import PROCESSOR_CONFIGS, TIMM_CONFIGS, write_checkpoint
 from transformers.image_utils import load_image
 
 from recipes.config import ModelArguments
+from recipes.decode.tensors import decode_to_tensor
 from recipes.modeling import build_image_processor
 from recipes.tasks.classification.transforms import build_train_augmentation, transform_classification_batch
 from recipes.tasks.segmentation.transforms import evaluation_inputs, processor_resizes_masks_exactly
-from recipes.transforms import (
-    ProcessorGeometry,
-    collate_images_and_labels,
-    decode_to_tensor,
-    verified_fast_normalisation,
-)
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels, verified_fast_normalisation
 
 SEGMENTATION = ("nvidia/segformer-b0-finetuned-ade-512-512", "nvidia/mit-b0", "google/deeplabv3_mobilenet_v2_1.0_513")
 TIMM = tuple(TIMM_CONFIGS)

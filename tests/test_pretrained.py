@@ -12,7 +12,7 @@ from transformers import AutoModelForImageClassification
 
 from recipes.batchnorm import batchnorm_layers, fix_tensorflow_momentum
 from recipes.config import ModelArguments, RecipeError
-from recipes.jpeg_region import LIBRARY_ENV
+from recipes.decode.turbojpeg import LIBRARY_ENV
 from recipes.labels import plan_labels
 from recipes.modeling import build_model
 from recipes.schedule import layer_ranks, suggest
@@ -267,7 +267,7 @@ def test_conditional_detr_with_a_pretrained_timm_backbone_trains_and_the_pipelin
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_find_lr_writes_the_curve_and_suggests_a_rate(tmp_path: Path) -> None:
-    """README's --find_lr command, on the real checkpoint (30 sweep steps of 16 photos instead of 100 of 32)."""
+    """docs/fine-tuning.md's --find_lr command on the real checkpoint (30 sweep steps of 16 photos, not 100 of 32)."""
     import json
 
     out = tmp_path / "lr-find"

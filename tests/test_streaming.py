@@ -14,9 +14,13 @@ import torch
 from conftest import TWO_CPU_PROCESSES, assert_ok, run_cli
 
 from recipes.config import RecipeError
+from recipes.data.streaming import loader as stream_loader
+from recipes.data.streaming.examples import collate_stream
+from recipes.data.streaming.loader import StreamLoader, StreamStateCallback
+from recipes.data.streaming.progress import STATE_DIR, StreamProgress
+from recipes.data.streaming.sources import check_streaming_recipe
 from recipes.lifecycle import STREAM_KEYS_ENV, run
 from recipes.parse import parse_recipe
-from recipes.streaming import check_streaming_recipe
 
 QUICKSTART = "configs/quickstart/classification.yaml"
 BROKEN = b"\x89PNG\r\n\x1a\n truncated: not an image"
@@ -136,8 +140,9 @@ def _local(folder: Path, out: Path, *extra: str) -> list[str]:
 
 
 class _Records(torch.utils.data.IterableDataset):
-    """``count`` transformed stream examples of loader worker 0 (as :class:`recipes.streaming.StreamingExamples`
-    yields them), labelled by index; ``bad`` maps indices to the path of a bad-record marker."""
+    """``count`` transformed stream examples of loader worker 0 (as
+    :class:`recipes.data.streaming.examples.StreamingExamples` yields them), labelled by index; ``bad`` maps indices to
+    the path of a bad-record marker."""
 
     def __init__(self, count: int, bad: dict[int, str]) -> None:
         self.count, self.bad = count, bad
@@ -159,15 +164,13 @@ def test_a_pass_ends_on_every_process_when_one_runs_out(monkeypatch: pytest.Monk
     position saved then is the start of the next pass."""
     from torch.utils.data import DataLoader
 
-    import recipes.streaming as streaming
-
     other_has_batch = iter([True, True, False])
-    monkeypatch.setattr(streaming, "_all_processes",
+    monkeypatch.setattr(stream_loader, "_all_processes",
                         lambda flag, stop, device: (flag and next(other_has_batch), stop))
-    collate = partial(streaming.collate_stream, collate=torch.utils.data.default_collate)
-    progress = streaming.StreamProgress(rank=0, world_size=2)
+    collate = partial(collate_stream, collate=torch.utils.data.default_collate)
+    progress = StreamProgress(rank=0, world_size=2)
     records = _Records(12, bad={1: "x.png"})
-    loader = streaming.StreamLoader(DataLoader(records, batch_size=4, collate_fn=collate), records, progress,
+    loader = StreamLoader(DataLoader(records, batch_size=4, collate_fn=collate), records, progress,
                                     torch.device("cpu"))
     loader.set_epoch(0)
     batches = list(loader)
@@ -179,10 +182,8 @@ def test_a_pass_ends_on_every_process_when_one_runs_out(monkeypatch: pytest.Monk
 def _loader(records: _Records, progress, *, drop_last: bool = False, collate=torch.utils.data.default_collate):
     from torch.utils.data import DataLoader
 
-    import recipes.streaming as streaming
-
-    loader = streaming.StreamLoader(
-        DataLoader(records, batch_size=4, collate_fn=partial(streaming.collate_stream, collate=collate)), records,
+    loader = StreamLoader(
+        DataLoader(records, batch_size=4, collate_fn=partial(collate_stream, collate=collate)), records,
         progress, torch.device("cpu"), drop_last=drop_last)
     loader.set_epoch(0)
     return loader
@@ -192,16 +193,14 @@ def test_every_stop_reaches_the_other_processes(monkeypatch: pytest.MonkeyPatch)
     """Whatever stops this process's loader (a strict bad record in a batch dropped as incomplete, any other
     error) is sent in the per-batch all-reduce, and raised here as is; a stop sent by another process ends this
     one's pass at once with that process's message (both processes simulated in one)."""
-    import recipes.streaming as streaming
-
     sent = []
 
     def all_processes(flag: bool, stop: bool, device: torch.device) -> tuple[bool, bool]:
         sent.append(stop)
         return flag, stop
 
-    monkeypatch.setattr(streaming, "_all_processes", all_processes)
-    strict = streaming.StreamProgress(rank=0, world_size=2, strict=True)
+    monkeypatch.setattr(stream_loader, "_all_processes", all_processes)
+    strict = StreamProgress(rank=0, world_size=2, strict=True)
     with pytest.raises(RecipeError, match=r"last\.png .*strict mode"):
         list(_loader(_Records(10, bad={9: "last.png"}), strict, drop_last=True))
     assert sent == [False, False, True]
@@ -211,19 +210,19 @@ def test_every_stop_reaches_the_other_processes(monkeypatch: pytest.MonkeyPatch)
 
     sent.clear()
     with pytest.raises(KeyError, match="labels"):
-        list(_loader(_Records(8, bad={}), streaming.StreamProgress(rank=0, world_size=2), collate=failing_collate))
+        list(_loader(_Records(8, bad={}), StreamProgress(rank=0, world_size=2), collate=failing_collate))
     assert sent == [True]
 
     # process 1 stopped; this process (0) has a good batch but stops with it, naming process 1's error
-    monkeypatch.setattr(streaming, "_all_processes", lambda flag, stop, device: (flag, True))
-    monkeypatch.setattr(streaming, "_distributed", lambda: True)
+    monkeypatch.setattr(stream_loader, "_all_processes", lambda flag, stop, device: (flag, True))
+    monkeypatch.setattr(stream_loader, "_distributed", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda: 2)
 
     def gather(messages: list, own: str | None) -> None:
         messages[:] = [own, "Bad streamed training record x.png (…)"]
 
     monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
-    progress = streaming.StreamProgress(rank=0, world_size=2)
+    progress = StreamProgress(rank=0, world_size=2)
     with pytest.raises(RecipeError, match=r"^Process 1 stopped the run, so process 0 stops too\. Process 1: Bad "
                                           r"streamed training record x\.png"):
         list(_loader(_Records(8, bad={}), progress))
@@ -236,12 +235,10 @@ def test_a_dropped_incomplete_batch_still_accounts_for_its_records(strict: bool)
     record is still counted (or stops a strict run) and its good one is counted as dropped."""
     from torch.utils.data import DataLoader
 
-    import recipes.streaming as streaming
-
-    collate = partial(streaming.collate_stream, collate=torch.utils.data.default_collate)
-    progress = streaming.StreamProgress(rank=0, world_size=1, strict=strict)
+    collate = partial(collate_stream, collate=torch.utils.data.default_collate)
+    progress = StreamProgress(rank=0, world_size=1, strict=strict)
     records = _Records(10, bad={9: "last.png"})
-    loader = streaming.StreamLoader(DataLoader(records, batch_size=4, collate_fn=collate), records, progress,
+    loader = StreamLoader(DataLoader(records, batch_size=4, collate_fn=collate), records, progress,
                                     torch.device("cpu"), drop_last=True)
     loader.set_epoch(0)
     if strict:
@@ -300,7 +297,7 @@ def test_webdataset_shards_need_class_names_then_stream(tmp_path: Path, shapes_d
     import io
     import tarfile
 
-    from recipes.streaming import StreamingExamples
+    from recipes.data.streaming.examples import StreamingExamples
     from recipes.tasks.classification.streaming import label_check, load_streaming_classification
     from recipes.tasks.classification.transforms import build_train_augmentation, transform_classification_batch
 
@@ -355,14 +352,12 @@ def test_every_process_writes_its_stream_position_before_the_checkpoint_is_marke
 ) -> None:
     """Process 1's ``stream_state/rank1.json`` is in the checkpoint before process 0 goes on to the callbacks that
     mark it complete and stage its push: a barrier after each process writes its own."""
-    import recipes.streaming as streaming
-
-    folder = tmp_path / "checkpoint-4" / streaming.STATE_DIR
+    folder = tmp_path / "checkpoint-4" / STATE_DIR
     at_barrier = []
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "barrier", lambda *a, **k: at_barrier.append(sorted(
         p.name for p in folder.iterdir())))
-    callback = streaming.StreamStateCallback(streaming.StreamProgress(rank=1, world_size=2))
+    callback = StreamStateCallback(StreamProgress(rank=1, world_size=2))
     args = SimpleNamespace(output_dir=str(tmp_path), world_size=2)
     callback.on_save(args, SimpleNamespace(global_step=4), SimpleNamespace())
     assert at_barrier == [["rank1.json"]]
@@ -377,8 +372,8 @@ def test_a_streamed_train_split_is_fingerprinted_by_its_shards_and_their_revisio
     import shutil
 
     from recipes.checkpoints import differences, training_fingerprint
-    from recipes.data import DataArguments
-    from recipes.streaming import load_streams
+    from recipes.config import DataArguments
+    from recipes.data.streaming.sources import load_streams
 
     folder = tmp_path / "shards"
     shutil.copytree(parquet_shards["folder"], folder)
@@ -403,7 +398,7 @@ def test_a_streamed_train_split_is_fingerprinted_by_its_shards_and_their_revisio
     repo = "user/stream-revisions"
     original = parquet_shards["folder"]
     fake_hub.seed(repo, {f"data/{p.name}": p.read_bytes() for p in sorted(original.iterdir())}, repo_type="dataset")
-    code = ("from datasets import load_dataset; from recipes.streaming import stream_fingerprint; "
+    code = ("from datasets import load_dataset; from recipes.data.streaming.sources import stream_fingerprint; "
             f"print(stream_fingerprint(load_dataset({repo!r}, split='train', streaming=True)))")
 
     def hub() -> str:

@@ -16,9 +16,9 @@ from conftest import REPO, TWO_CPU_PROCESSES, assert_ok, run_cli
 from PIL import Image
 
 from recipes.config import RecipeError
+from recipes.data.streaming.progress import RECORD_COUNTS
 from recipes.lifecycle import STREAM_KEYS_ENV, run
 from recipes.parse import parse_recipe
-from recipes.streaming import RECORD_COUNTS
 from recipes.tasks import get_task
 
 DETECTION = str(REPO / "configs" / "quickstart" / "detection.yaml")
@@ -45,7 +45,7 @@ def _jpeg(array_or_image) -> bytes:
 
 
 def _key(data: bytes) -> str:
-    """The key :func:`recipes.streaming.example_key` logs for an image record with these bytes."""
+    """The key :func:`recipes.data.streaming.examples.example_key` logs for an image record with these bytes."""
     return hashlib.sha1(data).hexdigest()[:16]
 
 
@@ -237,8 +237,8 @@ def test_detection_webdataset_shards_keep_boxes_as_written(tmp_path: Path) -> No
     """webdataset ``key.jpg`` + ``key.json`` (``{"bbox": [[x, y, w, h], …], "category": [ids or names]}``): boxes
     and categories reach the check as written, though the first records (from which ``datasets`` infers the
     column's types) have integer boxes and category ids; a broken image is a bad record naming its shard."""
+    from recipes.data.streaming.examples import StreamingExamples
     from recipes.modeling import build_image_processor
-    from recipes.streaming import StreamingExamples
     from recipes.tasks.detection.streaming import load_streaming_detection
 
     rows = _plates(7, seed=3)
@@ -279,7 +279,10 @@ def test_a_record_the_reader_cannot_parse_stops_the_run_clearly(tmp_path: Path) 
     import torch
     from torch.utils.data import DataLoader
 
-    from recipes.streaming import StreamingExamples, StreamLoader, StreamProgress, collate_stream, load_streams
+    from recipes.data.streaming.examples import StreamingExamples, collate_stream
+    from recipes.data.streaming.loader import StreamLoader
+    from recipes.data.streaming.progress import StreamProgress
+    from recipes.data.streaming.sources import load_streams
 
     members = [m for i, row in enumerate(_plates(6, seed=4)) for m in _webdataset_plate(i, row)]
     members[-1] = ("005.json", b"{not json")

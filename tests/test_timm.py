@@ -272,7 +272,7 @@ def test_timm_predict_export_and_demo_equal_the_pipeline(timm_fine_tuned: Path, 
     from transformers import pipeline
 
     from recipes.cli import main as cli_main
-    from recipes.images import load_rgb
+    from recipes.decode.images import load_rgb
     from recipes.modes.demo import make_predictor
     from recipes.modes.loading import load_fine_tuned
 

@@ -98,8 +98,8 @@ def output_for(task: str, folder: Path, name: str) -> Path:
 def test_video_frames_are_predicted_as_the_same_frames_saved_as_images(
     task: str, tiny_models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    from recipes.decode.video import probe_video
     from recipes.modes.predict import main
-    from recipes.video import probe_video
 
     clip = write_clip(tmp_path / "clip.mp4", synthetic_frames(12, size=(160, 120)), fps=10)
     frames = decode(clip)
@@ -214,7 +214,7 @@ def test_predict_on_a_real_camseq_clip_equals_the_pipeline_on_its_frames(fine_tu
     from test_predict import run_mode
     from transformers import pipeline
 
-    from recipes.video import probe_video
+    from recipes.decode.video import probe_video
 
     model = fine_tuned("segmentation")
     photos = sorted(p for p in shared_dataset("camseq").glob("*.png") if not p.stem.endswith("_L"))[:6]

@@ -25,11 +25,11 @@ from PIL import Image
 from transformers import pipeline
 
 from recipes.config import RecipeError
+from recipes.decode.images import IMAGE_EXTENSIONS, to_rgb
+from recipes.decode.video import BadVideoError, VideoWriter, probe_video, read_frames
 from recipes.examples import EXAMPLES_DIR
-from recipes.images import IMAGE_EXTENSIONS, to_rgb
 from recipes.modes.loading import FineTuned, load_fine_tuned
 from recipes.render import blend_mask, class_palette, mask_legend, render_detection
-from recipes.video import BadVideoError, VideoWriter, probe_video, read_frames
 
 TOP_K = 5
 MAX_SIDE = 2048
@@ -141,7 +141,7 @@ def annotate_video(predict_frame: Callable[[Image.Image], Image.Image], video: s
     """Each frame of ``video`` (every ``stride``-th one when it has more than ``max_frames``) drawn by
     ``predict_frame`` (the demo's image prediction), written to ``out_dir`` as H.264 MP4 at the input's frame rate
     divided by the stride. A video that breaks keeps its frames before the break (``stopped`` says where);
-    one that cannot be opened raises :class:`~recipes.video.BadVideoError`."""
+    one that cannot be opened raises :class:`~recipes.decode.video.BadVideoError`."""
     import time
 
     info = probe_video(Path(video))

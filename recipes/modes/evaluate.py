@@ -223,7 +223,7 @@ def evaluate(model: str, output_dir: str | None, update_card: bool, rest: list[s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from recipes.images import BadImageError
+    from recipes.decode.images import BadImageError
 
     args, rest = build_parser().parse_known_args(argv)
     try:

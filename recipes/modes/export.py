@@ -23,7 +23,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from recipes.config import RecipeError
-from recipes.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
+from recipes.decode.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
 from recipes.modes.loading import FineTuned, load_fine_tuned, read_manifest
 from recipes.onnx_export import (
     DEFAULT_OPSET,

@@ -34,11 +34,19 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from recipes.config import RecipeError
-from recipes.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, BadImageError, set_max_image_pixels
+from recipes.decode.images import DEFAULT_MAX_IMAGE_PIXELS, IMAGE_EXTENSIONS, BadImageError, set_max_image_pixels
+from recipes.decode.tensors import decode_to_tensor
+from recipes.decode.video import (
+    VIDEO_EXTENSIONS,
+    BadVideoError,
+    VideoInfo,
+    VideoWriter,
+    is_video,
+    probe_video,
+    read_frames,
+)
 from recipes.render import class_palette, render
 from recipes.tasks.base import FrameRef, PredictOptions
-from recipes.transforms import decode_to_tensor
-from recipes.video import VIDEO_EXTENSIONS, BadVideoError, VideoInfo, VideoWriter, is_video, probe_video, read_frames
 
 GLOB_CHARACTERS = set("*?[")
 INPUT_EXTENSIONS = (*IMAGE_EXTENSIONS, *VIDEO_EXTENSIONS)

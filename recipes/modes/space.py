@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from recipes.config import RecipeError
-from recipes.images import IMAGE_EXTENSIONS
+from recipes.decode.images import IMAGE_EXTENSIONS
 
 APP_TEMPLATE = Path(__file__).with_name("space_app.py")
 SETTINGS_FILE = "space_config.json"

@@ -10,7 +10,7 @@ from recipes.config import RecipeError
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Train (or evaluate_only / find_lr) from a recipe; clear errors (exit 2), no traceback."""
-    from recipes.images import BadImageError
+    from recipes.decode.images import BadImageError
     from recipes.lifecycle import run
     from recipes.parse import parse_recipe
 

@@ -154,7 +154,7 @@ class Task(ABC):
     card_metrics: ClassVar[dict[str, str]] = {}
     """Metric key → display name for the model card's model-index and results table."""
     supports_streaming: ClassVar[bool] = False
-    """Whether ``load_data`` can stream the training split (``streaming: true``; see :mod:`recipes.streaming`)."""
+    """Whether ``load_data`` can stream the training split (``streaming: true``; see :mod:`recipes.data.streaming`)."""
 
     @classmethod
     def training_defaults(cls) -> dict[str, Any]:

@@ -15,13 +15,9 @@ from datasets import ClassLabel, Dataset, DatasetInfo, Features, Image, load_dat
 from datasets.table import InMemoryTable
 
 from recipes.config import DataArguments, RecipeError
-from recipes.data import (
-    canonical_split,
-    load_hub_splits,
-    local_path,
-    require_columns,
-)
-from recipes.images import IMAGE_EXTENSIONS
+from recipes.data.sources import load_hub_splits, local_path, require_columns
+from recipes.data.splits import canonical_split
+from recipes.decode.images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger("recipes")
 

@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from recipes import plots
+from recipes.decode.tensors import decode_to_tensor
 from recipes.tasks.base import RunContext
-from recipes.transforms import decode_to_tensor
 
 TOP_LOSS_SAMPLE = 2048
 """Most validation images scored for the top-losses plot (a seeded sample on larger sets)."""

@@ -1,5 +1,6 @@
 """Image classification from a stream: class names known up front, label checks for the streamed training records;
-the evaluation splits (:func:`recipes.streaming.stream_splits`) are image folders or taken from the stream."""
+the evaluation splits (:func:`recipes.data.streaming.splits.stream_splits`) are image folders or taken from the
+stream."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ import numpy as np
 from datasets import ClassLabel, Dataset, IterableDataset
 
 from recipes.config import RecipeError
-from recipes.data import drop_bad_images, undecoded
-from recipes.streaming import stream_splits, training_stream
+from recipes.data.sources import drop_bad_images, undecoded
+from recipes.data.streaming.splits import stream_splits, training_stream
 from recipes.tasks.base import TaskData
 from recipes.tasks.classification.data import ClassificationDataArguments, class_folder_splits
 

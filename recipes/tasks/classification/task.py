@@ -14,16 +14,11 @@ import torch
 from datasets import ClassLabel, Dataset
 from transformers import AutoModelForImageClassification
 
-from recipes.check_cache import CheckCache, arrow_column
 from recipes.config import RecipeError
-from recipes.data import (
-    drop_bad_images,
-    pick_splits,
-    require_columns,
-    undecoded,
-)
-from recipes.device_decode import pixels_on_device
-from recipes.jpeg_region import region_decoding_status
+from recipes.data.check_cache import CheckCache, arrow_column
+from recipes.data.sources import drop_bad_images, require_columns, undecoded
+from recipes.data.splits import pick_splits
+from recipes.decode.turbojpeg import region_decoding_status
 from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.classification import report
 from recipes.tasks.classification.data import (
@@ -42,7 +37,13 @@ from recipes.tasks.classification.transforms import (
     encoded_classification_batch,
     transform_classification_batch,
 )
-from recipes.transforms import ProcessorGeometry, device_normaliser, uint8_batches, verified_fast_normalisation
+from recipes.transforms import (
+    ProcessorGeometry,
+    device_normaliser,
+    pixels_on_device,
+    uint8_batches,
+    verified_fast_normalisation,
+)
 
 logger = logging.getLogger("recipes")
 
@@ -96,7 +97,7 @@ class ImageClassification(Task):
             checked["train"] = cache.map(
                 checked["train"], partial(decode_into_cache, image_column=image_column), check="decoded-images",
                 split="train", desc="Decoding training images into the cache", file_columns=[image_column],
-                modules=["recipes.transforms"], batched=True, batch_size=32,
+                modules=["recipes.decode.tensors"], batched=True, batch_size=32,
             )
         summary["check_cache"] = cache.summary()
         return TaskData(

@@ -8,15 +8,9 @@ from typing import Any
 from torchvision.transforms import v2
 
 from recipes.config import RecipeError
-from recipes.device_decode import collate_encoded_images, encode_for_device
-from recipes.transforms import (
-    ProcessorGeometry,
-    collate_images_and_labels,
-    decode_augmented,
-    decode_to_tensor,
-    encode_raw_rgb,
-    processor_pixel_values,
-)
+from recipes.decode.device import collate_encoded_images, encode_for_device
+from recipes.decode.tensors import decode_augmented, decode_to_tensor, encode_raw_rgb
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels, processor_pixel_values
 
 # --------------------------------------------------------------------------- transforms
 
@@ -53,7 +47,7 @@ def transform_classification_batch(
 
 def encoded_classification_batch(batch: dict[str, list], *, image_column: str, label_column: str) -> dict[str, list]:
     """``with_transform`` function of ``gpu_decode`` training: JPEG bytes for the device (other files decoded
-    here); :func:`recipes.device_decode.pixels_on_device` finishes the batch on the GPU."""
+    here); :func:`recipes.transforms.pixels_on_device` finishes the batch on the GPU."""
     items, encoded = encode_for_device(batch[image_column])
     return {"encoded_image": items, "is_encoded": encoded, "labels": list(batch[label_column])}
 

@@ -12,12 +12,15 @@ import pyarrow.compute as pc
 from datasets import Dataset, Features, Value
 from PIL import UnidentifiedImageError
 
-from recipes.check_cache import CheckCache, arrow_column, column_values
 from recipes.config import RecipeError
-from recipes.images import BadFile
-from recipes.tasks.detection.formats import COCO_SIZE_RANGES, category_name, detection_features, upright_size
+from recipes.data.check_cache import CheckCache, arrow_column, column_values
+from recipes.decode.images import BadFile
+from recipes.tasks.detection.formats.common import COCO_SIZE_RANGES, category_name, detection_features, upright_size
 
 logger = logging.getLogger("recipes")
+FORMAT_MODULES = tuple(f"recipes.tasks.detection.formats.{name}"
+                       for name in ("common", "layout", "voc", "coco", "yolo", "yolo_config", "imagefolder"))
+"""The modules whose source keys the checks' cache (the schema and the readers: a changed one is a new check)."""
 
 # --------------------------------------------------------------------------- checks
 
@@ -120,7 +123,7 @@ def check_split(
 
     ``dataset`` has an ``image`` column and HF-convention ``objects`` (optional ``image_id``, ``width``,
     ``height`` and ``source`` columns); integer categories are names' indices in ``source_names``. The pass is
-    cached by ``cache`` (see :mod:`recipes.check_cache`).
+    cached by ``cache`` (see :mod:`recipes.data.check_cache`).
     """
     from functools import partial
 
@@ -136,7 +139,7 @@ def check_split(
         split=split,
         desc=f"Checking {split} annotations",
         file_columns=["image"],
-        modules=["recipes.tasks.detection.formats"],
+        modules=FORMAT_MODULES,
         batched=True,
         batch_size=64,
         with_indices=True,

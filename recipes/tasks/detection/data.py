@@ -11,19 +11,15 @@ from typing import Any
 
 from datasets import ClassLabel, Dataset
 
-from recipes.check_cache import CheckCache
 from recipes.config import DataArguments, RecipeError
-from recipes.data import drop_bad_images, load_hub_splits, local_path, pick_splits, require_columns, undecoded
-from recipes.images import BadFile
+from recipes.data.check_cache import CheckCache
+from recipes.data.sources import drop_bad_images, load_hub_splits, local_path, require_columns, undecoded
+from recipes.data.splits import pick_splits
+from recipes.decode.images import BadFile
 from recipes.tasks.base import TaskData
 from recipes.tasks.detection.checks import check_split, objects_as_lists, raise_strict, split_statistics
-from recipes.tasks.detection.formats import (
-    ReadResult,
-    read_detection_folder,
-    rows_to_dataset,
-    sorted_names,
-    split_subfolders,
-)
+from recipes.tasks.detection.formats.common import ReadResult, rows_to_dataset, sorted_names
+from recipes.tasks.detection.formats.layout import read_detection_folder, split_subfolders
 
 logger = logging.getLogger("recipes")
 

@@ -10,9 +10,9 @@ import torch
 from matplotlib.figure import Figure
 
 from recipes import plots
+from recipes.decode.tensors import decode_to_tensor
 from recipes.tasks.base import RunContext
 from recipes.tasks.detection.metric import detection_outputs, post_process
-from recipes.transforms import decode_to_tensor
 
 PLOT_SCORE_THRESHOLD = 0.5
 # --------------------------------------------------------------------------- plots and card

@@ -1,6 +1,6 @@
 """Object detection from a stream: category names known up front, the box checks of the map-style path done per
-training record as it is read; the evaluation splits (:func:`recipes.streaming.stream_splits`) are local folders
-or taken from the stream, and checked like map-style splits.
+training record as it is read; the evaluation splits (:func:`recipes.data.streaming.splits.stream_splits`) are
+local folders or taken from the stream, and checked like map-style splits.
 
 A streamed record has an image and HF-convention ``objects`` (``bbox`` in COCO ``xywh`` pixels, ``category``: ids
 of the ``ClassLabel`` or names), the layout ``dataset_name`` datasets have. As in the map-style checks, boxes are
@@ -21,9 +21,10 @@ from typing import Any
 
 from datasets import Dataset, IterableDataset
 
-from recipes.check_cache import CheckCache
 from recipes.config import RecipeError
-from recipes.streaming import RECORD_COUNTS, stream_splits, training_stream
+from recipes.data.check_cache import CheckCache
+from recipes.data.streaming.progress import RECORD_COUNTS
+from recipes.data.streaming.splits import stream_splits, training_stream
 from recipes.tasks.base import TaskData
 from recipes.tasks.detection.checks import clean_boxes, objects_as_lists
 from recipes.tasks.detection.data import (
@@ -33,7 +34,8 @@ from recipes.tasks.detection.data import (
     classlabel_names,
     single_split,
 )
-from recipes.tasks.detection.formats import read_detection_folder, rows_to_dataset, upright_size
+from recipes.tasks.detection.formats.common import rows_to_dataset, upright_size
+from recipes.tasks.detection.formats.layout import read_detection_folder
 
 logger = logging.getLogger("recipes")
 

@@ -10,11 +10,13 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from recipes.config import RecipeError
-from recipes.transforms import decode_to_tensor
+from recipes.decode.tensors import decode_to_tensor
 
 SCALE_JITTER = (0.75, 0.8125, 0.875, 0.9375, 1.0)
 """Training shortest-edge scales, as fractions of the image processor's ``shortest_edge``."""
 PLOT_SCORE_THRESHOLD = 0.5
+DETECTION_PRESETS = ("hflip", "basic", "strong")
+"""Named augmentation presets besides ``none`` (as in torchvision's detection references)."""
 # --------------------------------------------------------------------------- transforms
 
 
@@ -33,18 +35,23 @@ def training_resize(image_processor: Any) -> v2.Transform | None:
 def build_detection_augmentation(preset: str, image_processor: Any) -> v2.Compose | None:
     """Named presets on ``uint8`` images with ``tv_tensors.BoundingBoxes`` (``None`` for ``none``).
 
-    ``basic``: photometric distortion, zoom-out, horizontal flip and multi-scale resizing (scale jitter);
-    ``strong``: ``basic`` plus a random IoU crop. Degenerate boxes are removed at the end.
+    ``hflip``: horizontal flip only (then the resize); ``basic``: photometric distortion, zoom-out, horizontal flip
+    and multi-scale resizing (scale jitter); ``strong``: ``basic`` plus a random IoU crop. Degenerate boxes are
+    removed at the end.
     """
     if preset == "none":
         return None
-    if preset not in ("basic", "strong"):
-        raise RecipeError(f"Unknown augmentation preset `{preset}` for object-detection: use none, basic or strong.")
+    if preset not in DETECTION_PRESETS:
+        raise RecipeError(
+            f"Unknown augmentation preset `{preset}` for object-detection: use none, {', '.join(DETECTION_PRESETS)}."
+        )
     mean = tuple(round(255 * m) for m in (getattr(image_processor, "image_mean", None) or (0.5, 0.5, 0.5)))
-    steps: list[v2.Transform] = [
-        v2.RandomPhotometricDistort(p=0.5),
-        v2.RandomZoomOut(fill={tv_tensors.Image: mean, "others": 0}, side_range=(1.0, 2.0), p=0.3),
-    ]
+    steps: list[v2.Transform] = []
+    if preset in ("basic", "strong"):
+        steps += [
+            v2.RandomPhotometricDistort(p=0.5),
+            v2.RandomZoomOut(fill={tv_tensors.Image: mean, "others": 0}, side_range=(1.0, 2.0), p=0.3),
+        ]
     if preset == "strong":
         steps.append(v2.RandomIoUCrop())
     steps.append(v2.RandomHorizontalFlip(p=0.5))

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 from datasets import Dataset, Features, Image, List, Value
 
-from recipes.check_cache import CheckCache, column_values
 from recipes.config import DataArguments, RecipeError
-from recipes.data import load_hub_splits, local_path, require_columns, undecoded
-from recipes.images import record_path
+from recipes.data.check_cache import CheckCache, column_values
+from recipes.data.sources import load_hub_splits, local_path, require_columns, undecoded
+from recipes.decode.images import record_path
 from recipes.tasks.base import TaskData
 from recipes.tasks.segmentation import formats, masks
 
@@ -277,7 +277,7 @@ def check_and_convert_split(
 
     Unusable pairs (missing mask, size mismatch, unreadable file) are skipped and reported, or stop a
     ``strict`` run; unknown colours / out-of-range indices become ignore pixels, counted per file
-    (``strict``: an error naming the files). The pass is cached by ``cache`` (see :mod:`recipes.check_cache`).
+    (``strict``: an error naming the files). The pass is cached by ``cache`` (see :mod:`recipes.data.check_cache`).
     """
     features = Features({
         image_column: dataset.features[image_column],

@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from recipes.config import RecipeError
-from recipes.data import SPLIT_ALIASES
-from recipes.images import IMAGE_EXTENSIONS
+from recipes.data.splits import SPLIT_ALIASES
+from recipes.decode.images import IMAGE_EXTENSIONS
 
 logger = logging.getLogger("recipes")
 

@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from recipes.images import BadImageError, open_header, open_image, record_path
+from recipes.decode.images import BadImageError, open_header, open_image, record_path
+from recipes.decode.jpeg import oriented_size
 from recipes.tasks.segmentation.formats import (
     INDEX_MASK_MODES,
     LabelMapping,
@@ -99,12 +100,6 @@ def decode_class_ids(record: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- the check + conversion pass
 
 
-def _upright_size(image: Image.Image) -> tuple[int, int]:
-    """``(width, height)`` after EXIF orientation, as the image will be decoded for training."""
-    orientation = image.getexif().get(0x0112, 1)
-    return (image.height, image.width) if orientation in (5, 6, 7, 8) else (image.width, image.height)
-
-
 def check_and_convert_one(
     image_record: Any, mask_record: Any, *, mapping: LabelMapping, palette: Palette | None, check_images: bool
 ) -> dict[str, Any]:
@@ -118,7 +113,7 @@ def check_and_convert_one(
         return result
     try:
         image = open_image(image_record) if check_images else _lazy_open(image_record)
-        image_size = _upright_size(image)
+        image_size = oriented_size(image)
         image.close()
     except BadImageError as err:
         result["problem"] = f"{err} (fix or remove the file)"

@@ -1,6 +1,7 @@
 """Semantic segmentation from a stream: class names known up front, each training (image, mask) pair checked and
-its mask converted to class ids as it is read; the evaluation splits (:func:`recipes.streaming.stream_splits`) are
-local folders or taken from the stream, and checked and converted like map-style splits.
+its mask converted to class ids as it is read; the evaluation splits
+(:func:`recipes.data.streaming.splits.stream_splits`) are local folders or taken from the stream, and checked and
+converted like map-style splits.
 
 Masks are index masks (class id per pixel: ``L``/``P``/``I;16`` PNGs), named by ``id2label`` (the recipe's, else
 ``id2label.json`` in the Hub dataset repo or next to the local shards), or colour masks with ``label_colors_file``
@@ -21,9 +22,10 @@ from typing import Any
 
 from datasets import Dataset, Image, IterableDataset
 
-from recipes.check_cache import CheckCache
 from recipes.config import RecipeError
-from recipes.streaming import shard_files, stream_splits, training_stream
+from recipes.data.check_cache import CheckCache
+from recipes.data.streaming.sources import shard_files
+from recipes.data.streaming.splits import stream_splits, training_stream
 from recipes.tasks.segmentation import formats
 from recipes.tasks.segmentation.data import (
     MASK_COLUMN,

@@ -34,9 +34,9 @@ from datasets import Dataset
 from transformers import AutoModelForSemanticSegmentation
 
 from recipes import plots
-from recipes.check_cache import CheckCache
 from recipes.config import RecipeError
-from recipes.data import pick_splits
+from recipes.data.check_cache import CheckCache
+from recipes.data.splits import pick_splits
 from recipes.tasks.base import PredictionSink, PredictOptions, RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.segmentation import formats
 from recipes.tasks.segmentation.data import (
@@ -57,12 +57,7 @@ from recipes.tasks.segmentation.transforms import (
     processor_resizes_masks_exactly,
     transform_segmentation_batch,
 )
-from recipes.transforms import (
-    ProcessorGeometry,
-    collate_images_and_labels,
-    device_normaliser,
-    uint8_batches,
-)
+from recipes.transforms import ProcessorGeometry, collate_images_and_labels, device_normaliser, uint8_batches
 
 logger = logging.getLogger("recipes")
 

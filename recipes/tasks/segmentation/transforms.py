@@ -13,9 +13,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from recipes.config import RecipeError
+from recipes.decode.tensors import decode_to_tensor
 from recipes.tasks.segmentation import masks
 from recipes.tasks.segmentation.data import MASK_COLUMN
-from recipes.transforms import decode_to_tensor, processor_pixel_values
+from recipes.transforms import processor_pixel_values
 
 # --------------------------------------------------------------------------- transforms
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from recipes.images import jpeg_has_end_marker, max_image_pixels
+from recipes.decode.images import max_image_pixels
+from recipes.decode.jpeg import jpeg_has_end_marker
 
 LIBRARY_ENV = "VISION_RECIPES_LIBTURBOJPEG"
 DISABLED = "off"

@@ -1,4 +1,4 @@
-"""Image decoding shared by every task: EXIF orientation, any mode to RGB, bad-file reports."""
+"""Image decoding shared by every task (Pillow): the pixel cap, EXIF orientation, any mode to RGB, bad-file reports."""
 
 from __future__ import annotations
 
@@ -66,53 +66,6 @@ def check_pixels(width: int, height: int, source: Any) -> None:
     if width * height > limit:
         raise ImageTooLargeError(source, f"{width} x {height} = {width * height:,} pixels, over the limit of "
                                  f"{limit:,} pixels (a decompression bomb, or a very large photo). {LIMIT_FIX}")
-
-
-JPEG_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
-
-
-def jpeg_size(data: bytes | bytearray | memoryview) -> tuple[int, int] | None:
-    """(width, height) stored in a JPEG's frame header (the SOF segment), reading only the markers before it; None
-    when ``data`` is not a JPEG or has no readable frame header (the decoder then reports it)."""
-    if bytes(data[:2]) != b"\xff\xd8":
-        return None
-    position, end = 2, len(data)
-    while position + 4 <= end:
-        if data[position] != 0xFF:
-            return None
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length
-            position += 2
-            continue
-        if marker in (0xD9, 0xDA):  # end of image, start of scan: no frame header before it
-            return None
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        if marker in JPEG_SOF_MARKERS:
-            if position + 9 > end:
-                return None
-            height = int.from_bytes(data[position + 5 : position + 7], "big")
-            width = int.from_bytes(data[position + 7 : position + 9], "big")
-            return width, height
-        position += 2 + length
-    return None
-
-
-def check_jpeg_pixels(data: bytes | bytearray | memoryview, source: Any) -> None:
-    """:func:`check_pixels` for JPEG bytes, from their frame header (before a decoder allocates anything)."""
-    size = jpeg_size(data)
-    if size is not None:
-        check_pixels(*size, source)
-
-
-def jpeg_has_end_marker(data: bytes | bytearray | memoryview) -> bool:
-    """Whether JPEG ``data`` ends with the end-of-image marker (up to 4 KiB of trailing zero padding allowed).
-    Decoders that stop early (a region decode) or fill missing rows silently (nvJPEG) would not notice a truncated
-    file; without the marker, the file goes to the full CPU decode, which reports it by name (files with data
-    after the marker, such as motion photos, take that path too: slower, not wrong)."""
-    return bytes(data[-4096:]).rstrip(b"\0").endswith(b"\xff\xd9")
 
 
 class BadImageError(ValueError):

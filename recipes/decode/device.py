@@ -1,6 +1,7 @@
 """Training images decoded on the accelerator (``gpu_decode``): DataLoader workers only read the encoded bytes;
 the main process decodes the batch with nvJPEG (``torchvision.io.decode_jpeg(device="cuda")``) and runs the same
-augmentation and pixel steps there. For CPU-starved GPU machines, where JPEG decoding is the bottleneck.
+augmentation and pixel steps there (:func:`recipes.transforms.pixels_on_device`).
+For CPU-starved GPU machines, where JPEG decoding is the bottleneck.
 
 Files that nvJPEG must not take are decoded by the worker as usual, so every image arrives upright and RGB as on
 the CPU path: other formats, EXIF-rotated JPEGs, CMYK/YCCK JPEGs, greyscale JPEGs (torchvision 0.26's nvJPEG path
@@ -16,7 +17,6 @@ on average (tests/test_gpu.py; measured with torchvision 0.26 on an H200).
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,14 +24,12 @@ import torch
 from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from recipes.images import jpeg_has_end_marker, max_image_pixels
-from recipes.transforms import JPEG_MAGIC, ProcessorGeometry, decode_to_tensor, normalize_batch, processor_pixel_values
+from recipes.decode.images import max_image_pixels
+from recipes.decode.jpeg import JPEG_MAGIC, exif_orientation, jpeg_has_end_marker
+from recipes.decode.tensors import decode_to_tensor
 
 RGB_COMPONENT_IDS = [ord("R"), ord("G"), ord("B")]
 """Component ids of a JPEG whose channels are stored as R, G, B (no YCbCr transform)."""
-EXIF_ORIENTATION = 0x0112
-ROTATED = range(2, 9)
-"""EXIF orientations that turn or mirror the image (1 is upright; 0 and other values are ignored by decoders)."""
 
 
 @dataclass
@@ -63,7 +61,7 @@ def device_decodable_bytes(record: Any) -> torch.Tensor | None:
         return None
     try:
         with Image.open(io.BytesIO(data)) as header:  # reads the header only
-            if header.mode != "RGB" or stored_as_rgb(header) or header.getexif().get(EXIF_ORIENTATION, 1) in ROTATED:
+            if header.mode != "RGB" or stored_as_rgb(header) or exif_orientation(header) != 1:
                 return None
             if header.width * header.height > max_image_pixels():
                 return None  # the CPU path reports it, before decoding
@@ -101,25 +99,6 @@ def decode_batch(batch: EncodedImages, device: torch.device) -> list[torch.Tenso
         for position, image in zip(positions, decoded):
             images[position] = image
     return images
-
-
-def pixels_on_device(
-    inputs: dict[str, Any], device: torch.device, *, augment: Callable[[torch.Tensor], torch.Tensor],
-    processor: Any, fast: ProcessorGeometry | None,
-) -> dict[str, Any]:
-    """The Trainer-side half of ``gpu_decode``: ``encoded_images`` → ``pixel_values`` on ``device`` (decode,
-    the training augmentation image by image, then the processor's pixel steps for the stacked batch); batches
-    without encoded images pass unchanged."""
-    if "encoded_images" not in inputs:
-        return inputs
-    batch: EncodedImages = inputs.pop("encoded_images")
-    images = [augment(image) for image in decode_batch(batch, device)]
-    if fast is not None:
-        pixel_values = normalize_batch(torch.stack(images), fast)
-    else:
-        pixel_values = processor_pixel_values(processor, images, sized=True).to(device)
-    inputs["pixel_values"] = pixel_values
-    return inputs
 
 
 def collate_encoded_images(examples: list[dict[str, Any]]) -> dict[str, Any]:

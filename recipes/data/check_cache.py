@@ -53,7 +53,7 @@ import pyarrow.compute as pc
 from datasets import Dataset
 from datasets.fingerprint import Hasher
 
-from recipes.images import max_image_pixels
+from recipes.decode.images import max_image_pixels
 
 logger = logging.getLogger("recipes")
 
@@ -185,7 +185,7 @@ def data_location(dataset: Dataset, columns: Sequence[str]) -> str:
 
 def code_version(function: Callable, modules: Sequence[str] = ()) -> str:
     """A hash of the source of ``function``'s module and of ``modules``: editing a check invalidates its results."""
-    names = ["recipes.images", *modules]
+    names = ["recipes.decode.images", "recipes.decode.jpeg", *modules]
     while isinstance(function, partial):
         names += [getattr(value, "__module__", None) for value in function.keywords.values() if callable(value)]
         function = function.func

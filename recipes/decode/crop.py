@@ -4,7 +4,7 @@ The crop box is drawn by the preset's own ``RandomResizedCrop`` from the size in
 orientation applied), so the crop distribution is exactly torchvision's; the JPEG is then decoded with
 libjpeg-turbo's DCT scaling (``simplejpeg``) at the smallest 1/2, 1/4 or 1/8 scale at which the box still has at
 least the output resolution, and the box is cut and resized from that smaller image; at full scale, where
-libjpeg-turbo 3 is installed, only the box itself is decoded (:mod:`recipes.jpeg_region`). Anything unusual (no
+libjpeg-turbo 3 is installed, only the box itself is decoded (:mod:`recipes.decode.turbojpeg`). Anything unusual (no
 ``simplejpeg``, not a JPEG, a JPEG libjpeg-turbo cannot decode to RGB) returns ``None``: the caller then takes the
 full-decode path, which handles every format and reports bad files by name.
 """
@@ -18,70 +18,22 @@ import torch
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from recipes.images import max_image_pixels
-from recipes.jpeg_region import decode_region
+from recipes.decode.images import max_image_pixels
+from recipes.decode.jpeg import JPEG_MAGIC, TRANSPOSED, exif_orientation, orient
+from recipes.decode.turbojpeg import decode_region
 
 try:  # optional at run time: without it, training decodes at full size (same crops, slower)
     import simplejpeg
 except ImportError:  # pragma: no cover - depends on the environment
     simplejpeg = None
 
-EXIF_ORIENTATION_TAG = 0x0112
-STANDALONE_MARKERS = {0x01, *range(0xD0, 0xD9)}  # TEM, RSTn, SOI: no length field
 SCALES = (8, 4, 2)
-
-
-def _tiff_orientation(tiff: bytes) -> int:
-    """The orientation tag of IFD0 in an EXIF TIFF block; 1 when absent or malformed."""
-    order = {b"II": "little", b"MM": "big"}.get(tiff[:2])
-    if order is None or len(tiff) < 8:
-        return 1
-    offset = int.from_bytes(tiff[4:8], order)
-    count = int.from_bytes(tiff[offset : offset + 2], order) if offset + 2 <= len(tiff) else 0
-    for entry in range(offset + 2, offset + 2 + 12 * count, 12):
-        if entry + 12 > len(tiff):
-            break
-        if int.from_bytes(tiff[entry : entry + 2], order) == EXIF_ORIENTATION_TAG:
-            value = int.from_bytes(tiff[entry + 8 : entry + 10], order)
-            return value if 1 <= value <= 8 else 1
-    return 1
-
-
-def jpeg_exif_orientation(data: bytes) -> int:
-    """EXIF orientation (1-8) of JPEG bytes, read from the first ``Exif`` APP1 segment before the image data;
-    1 (upright) when there is none or it is malformed, as decoders assume."""
-    position, size = 2, len(data)
-    while position + 4 <= size:
-        if data[position] != 0xFF:
-            return 1
-        marker = data[position + 1]
-        if marker == 0xFF:  # fill byte
-            position += 1
-            continue
-        if marker in STANDALONE_MARKERS:
-            position += 2
-            continue
-        if marker in (0xDA, 0xD9):  # start of scan / end of image: no metadata after this
-            return 1
-        length = int.from_bytes(data[position + 2 : position + 4], "big")
-        if marker == 0xE1 and data[position + 4 : position + 10] == b"Exif\x00\x00":
-            return _tiff_orientation(data[position + 10 : position + 2 + length])
-        position += 2 + length
-    return 1
-
-
-def orient(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
-    """Apply an EXIF orientation to a (C, H, W) tensor, as ``PIL.ImageOps.exif_transpose`` does to an image."""
-    if orientation in (5, 6, 7, 8):
-        pixels = pixels.transpose(-2, -1)
-    flips = {2: (-1,), 3: (-2, -1), 4: (-2,), 6: (-1,), 7: (-2, -1), 8: (-2,)}.get(orientation)
-    return pixels.flip(flips) if flips else pixels
 
 
 def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
     """(upright height, upright width, EXIF orientation) of JPEG bytes, or ``None`` when this path cannot decode
     them (no ``simplejpeg``, not a JPEG, unreadable header, over the pixel cap)."""
-    if simplejpeg is None or data[:2] != b"\xff\xd8":
+    if simplejpeg is None or data[:2] != JPEG_MAGIC:
         return None
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data)
@@ -89,8 +41,8 @@ def jpeg_header(data: bytes) -> tuple[int, int, int] | None:
         return None
     if width * height > max_image_pixels():  # over the cap: the full decode reports the file by name
         return None
-    orientation = jpeg_exif_orientation(data)
-    return (width, height, orientation) if orientation >= 5 else (height, width, orientation)
+    orientation = exif_orientation(data)
+    return (width, height, orientation) if orientation in TRANSPOSED else (height, width, orientation)
 
 
 def crop_box(crop: v2.RandomResizedCrop, height: int, width: int) -> dict[str, int]:
@@ -125,7 +77,7 @@ def dct_scale(box: dict[str, int], size: tuple[int, int]) -> int:
 def decode_scaled(data: bytes, height: int, width: int, orientation: int, scale: int) -> torch.Tensor | None:
     """Upright RGB ``uint8`` (C, H, W) pixels decoded at about 1/``scale`` of the upright size (at least
     ``ceil(size / scale)``), or ``None`` when libjpeg-turbo cannot decode them to RGB."""
-    stored_h, stored_w = (width, height) if orientation >= 5 else (height, width)
+    stored_h, stored_w = (width, height) if orientation in TRANSPOSED else (height, width)
     try:
         array = simplejpeg.decode_jpeg(
             data, colorspace="RGB", min_height=math.ceil(stored_h / scale), min_width=math.ceil(stored_w / scale)
@@ -211,7 +163,7 @@ def decode_for_crop(
 ) -> tuple[torch.Tensor, dict[str, int], int, int] | None:
     """What to cut ``box`` (drawn in the upright ``height`` x ``width`` frame) from, as ``(pixels, box, frame
     height, frame width)`` for :func:`resized_crop_scaled`: at full scale, where libjpeg-turbo 3 is available, the
-    box alone (:func:`recipes.jpeg_region.decode_region`: its own frame); else the image decoded at the DCT scale
+    box alone (:func:`recipes.decode.turbojpeg.decode_region`: its own frame); else the image decoded at the DCT scale
     the box allows for output ``size``. ``None`` when libjpeg-turbo cannot decode ``data`` to RGB."""
     scale = dct_scale(box, size)
     if scale == 1 and orientation == 1:  # the region is cut from the stored image, which is the upright one
