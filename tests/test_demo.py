@@ -164,11 +164,14 @@ def test_demo_launch_caps_the_upload_size(tmp_path: Path, monkeypatch: pytest.Mo
 
     built: dict = {}
     monkeypatch.setattr(demo, "load_fine_tuned", lambda model, device: model)
-    monkeypatch.setattr(demo, "build_app", lambda model, threshold, max_side: built.update(max_side=max_side) or App())
+    monkeypatch.setattr(demo, "build_app", lambda model, **options: built.update(options) or App())
     assert demo.main([str(tmp_path)]) == 0
     assert launched["max_file_size"] == demo.MAX_FILE_SIZE == "25mb" and built["max_side"] == demo.MAX_SIDE
-    assert demo.main([str(tmp_path), "--max_file_size", "5mb", "--max_side", "512"]) == 0
-    assert launched["max_file_size"] == "5mb" and built["max_side"] == 512
+    assert built["max_video_frames"] == demo.MAX_VIDEO_FRAMES == 300
+    assert demo.main([str(tmp_path), "--max_file_size", "5mb", "--max_side", "512", "--max_video_frames", "60"]) == 0
+    assert launched["max_file_size"] == "5mb" and built["max_side"] == 512 and built["max_video_frames"] == 60
+    with pytest.raises(SystemExit, match="2"):
+        demo.main([str(tmp_path), "--max_video_frames", "0"])
 
 
 @pytest.mark.parametrize("pipeline_task", ["object-detection", "image-segmentation"])
