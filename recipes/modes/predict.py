@@ -129,7 +129,7 @@ class Batch:
     """Input positions (images) or :class:`FrameKey` (video frames)."""
     sizes: list[tuple[int, int]]
     inputs: dict[str, torch.Tensor]
-    failed: list[tuple[int, str]]
+    failed: list[tuple[Any, str]]
     images: list[torch.Tensor] | None = None
 
 
