@@ -243,17 +243,15 @@ def timed_loop(name: str, step: Any, score: Any, optimizer: torch.optim.Optimize
 # --------------------------------------------------------------------------- the same RT-DETRv2, plain loop
 
 
-def plain_loop_curves(shared: Path, data_dir: Path, minutes: float, milestones: list[float], calibration_steps: int,
-                      batch_size: int = 4, learning_rate: float = 2e-4, ema_decay: float = 0.0) -> list[Curve]:
+def plain_loop_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[float], calibration_steps: int,
+                     batch_size: int = 4, learning_rate: float = 2e-4) -> Curve:
     """``plates-small``'s model and image processor (built by the recipe), trained in a plain PyTorch loop.
 
     The loop of the issue that asked for this recipe: AdamW at a constant rate for the whole model, weight decay
     1e-4, gradients clipped at 0.1, horizontal flips, the processor's 320x320 resize; no Trainer, no project
     transforms, collate or metric. Scored by the processor's post-processing and the same COCO evaluation, so a gap
-    to ``plates-small`` is the recipe (schedule, augmentation) or the Trainer path, not the model. With
-    ``ema_decay``, an exponential moving average of the weights (``torch.optim.swa_utils``) is scored too.
+    to ``plates-small`` is the recipe (schedule, augmentation) or the Trainer path, not the model.
     """
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
     from transformers import AutoModelForObjectDetection
 
     from recipes.decode.tensors import decode_to_tensor
@@ -268,8 +266,6 @@ def plain_loop_curves(shared: Path, data_dir: Path, minutes: float, milestones: 
     train, validation = _split(data_dir)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=1e-4)
     generator = torch.Generator().manual_seed(SEED)
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True) if ema_decay else None
-    ema_scores: list[tuple[float, float]] = []
 
     def encode(rows: list[dict[str, Any]], flips: list[bool]) -> dict[str, Any]:
         images, annotations = [], []
@@ -294,16 +290,8 @@ def plain_loop_curves(shared: Path, data_dir: Path, minutes: float, milestones: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
         optimizer.step()
-        if ema is not None:
-            ema.update_parameters(model)
 
     def score() -> tuple[float, float]:
-        if ema is not None:
-            ema.module.eval()
-            ema_scores.append(score_model(ema.module))
-        return score_model(model)
-
-    def score_model(model: torch.nn.Module) -> tuple[float, float]:
         from recipes.metrics.coco import coco_inputs, run_coco_eval
 
         truths, detections, sizes = [], [], []
@@ -325,12 +313,8 @@ def plain_loop_curves(shared: Path, data_dir: Path, minutes: float, milestones: 
         stats = run_coco_eval(ground_truth, rows_found).stats
         return float(stats[1]), float(stats[0])
 
-    curve = timed_loop("plates-small, plain loop", step, score, optimizer, minutes, milestones, calibration_steps,
-                       model, cosine=False)
-    if ema is None:
-        return [curve]
-    return [curve, Curve(f"{curve.name} + EMA", curve.minutes, [m for m, _ in ema_scores], [m for _, m in ema_scores],
-                         steps=curve.steps, seconds_per_step=curve.seconds_per_step)]
+    return timed_loop("plates-small, plain loop", step, score, optimizer, minutes, milestones, calibration_steps,
+                      model, cosine=False)
 
 
 # --------------------------------------------------------------------------- report
@@ -364,7 +348,6 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0, help="training time per detector")
     parser.add_argument("--milestones", default="5,10,20,30", help="training minutes at which mAP50 is measured")
     parser.add_argument("--only", default="", help="comma-separated subset: small,random,cdetr,fcos,plain")
-    parser.add_argument("--ema_decay", type=float, default=0.0, help="plain loop: also score an EMA of the weights")
     parser.add_argument("--quick", action="store_true", help="15 s each on 24 photos (a smoke test)")
     parser.add_argument("--shared", type=Path, default=SHARED, help="folder holding datasets/ and pretrained/")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -394,8 +377,7 @@ def main() -> None:
         if "fcos" in chosen:
             curves.append(fcos_curve(options.shared, data_dir, options.minutes, milestones, calibration))
         if "plain" in chosen:
-            curves += plain_loop_curves(options.shared, data_dir, options.minutes, milestones, calibration,
-                                        ema_decay=options.ema_decay)
+            curves.append(plain_loop_curve(options.shared, data_dir, options.minutes, milestones, calibration))
     print(f"\nCar plates ({data_dir}), validation: {VALIDATION_FRACTION:.0%} held out (seed {SEED}); "
           f"{options.minutes:g} training minutes each on this machine ({torch.get_num_threads()} threads)")
     header = "".join(f"{f'@{m:g} min':>12}" for m in milestones)

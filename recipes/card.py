@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from recipes.ema import EmaSettings
 from recipes.tasks.base import RunContext
 
 TASK_NAMES = {
@@ -132,21 +134,33 @@ def _hyperparameter_table(recipe: Any) -> str:
     args = recipe.training
     rows = ["| Hyper-parameter | Value |", "|---|---|"]
     for name in HYPERPARAMETERS:
-        rows.append(f"| {name} | {getattr(args, name, None)} |")
+        rows.append(f"| {name} | {_shown(getattr(args, name, None))} |")
     rows.append(f"| augmentation | {recipe.data.augmentation} |")
     for name in ("backbone_learning_rate", "layer_decay", "head_warmup_epochs", "batchnorm_momentum",
                  "freeze_batchnorm"):
         value = getattr(recipe.model, name)
         if value not in (None, False, 0, 0.0):
             rows.append(f"| {name} | {value} |")
+    if recipe.model.ema:
+        settings = EmaSettings(decay=recipe.model.ema_decay, warmup=recipe.model.ema_warmup)
+        rows.append(f"| EMA of the weights (this model; its evaluations) | {settings.describe()} |")
     return "\n".join(rows)
+
+
+def _shown(value: Any) -> Any:
+    """A hyper-parameter as a recipe writes it: an enum (``SchedulerType.COSINE``) by its value (``cosine``)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+NOT_METRICS = ("_runtime", "_per_second", "_epoch")
+"""Keys of the Trainer's evaluation results that are not metrics (the timing, the epoch it ran at)."""
 
 
 def _results_table(context: RunContext) -> str:
     rows = ["| Split | Metric | Value |", "|---|---|---|"]
     for split in ("eval", "test"):
         for key, value in sorted(context.metrics.get(split, {}).items()):
-            if isinstance(value, (int, float)) and not key.endswith(("_runtime", "_per_second")):
+            if isinstance(value, (int, float)) and not key.endswith(NOT_METRICS):
                 name = "validation" if split == "eval" else "test"
                 rows.append(f"| {name} | {key.removeprefix(split + '_')} | {value:.4f} |")
     return "\n".join(rows)

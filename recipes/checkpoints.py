@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
 from transformers import TrainerCallback, TrainingArguments
 
@@ -56,7 +57,7 @@ TRAINING_KEYS = (
 """The ``TrainingArguments`` that shape training (output, logging, evaluation, saving, Hub, speed settings do not)."""
 
 
-ADDED_KEYS = frozenset({"processes"})
+ADDED_KEYS = frozenset({"processes", "ema", "ema_decay", "ema_warmup"})
 """Fingerprint keys newer than its first version: a checkpoint saved without one is not refused for it."""
 
 
@@ -84,7 +85,7 @@ def training_fingerprint(recipe: Recipe, data: Any) -> dict[str, Any]:
 
 def _files_fingerprint(dataset: Any, image_column: str) -> str | None:
     """The contents of the local files a map-style split reads (its images, and masks stored as images): the size
-    and modification time of each, as the data-check cache keys them (:func:`recipes.check_cache.file_signature`).
+    and modification time of each, as the data-check cache keys them (:func:`recipes.data.check_cache.file_signature`).
     A ``datasets`` fingerprint of a local folder covers only the file paths, so a photo replaced by another of the
     same name would otherwise resume as the same run. A stat per file (no read): a replacement keeping both size
     and modification time is not seen. None for streams and splits that hold their image bytes."""
@@ -102,7 +103,7 @@ def _files_fingerprint(dataset: Any, image_column: str) -> str | None:
 
 def _data_fingerprint(dataset: Any) -> str | None:
     """A split's ``datasets`` fingerprint; for a streamed one (no such fingerprint), its shard list
-    (:func:`recipes.streaming.stream_fingerprint`)."""
+    (:func:`recipes.data.streaming.stream_fingerprint`)."""
     from datasets import IterableDataset
 
     if isinstance(dataset, IterableDataset):
@@ -147,6 +148,11 @@ class FingerprintWriter(TrainerCallback):
         self.fingerprint = fingerprint
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        # Each process writes its own files (rng_state_<rank>.pth; optimizer shards under FSDP) after the main one
+        # saved the weights: all of them are in the folder before it is marked complete and its push is staged
+        # (the callbacks after this one).
+        if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         if state.is_world_process_zero and folder.is_dir():
             write_fingerprint(folder, self.fingerprint)

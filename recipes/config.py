@@ -207,6 +207,24 @@ class ModelArguments:
         default=None,
         metadata={"help": "channels_last memory format; default: on for convolutional models on CUDA, off on CPU."},
     )
+    ema: bool = field(
+        default=False,
+        metadata={"help": "Keep an exponential moving average (EMA) of the weights, BatchNorm statistics included "
+                  "(timm's ModelEmaV3), updated after every optimizer step: evaluations, the best-checkpoint "
+                  "choice and the saved model are the EMA's; checkpoints hold it (ema.safetensors) for resuming. "
+                  "Not with FSDP or DeepSpeed."},
+    )
+    ema_decay: float = field(
+        default=0.999,
+        metadata={"help": "EMA decay (0 < decay < 1): the average spans about 1 / (1 - decay) steps. With ema_warmup "
+                  "it is the cap the warmed-up decay reaches (0.999 at about 10,000 steps)."},
+    )
+    ema_warmup: bool = field(
+        default=True,
+        metadata={"help": "Warm the EMA decay up as 1 - step ** -0.75 (capped by ema_decay; e.g. 0.95 at step "
+                  "56, 0.986 at step 300), so short fine-tuning runs average their recent steps instead of staying "
+                  "near the first ones. false: ema_decay from the second step."},
+    )
 
     def __post_init__(self) -> None:
         self.config_overrides = _as_mapping(self.config_overrides, "config_overrides")
@@ -215,6 +233,11 @@ class ModelArguments:
             raise RecipeError(
                 "`backbone_name_or_path` builds a new detector around a pretrained backbone: set `model_type` (e.g. "
                 "rt_detr_v2) and leave `model_name_or_path` unset (a full checkpoint already has its backbone)."
+            )
+        if not 0.0 < self.ema_decay < 1.0:
+            raise RecipeError(
+                f"`ema_decay: {self.ema_decay}` must lie strictly between 0 and 1 (the EMA spans about 1 / (1 - "
+                "decay) steps): e.g. 0.999, or 0.99 for a run of a few hundred steps without ema_warmup."
             )
         if self.model_name_or_path is None and self.model_type is None:
             raise RecipeError(

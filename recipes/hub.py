@@ -173,7 +173,8 @@ class CheckpointPusher(TrainerCallback):
     Each push is one commit that adds the new checkpoint and, with ``save_total_limit``, deletes the pushed ones the
     Trainer has rotated away locally, so the repository mirrors the checkpoints kept in ``output_dir`` (the latest
     and the best); without it nothing is deleted. Uploads run one at a time in order; training does not wait for
-    them, :meth:`wait` does (at the end of training, after an error, and after SIGTERM).
+    them, :meth:`wait` does (the lifecycle calls it after training, however it ended: at its end, after an error,
+    and after SIGTERM, for a bounded time).
     """
 
     def __init__(self, api: HfApi, repo_id: str) -> None:
@@ -220,9 +221,6 @@ class CheckpointPusher(TrainerCallback):
         staged = _stage(output_dir / name)
         self._last = name
         self._pending.append((name, self._executor.submit(self._upload, staged, name, keep)))
-
-    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.wait()
 
     def _upload(self, staged: Path, name: str, keep: set[str] | None) -> None:
         try:

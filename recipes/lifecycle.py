@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -45,6 +46,7 @@ from recipes.config import ModelArguments, Recipe, RecipeError
 from recipes.data.streaming.loader import StreamStateCallback, StreamTraining
 from recipes.data.streaming.sources import check_streaming_recipe
 from recipes.decode.images import set_max_image_pixels
+from recipes.ema import EmaSettings, check_ema_supported
 from recipes.examples import save_examples
 from recipes.hub import CheckpointPusher, PublishError, download_checkpoint, hub_checkpoints, push_output_dir
 from recipes.labels import named_labels, plan_labels
@@ -102,6 +104,20 @@ def resume_checkpoint(recipe: Recipe, fingerprint: dict[str, Any] | None = None)
     return last
 
 
+def resume_decision(recipe: Recipe, fingerprint: dict[str, Any]) -> tuple[str, Any]:
+    """What a run with ``fingerprint`` does with ``output_dir``: ``("finished", message)`` (nothing left to do),
+    ``("trained", None)`` (training done, later steps redone) or ``("resume", checkpoint or None)``. Taken by the
+    main process only (:func:`main_process_decides`)."""
+    args = recipe.training
+    finished = None if args.resume_from_checkpoint or not recipe.run.auto_resume else finished_run(
+        recipe, fingerprint)
+    if finished is not None:
+        return "finished", finished
+    if not args.resume_from_checkpoint and recipe.run.auto_resume and trained_run(args.output_dir):
+        return "trained", None
+    return "resume", resume_checkpoint(recipe, fingerprint)
+
+
 def run(recipe: Recipe) -> RunContext:
     """Train, evaluate, save, plot, write the card and push, for the recipe's task."""
     setup_logging(recipe)
@@ -113,6 +129,8 @@ def run(recipe: Recipe) -> RunContext:
     # The token stays out of the arguments the Trainer pickles into training_args.bin and checkpoints.
     hub_token, args.hub_token = args.hub_token, None
     check_streaming_recipe(recipe.data, args, task.name, task.supports_streaming)
+    if recipe.model.ema and not (recipe.run.evaluate_only or recipe.run.find_lr):
+        check_ema_supported(args)
     trained = False  # the run in output_dir trained to its end already (its later steps are redone)
     foreign = [] if recipe.run.evaluate_only or recipe.run.overwrite else foreign_contents(args.output_dir)
     if foreign:
@@ -139,20 +157,21 @@ def run(recipe: Recipe) -> RunContext:
             with args.main_process_first(desc="downloading the last checkpoint from the Hub"):
                 args.resume_from_checkpoint = str(download_checkpoint(recipe.run.resume_from_hub, args.output_dir,
                                                                       token=hub_token, steps=steps))
-        finished = None if args.resume_from_checkpoint or not recipe.run.auto_resume else finished_run(
-            recipe, fingerprint)
-        if finished is not None:
+        # One decision for every process (the main one reads output_dir, moves incomplete checkpoints aside and
+        # answers): a process deciding alone could see another folder state and train from another step.
+        decision, value = main_process_decides(args, resume_decision, recipe, fingerprint)
+        if decision == "finished":
             context.metrics = existing_metrics(args.output_dir)
             if args.should_log:
-                print(finished, flush=True)
+                print(value, flush=True)
             return context
-        if not args.resume_from_checkpoint and recipe.run.auto_resume and trained_run(args.output_dir):
+        if decision == "trained":
             trained = True
             logger.info("%s holds this run's trained model, but its later steps did not all finish (%s: %s): "
                         "training skipped; evaluating, writing the outputs%s from the saved model.", args.output_dir,
                         STATUS_FILE, TRAINED, " and pushing" if push_requested else "")
         else:
-            context.resumed_from = resume_checkpoint(recipe, fingerprint)
+            context.resumed_from = value
     train_now = fingerprint is not None and not trained
     pusher = _checkpoint_pusher(recipe, push_requested, hub_token) if train_now else None
 
@@ -175,6 +194,8 @@ def run(recipe: Recipe) -> RunContext:
     loaded = task.build_model(recipe.model, data)
     metric = task.metric(data, processor)
     metric.keep_predictions = bool(recipe.run.extra_metrics)
+    if not recipe.run.evaluate_only:
+        enough_log_points(args, None if stream is not None else len(train_dataset))
     trainer = build_trainer(context, loaded, train_dataset, eval_dataset, metric, stream)
     context.trainer = trainer
     if fingerprint is not None:
@@ -195,12 +216,17 @@ def run(recipe: Recipe) -> RunContext:
             stream.restore(context.resumed_from, trainer)
         if trainer.is_world_process_zero():
             write_run_status(context.output_dir, TRAINING)
+        trainer.add_callback(StopWhenPreempted())
         with stop_on_sigterm():
             try:
                 result = trainer.train(resume_from_checkpoint=context.resumed_from)
             finally:  # the last checkpoint reaches the Hub even when training stops with an error or SIGTERM
                 if pusher is not None:
                     pusher.wait(timeout=PUSH_WAIT_AFTER_SIGTERM_S if _preempted.is_set() else None)
+            if _preempted.is_set():  # every process stopped at the same step, its checkpoint saved
+                logger.warning("Preempted: stopped at step %d with its checkpoint saved; exiting with %d. Rerun the "
+                               "same command to continue from it.", trainer.state.global_step, SIGTERM_EXIT_CODE)
+                raise Preempted(SIGTERM_EXIT_CODE)
         trainer.save_model()
         trainer.save_state()
         if trainer.is_world_process_zero():
@@ -252,23 +278,24 @@ class Preempted(SystemExit):
 
 @contextmanager
 def stop_on_sigterm() -> Iterator[None]:
-    """During training, turn SIGTERM (the usual preemption signal, which skips ``finally`` blocks and ``atexit``)
-    into :class:`Preempted` raised in the main thread: training stops where it is, the queued checkpoint pushes are
-    waited for (:data:`PUSH_WAIT_AFTER_SIGTERM_S`), and the process exits with 143. A second SIGTERM while
-    stopping is logged and ignored. The previous handler is restored afterwards."""
+    """During training, note SIGTERM (the usual preemption signal, which otherwise kills the process without its
+    ``finally`` blocks and ``atexit``) instead of dying: :class:`StopWhenPreempted` ends training at the end of the
+    current step with a checkpoint of it, on every process at the same step; then the queued checkpoint pushes are
+    waited for (:data:`PUSH_WAIT_AFTER_SIGTERM_S`) and each process exits with 143. Raising at once instead would
+    leave the other processes of a distributed run waiting in a collective for one that is gone. A second SIGTERM
+    raises :class:`Preempted` at once (no checkpoint of the current step). The previous handler is restored
+    afterwards."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
         if _preempted.is_set():
-            logger.warning("SIGTERM again: still stopping (waiting for the queued checkpoint pushes).")
-            return
+            logger.warning("SIGTERM again: stopping now, without a checkpoint of the current step.")
+            raise Preempted(SIGTERM_EXIT_CODE)
         _preempted.set()
-        logger.warning("SIGTERM: stopping training now; queued checkpoint pushes are waited for, then the run "
-                       "exits with %d. Rerun the same command to continue from the last checkpoint.",
-                       SIGTERM_EXIT_CODE)
-        raise Preempted(SIGTERM_EXIT_CODE)
+        logger.warning("SIGTERM: stopping training at the end of this step, with a checkpoint of it; queued "
+                       "checkpoint pushes are waited for, then the run exits with %d.", SIGTERM_EXIT_CODE)
 
     _preempted.clear()
     previous = signal.signal(signal.SIGTERM, handler)
@@ -277,6 +304,30 @@ def stop_on_sigterm() -> Iterator[None]:
     finally:
         signal.signal(signal.SIGTERM, previous)
         _preempted.clear()
+
+
+def preempted_anywhere(args: Any) -> bool:
+    """Whether SIGTERM reached this process or, in a distributed run, any other (one small all-reduce, so that
+    every process stops at the same step)."""
+    flag = _preempted.is_set()
+    if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        votes = torch.tensor([int(flag)], device=args.device)
+        torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MAX)
+        flag = bool(votes.item())
+    return flag
+
+
+class StopWhenPreempted(TrainerCallback):
+    """After SIGTERM (:func:`stop_on_sigterm`) on any process: save a checkpoint of the step just finished and stop
+    training, on every process at the same step (the step's evaluation, when one is due, runs first, as in an
+    uninterrupted run, so resuming from the checkpoint continues that run exactly)."""
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if preempted_anywhere(args):
+            _preempted.set()  # the processes that did not get the signal themselves exit with 143 too
+            control.should_save = True
+            control.should_training_stop = True
+        return control
 
 
 def main_process_decides(args: Any, decide: Any, *call_args: Any) -> Any:
@@ -327,6 +378,32 @@ def _checkpoint_pusher(recipe: Recipe, push_requested: bool, hub_token: str | No
     return pusher
 
 
+MIN_LOG_POINTS = 20
+"""Training-loss points a run logs at least (its curve in ``training_curves.png`` and the card)."""
+
+
+def enough_log_points(args: Any, train_examples: int | None) -> None:
+    """Lower ``logging_steps`` (logged) when it would log the training loss fewer than :data:`MIN_LOG_POINTS` times
+    in the run (a short run logging every 10 steps drew its loss curve as one dot). ``train_examples``: the size of
+    a map-style training set (None for a stream, whose length is ``max_steps``)."""
+    if args.logging_strategy != "steps":
+        return
+    if args.max_steps and args.max_steps > 0:
+        total = args.max_steps
+    elif train_examples:
+        per_step = args.train_batch_size * args.world_size * args.gradient_accumulation_steps
+        total = math.ceil(math.ceil(train_examples / per_step) * args.num_train_epochs)
+    else:
+        return
+    every = args.logging_steps * total if args.logging_steps < 1 else args.logging_steps  # a float < 1: a ratio
+    wanted = max(1, total // MIN_LOG_POINTS)
+    if every > wanted:
+        logger.info("logging_steps %s → %d: the run has %d optimizer steps, so the training loss is logged about "
+                    "%d times (at least %d points on the curves).", args.logging_steps, wanted, total,
+                    total // wanted, min(MIN_LOG_POINTS, total))
+        args.logging_steps = wanted
+
+
 def build_trainer(
     context: RunContext, loaded: LoadedModel, train_dataset: Any, eval_dataset: Any, metric: StreamingMetric,
     stream: StreamTraining | None = None,
@@ -369,7 +446,15 @@ def build_trainer(
             stream is not None or len(train_dataset) > args.train_batch_size * args.world_size),
         train_loader=stream.make_loader if stream is not None else None,
         device_transform=task.device_transform(processor, recipe.data),
+        ema=ema_settings(recipe),
     )
+
+
+def ema_settings(recipe: Recipe) -> EmaSettings | None:
+    """The EMA of the weights the run keeps (``ema``), or ``None`` (off; nothing trained: evaluate_only, find_lr)."""
+    if not recipe.model.ema or recipe.run.evaluate_only or recipe.run.find_lr:
+        return None
+    return EmaSettings(decay=recipe.model.ema_decay, warmup=recipe.model.ema_warmup)
 
 
 STREAM_KEYS_ENV = "VISION_RECIPES_STREAM_KEYS"

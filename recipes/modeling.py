@@ -12,11 +12,11 @@ import torch
 import transformers
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoImageProcessor, Trainer
-from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES
 
 from recipes.backbones import backbone_normalisation, detector_config_kwargs, load_backbone_source, load_into_detector
 from recipes.batchnorm import fix_tensorflow_dropout, fix_tensorflow_momentum, freeze_statistics
 from recipes.config import ModelArguments, RecipeError
+from recipes.ema import EmaCallback, EmaSettings, WeightAverage
 from recipes.labels import label_parameter_rows, move_head_rows, named_labels, plan_labels
 from recipes.schedule import LearningRates, parameter_groups
 from recipes.timm_checkpoints import (
@@ -72,13 +72,25 @@ def build_image_processor(model_args: ModelArguments, extra_kwargs: dict[str, An
                 processor = timm_processor_overrides(processor, model_args.image_processor_overrides, f"`{name}`")
         return processor
     model_type = SAME_PROCESSOR_AS.get(model_args.model_type or "", model_args.model_type or "")
-    mapping = IMAGE_PROCESSOR_MAPPING_NAMES.get(model_type)
-    class_name = (mapping or {}).get("torchvision") or (mapping or {}).get("pil")
-    if class_name is None:
+    classes = default_processor_classes(model_type)
+    processor_class = classes.get("torchvision") or classes.get("pil")
+    if processor_class is None:
         raise RecipeError(
             f"No default image processor for model_type `{model_args.model_type}`; set `image_processor_name`."
         )
-    return getattr(transformers, class_name)(**kwargs)
+    return processor_class(**kwargs)
+
+
+def default_processor_classes(model_type: str) -> dict[str, type]:
+    """The image processor classes transformers registers for ``model_type`` (``{"torchvision": …, "pil": …}``;
+    empty when it has none), read through the public ``CONFIG_MAPPING`` and ``IMAGE_PROCESSOR_MAPPING``."""
+    try:
+        found = transformers.IMAGE_PROCESSOR_MAPPING[transformers.CONFIG_MAPPING[model_type]]
+    except (KeyError, ValueError):
+        return {}
+    if isinstance(found, tuple):  # (slow, fast) in releases before the torchvision/PIL backends
+        return {key: cls for key, cls in zip(("pil", "torchvision"), found) if cls is not None}
+    return {key: cls for key, cls in dict(found).items() if cls is not None}
 
 
 def _timm_hint(name: str) -> str:
@@ -304,18 +316,57 @@ def load_into_sharded_model(
 class RecipeTrainer(Trainer):
     """``Trainer`` with per-parameter learning rates (:class:`recipes.schedule.LearningRates`: backbone rate,
     layer-wise decay, head groups for head warm-up), a train loader that drops an incomplete last batch when the
-    model has BatchNorm, and checkpoint reloading through ``from_pretrained``."""
+    model has BatchNorm, checkpoint reloading through ``from_pretrained``, and an optional EMA of the weights
+    (``ema``: :class:`recipes.ema.WeightAverage`) that evaluations during training use, checkpoints hold and the
+    model becomes when training ends."""
 
     def __init__(
         self, *args: Any, learning_rates: LearningRates | None = None, drop_incomplete_batch: bool = False,
         device_transform: Callable[[dict[str, Any], torch.device], dict[str, Any]] | None = None,
-        train_loader: Callable[[Trainer, bool], Any] | None = None, **kwargs: Any,
+        train_loader: Callable[[Trainer, bool], Any] | None = None, ema: EmaSettings | None = None, **kwargs: Any,
     ) -> None:
         self.learning_rates = learning_rates
         self.drop_incomplete_batch = drop_incomplete_batch
         self.device_transform = device_transform
         self.train_loader = train_loader
+        self.weight_average: WeightAverage | None = None
+        self._evaluate_average = False  # during train(): evaluations swap the average in
         super().__init__(*args, **kwargs)
+        if ema is not None:
+            if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+                raise RecipeError(
+                    "`ema: true` is not supported with FSDP or DeepSpeed (each process holds a shard of the weights); "
+                    "train with DDP or set `ema: false`."
+                )
+            self.weight_average = WeightAverage(self.model, ema)  # after the Trainer moved the model to its device
+            # Before the callbacks added later (the run fingerprint marks a checkpoint complete after the average).
+            self.add_callback(EmaCallback(self.weight_average))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args: Any, **kwargs: Any) -> Any:
+        """With an EMA: continue the checkpoint's average when resuming, evaluate the average during training,
+        and end with the model holding it (the best checkpoint's with ``load_best_model_at_end``)."""
+        if self.weight_average is None:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        if resume_from_checkpoint is True:
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+        if resume_from_checkpoint:
+            self.weight_average.load(resume_from_checkpoint)
+        self._evaluate_average = True
+        try:
+            result = super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            self._evaluate_average = False
+        self.weight_average.copy_to(self.model)
+        logger.info("The model now holds the EMA of its weights (%s).", self.weight_average.settings.describe())
+        return result
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        if self.weight_average is None or not self._evaluate_average:
+            return super().evaluate(*args, **kwargs)
+        with self.weight_average.applied_to(self.model):
+            return super().evaluate(*args, **kwargs)
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         return super().compute_loss(model, self.device_inputs(inputs), *args, **kwargs)
@@ -330,7 +381,7 @@ class RecipeTrainer(Trainer):
         return super().prediction_step(model, self.device_inputs(inputs), *args, **kwargs)
 
     def get_train_dataloader(self) -> Any:
-        if self.train_loader is not None:  # a streamed dataset brings its own loader (recipes.streaming)
+        if self.train_loader is not None:  # a streamed dataset brings its own loader (recipes.data.streaming)
             return self.train_loader(self, self.drop_incomplete_batch or self.args.dataloader_drop_last)
         # A last batch of 1 image gives BatchNorm the statistics of that image: drop it (training only).
         if not self.drop_incomplete_batch or self.args.dataloader_drop_last:
@@ -405,6 +456,11 @@ class RecipeTrainer(Trainer):
                             self.state.best_metric)
                 return
             super()._load_best_model()  # a SHARDED_STATE_DICT checkpoint: the Trainer's DCP loader
+            return
+        if checkpoint and self.weight_average is not None:  # the best evaluation was the average's (no FSDP)
+            self.accelerator.wait_for_everyone()  # the main process has written the last checkpoint's average
+            self.weight_average.load(checkpoint)
+            logger.info("Loaded the best EMA of the weights from %s (%s)", checkpoint, self.state.best_metric)
             return
         if checkpoint and self._reload_weights(checkpoint):
             logger.info("Loaded the best model from %s (%s)", checkpoint, self.state.best_metric)

@@ -106,6 +106,25 @@ def _without_evaluation(namespace: dict[str, Any]) -> None:
         namespace["load_best_model_at_end"] = False
 
 
+def _pin_memory_only_for_an_accelerator(namespace: dict[str, Any]) -> None:
+    """``dataloader_pin_memory`` (the Trainer's default: on) only where batches go to an accelerator: on a CPU run
+    torch's loaders warn at every evaluation that pinning needs one, and pinned pages would only cost memory."""
+    if not namespace.get("dataloader_pin_memory"):
+        return
+    if namespace.get("use_cpu") or not accelerator_available():
+        namespace["dataloader_pin_memory"] = False
+
+
+def accelerator_available() -> bool:
+    """Whether torch sees an accelerator it pins memory for (CUDA, ROCm, XPU; not MPS, where it cannot)."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is None:
+        return torch.cuda.is_available()
+    return bool(accelerator.is_available()) and accelerator.current_accelerator().type != "mps"  # mps: no pinning
+
+
 def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
     """Parse ``[CONFIG.yaml | --config CONFIG.yaml] [--key value ...]`` into a :class:`Recipe`.
 
@@ -153,6 +172,7 @@ def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
             value = {**current, **value}
         namespace[key] = value
     _without_evaluation(namespace)
+    _pin_memory_only_for_an_accelerator(namespace)
     built = []
     for cls in classes:
         names = {f.name for f in dataclasses.fields(cls) if f.init}

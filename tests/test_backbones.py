@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import shared_checkpoint
+from helpers import shared_checkpoint
 from transformers import AutoModelForObjectDetection, ResNetConfig, ResNetForImageClassification, pipeline
 
 from recipes.backbones import find_backbone_module, load_backbone_source

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, assert_ok, shared_dataset
+from helpers import REPO, assert_ok, shared_dataset
 
 RATIO_LINE = r"{label}\s+ratio ours/naive: \d+\.\d+x default, \d+\.\d+x with decode cache"
 

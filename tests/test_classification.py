@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
+from helpers import TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
 from PIL import Image
 from sklearn.metrics import (
     accuracy_score,
@@ -195,7 +195,7 @@ def test_unreadable_images_stop_a_strict_run(tmp_path: Path) -> None:
 
 
 def test_decompression_bombs_are_skipped_and_listed_at_start_up(tmp_path: Path) -> None:
-    from test_images import jpeg_bomb, png_bomb
+    from helpers import jpeg_bomb, png_bomb
 
     from recipes.sample_data.shapes import make_shapes_dataset
 
@@ -249,6 +249,31 @@ def test_eval_normalisation_matches_the_image_processor() -> None:
         processor=processor,
     )["pixel_values"]
     assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_a_short_run_logs_the_training_loss_at_least_20_times(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``logging_steps`` is lowered (and the log says so) when the run would log its loss fewer than 20 times."""
+    import logging
+
+    from transformers import TrainingArguments
+
+    from recipes.lifecycle import enough_log_points
+
+    def interval(train_examples: int | None, **kwargs) -> float:
+        args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none", **kwargs)
+        enough_log_points(args, train_examples)
+        return args.logging_steps
+
+    with caplog.at_level(logging.INFO, logger="recipes"):
+        assert interval(None, max_steps=60, logging_steps=10) == 3
+    assert "logging_steps 10 → 3: the run has 60 optimizer steps" in caplog.text
+    assert interval(77, num_train_epochs=2, per_device_train_batch_size=16, logging_steps=10) == 1  # 10 steps
+    assert interval(800, num_train_epochs=2, per_device_train_batch_size=8, gradient_accumulation_steps=2,
+                    logging_steps=10) == 5  # 100 steps
+    assert interval(None, max_steps=100, logging_steps=0.5) == 5  # a ratio of the run: every 50 → every 5
+    assert interval(None, max_steps=1000, logging_steps=10) == 10  # 100 points already: unchanged
+    assert interval(None, max_steps=60, logging_steps=10, logging_strategy="epoch") == 10
+    assert interval(None, logging_steps=10) == 10  # a stream without max_steps: length unknown, unchanged
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -307,6 +332,10 @@ def test_quickstart_recipe_end_to_end(tmp_path: Path, shapes_dir: Path) -> None:
     assert_ok(result)
     assert "Vision Recipes run summary" in result.stdout
     metrics = _check_outputs(out, {"circle", "square", "triangle", "cross"})
+    # 2 epochs of 77 images in batches of 16 are 10 steps: the recipe's logging_steps 10 would draw one loss dot
+    assert "logging_steps 10 → 1: the run has 10 optimizer steps" in result.stderr
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == list(range(1, 11))
     manifest = json.loads((out / "run_manifest.json").read_text())
     assert metrics["eval_samples"] == manifest["data_summary"]["validation_examples"] == 19  # each image once
     assert metrics["eval_my_accuracy"] == pytest.approx(metrics["eval_accuracy"])

@@ -150,3 +150,41 @@ def test_extra_metrics_run_module_code_only_with_trust_remote_code(tmp_path: Pat
     recipe = parse_recipe([*base, "--extra_metrics", "accuracy", "--trust_remote_code", "true"])
     assert recipe.run.extra_metrics == ["accuracy"] and recipe.model.trust_remote_code
     assert parse_recipe(base).run.extra_metrics == []  # the default runs no module code
+
+
+def test_memory_is_pinned_only_for_an_accelerator(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CPU run the Trainer's evaluation loader does not pin memory, so torch does not warn at each evaluation
+    that pinning needs an accelerator; with one, pinning stays on unless the recipe turns it off."""
+    import warnings
+
+    import torch
+    from transformers import Trainer
+
+    import recipes.parse
+
+    quickstart = str(REPO / "configs" / "quickstart" / "classification.yaml")
+    monkeypatch.setattr(recipes.parse, "accelerator_available", lambda: False)
+    recipe = parse_recipe([quickstart, "--output_dir", str(tmp_path)])
+    assert recipe.training.dataloader_pin_memory is False
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(2))
+
+        def forward(self, x: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"loss": ((x * self.weight).sum(-1) - labels).pow(2).mean()}
+
+    examples = [{"x": torch.ones(2), "labels": torch.tensor(1.0)} for _ in range(4)]
+    trainer = Trainer(model=Tiny(), args=recipe.training, eval_dataset=examples)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert trainer.evaluate()["eval_loss"] == pytest.approx(1.0)
+    assert not [w for w in caught if "pin_memory" in str(w.message)], [str(w.message) for w in caught]
+
+    monkeypatch.setattr(recipes.parse, "accelerator_available", lambda: True)
+    assert parse_recipe([quickstart, "--output_dir", str(tmp_path)]).training.dataloader_pin_memory is True
+    assert parse_recipe([quickstart, "--output_dir", str(tmp_path), "--use_cpu", "true"]
+                        ).training.dataloader_pin_memory is False
+    assert parse_recipe([quickstart, "--output_dir", str(tmp_path), "--dataloader_pin_memory", "false"]
+                        ).training.dataloader_pin_memory is False

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import io
 import math
-import struct
 
 import numpy as np
 import pytest
 import torch
+from helpers import photo_jpeg
 from PIL import Image
 from scipy.stats import ks_2samp
 from torchvision.transforms import v2
@@ -26,24 +26,6 @@ from recipes.decode.images import BadImageError
 from recipes.decode.jpeg import exif_orientation
 from recipes.decode.tensors import decode_augmented, decode_to_tensor
 from recipes.tasks.classification.transforms import build_train_augmentation
-
-
-def tiff_orientation_block(orientation: int, little_endian: bool) -> bytes:
-    """A minimal EXIF block (one IFD0 entry: the orientation) in either byte order."""
-    order = "<" if little_endian else ">"
-    head = (b"II" if little_endian else b"MM") + struct.pack(order + "HI", 42, 8)
-    ifd = struct.pack(order + "H", 1) + struct.pack(order + "HHIHH", 0x0112, 3, 1, orientation, 0)
-    return b"Exif\x00\x00" + head + ifd + struct.pack(order + "I", 0)
-
-
-def photo_jpeg(height: int, width: int, orientation: int = 1, little_endian: bool = False) -> bytes:
-    """A smooth, asymmetric colour photo stand-in (so flips and rotations show) as JPEG bytes."""
-    y, x = np.mgrid[0:height, 0:width]
-    pixels = np.stack([255 * x / width, 255 * y / height, 127 + 100 * np.sin(x / 17.0) * np.cos(y / 23.0)], -1)
-    buffer = io.BytesIO()
-    exif = tiff_orientation_block(orientation, little_endian) if orientation > 1 else b""
-    Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=92, exif=exif)
-    return buffer.getvalue()
 
 
 @pytest.mark.parametrize("little_endian", [False, True])

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import shared_dataset
+from helpers import shared_dataset
 from PIL import Image
 from transformers import pipeline
 

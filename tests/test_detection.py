@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import REPO, TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
+from helpers import REPO, TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
 from torchvision.transforms import v2
 from transformers import AutoConfig, AutoModelForObjectDetection, EvalPrediction
 

@@ -296,7 +296,7 @@ def test_coco_numbers_out_of_range_are_named_not_an_overflow(tmp_path: Path, ent
 
 
 def test_a_decompression_bomb_in_a_detection_folder_is_skipped_and_named(tmp_path: Path) -> None:
-    from test_images import png_bomb
+    from helpers import png_bomb
 
     root = tmp_path / "data"
     for stem in "abcdefgh":

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import REPO, assert_ok, run_cli, shared_checkpoint, shared_dataset
+from helpers import REPO, assert_ok, run_cli, shared_checkpoint, shared_dataset
 from PIL import Image
 from torchvision.transforms import v2
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_ok, run_cli, shared_dataset
+from helpers import assert_ok, run_cli, shared_dataset
 from PIL import Image as PILImage
 
 from recipes.config import RecipeError

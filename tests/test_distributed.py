@@ -12,14 +12,17 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
-from conftest import REPO, assert_ok
+from helpers import REPO, TWO_CPU_PROCESSES, assert_ok
+from hub_server import FakeHubServer
 
+from recipes.checkpoints import FINGERPRINT_FILE
 from recipes.modeling import RecipeTrainer, cpu_records
 from recipes.sample_data.plates import make_plates_dataset
 from recipes.tasks import get_task
@@ -234,3 +237,130 @@ def test_slurm_example_matches_the_multi_node_template() -> None:
     assert re.search(r"^#SBATCH --nodes=(\d+)", text, flags=re.M)
     assert re.search(r"^#SBATCH --ntasks-per-node=1$", text, flags=re.M), "one launcher per node"
     assert "GPUS_PER_NODE" in _sbatch_exports(text)
+
+
+# --------------------------------------------------------------------------- two processes: Hub decisions, SIGTERM
+
+PREEMPTION_REPO = "user/two-process-run"
+
+
+def _two_process_command(data: Path, output_dir: Path, *extra: str) -> list[str]:
+    """A short two-process (gloo) run that saves every 10 steps: 60 steps of the quickstart ResNet."""
+    return [*TWO_CPU_PROCESSES, str(REPO / "scripts" / "train.py"), QUICKSTART, "--train_dir", str(data),
+            "--output_dir", str(output_dir), "--use_cpu", "true", "--max_steps", "60", "--save_strategy", "steps",
+            "--save_steps", "10", "--eval_strategy", "no", "--load_best_model_at_end", "false",
+            "--per_device_train_batch_size", "8", "--logging_steps", "10", "--make_plots", "false",
+            "--report_to", "none", *extra]
+
+
+def _two_process_env(hub: FakeHubServer, home: Path) -> dict[str, str]:
+    return {**hub.client_env(home), "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "HF_DATASETS_OFFLINE": "1",
+            "PYTHONPATH": str(REPO), "HF_DATASETS_CACHE": str(home / "datasets")}
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path) -> Iterator[SimpleNamespace]:
+    """One uninterrupted two-process run that pushes each checkpoint and the final model to a local Hub-API server
+    (kept for the module's tests), with its outputs and the server."""
+    root = tmp_path_factory.mktemp("two-process")
+    with FakeHubServer() as hub:
+        out = root / "uninterrupted"
+        command = _two_process_command(shapes_dir, out, "--push_checkpoints", "true", "--push_to_hub", "true",
+                                       "--hub_model_id", PREEMPTION_REPO)
+        result = subprocess.run(command, cwd=REPO, env=_two_process_env(hub, root / "hf_home"), capture_output=True,
+                                text=True, timeout=600)
+        yield SimpleNamespace(hub=hub, out=out, root=root, result=result, data=shapes_dir,
+                              metrics=json.loads((out / "eval_results.json").read_text()) if result.returncode == 0
+                              else None)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_two_processes_push_once_and_resume_from_the_hub_with_one_decision(two_process_run) -> None:
+    """Only the main process pushes (each checkpoint once, with every process's RNG state: the others reached the
+    barrier before it staged the push; the final model once); a rerun elsewhere with resume_from_hub lists the Hub
+    once (the main process decides, the other uses its answer), both resume the same step, and the result equals
+    the uninterrupted run."""
+    run = two_process_run
+    assert_ok(run.result)
+    hub = run.hub
+    titles = [commit.title for commit in hub.commits(PREEMPTION_REPO)]
+    assert titles == ["initial commit", *(f"Training checkpoint checkpoint-{step}" for step in range(10, 61, 10)),
+                      "Upload fine-tuned model with Vision Recipes"], titles  # each once, the final model once
+    for commit, step in zip(hub.commits(PREEMPTION_REPO)[1:], range(10, 61, 10)):  # each as it was pushed
+        pushed = {name.rsplit("/", 1)[1] for name in commit.tree if name.startswith(f"checkpoints/checkpoint-{step}/")}
+        assert {"rng_state_0.pth", "rng_state_1.pth", FINGERPRINT_FILE} <= pushed, (step, sorted(pushed))
+    # the Hub keeps the last two checkpoints (save_total_limit 2); without the last one the rerun continues from 50
+    from huggingface_hub import CommitOperationDelete, HfApi
+
+    HfApi(endpoint=hub.url, token=hub.token).create_commit(
+        PREEMPTION_REPO, [CommitOperationDelete("checkpoints/checkpoint-60/", is_folder=True)],
+        commit_message="without checkpoint-60")
+    listed_before = len(hub.requests)
+    out = run.root / "from-hub"
+    result = subprocess.run(_two_process_command(run.data, out, "--resume_from_hub", PREEMPTION_REPO), cwd=REPO,
+                            env=_two_process_env(hub, run.root / "hf_home_rerun"), capture_output=True, text=True,
+                            timeout=600)
+    assert_ok(result)
+    paths = [r.path for r in hub.requests[listed_before:] if r.method == "GET"]
+    assert len([p for p in paths if f"/{PREEMPTION_REPO}/tree/main?" in p]) == 1, paths  # one listing, one decision
+    assert len([p for p in paths if p.endswith("/checkpoints/checkpoint-50/model.safetensors")]) == 1, paths
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 60
+    assert f"Resuming from checkpoint-50 of {PREEMPTION_REPO}" in result.stderr
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["eval_accuracy"] == run.metrics["eval_accuracy"]
+    assert metrics["eval_loss"] == pytest.approx(run.metrics["eval_loss"], rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.multiprocess
+def test_sigterm_to_the_launcher_stops_every_process_at_one_step_with_a_checkpoint(two_process_run) -> None:
+    """SIGTERM to `accelerate launch` (what Kubernetes sends a pod; the launcher forwards it to each process):
+    every process stops at the same step, that step's checkpoint is saved whole (both processes' RNG states) and
+    pushed, each process exits with 143 and so does the launcher; rerunning the command continues from that
+    checkpoint (both processes, one decision) and ends equal to the uninterrupted run."""
+    run = two_process_run
+    assert_ok(run.result)
+    out = run.root / "preempted"
+    repo = "user/preempted-run"
+    command = _two_process_command(run.data, out, "--push_checkpoints", "true", "--hub_model_id", repo)
+    env = {**_two_process_env(run.hub, run.root / "hf_home_preempted"), "VISION_RECIPES_PUSH_WAIT_S": "20"}
+    log = run.root / "preempted.log"
+    with log.open("w") as log_file:
+        launcher = subprocess.Popen(command, cwd=REPO, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint-10" / FINGERPRINT_FILE).is_file():
+            assert launcher.poll() is None and time.monotonic() < deadline, log.read_text()[-5000:]
+            time.sleep(0.05)
+        launcher.send_signal(signal.SIGTERM)
+        launcher.wait(timeout=120)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    text = log.read_text()
+    assert launcher.returncode == 143, text[-5000:]
+    stops = re.findall(r"Preempted: stopped at step (\d+) with its checkpoint saved; exiting with 143", text)
+    assert len(stops) == 2 and stops[0] == stops[1], text[-5000:]  # both processes, the same step
+    step = int(stops[0])
+    assert 10 < step < 60, f"stopped at {step}: the signal must arrive during training"
+    from recipes.checkpoints import checkpoint_problem, last_checkpoint
+
+    saved = out / f"checkpoint-{step}"
+    assert last_checkpoint(out) == str(saved) and checkpoint_problem(saved) is None
+    assert (saved / "rng_state_0.pth").is_file() and (saved / "rng_state_1.pth").is_file()
+    assert "Unable to shutdown process" not in text, "a process had to be killed"
+    pushed = {name.split("/")[1] for name in run.hub.files(repo) if name.startswith("checkpoints/")}
+    assert f"checkpoint-{step}" in pushed, (pushed, text[-5000:])
+
+    rerun = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert_ok(rerun)
+    assert f"Found {saved}: resuming the interrupted run from it." in rerun.stderr
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 60
+    metrics = json.loads((out / "eval_results.json").read_text())
+    assert metrics["eval_accuracy"] == run.metrics["eval_accuracy"]
+    assert metrics["eval_loss"] == pytest.approx(run.metrics["eval_loss"], rel=1e-4)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import shared_dataset
+from helpers import shared_dataset
 
 from recipes.cli import main as cli_main
 from recipes.decode.images import load_rgb

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, shared_dataset
+from helpers import REPO, shared_dataset
 from PIL import Image
 
 from recipes import transforms

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import jpeg_bomb, png_bomb
 from PIL import Image
 
 from recipes.config import RecipeError
@@ -98,28 +99,6 @@ def test_jpeg_end_marker_check_allows_padding_and_catches_a_cut() -> None:
 # ----------------------------------------------------------------------------- decompression bombs
 
 
-def png_bomb(width: int = 20000, height: int = 20000) -> bytes:
-    """A PNG of a few dozen bytes whose header claims ``width`` x ``height`` (greyscale, one zlib stream)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
-
-
-def jpeg_bomb(width: int = 65000, height: int = 65000) -> bytes:
-    """A real 16x16 JPEG whose frame header (SOF0) is patched to claim ``width`` x ``height``."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (16, 16), (10, 200, 30)).save(buffer, format="JPEG")
-    data = bytearray(buffer.getvalue())
-    sof = data.index(b"\xff\xc0")
-    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
-    return bytes(data)
-
-
 @pytest.fixture
 def no_decoder_reached(monkeypatch: pytest.MonkeyPatch) -> None:
     """A bomb must be refused from its header: the full JPEG decoders fail the test if they are reached."""
@@ -198,7 +177,7 @@ def test_the_pixel_cap_is_one_setting_for_every_path(tmp_path: Path, monkeypatch
     import subprocess
     import sys
 
-    probe = ("from recipes.decode.images import check_image_record; from test_images import png_bomb; "
+    probe = ("from recipes.decode.images import check_image_record; from helpers import png_bomb; "
              "print(check_image_record({'bytes': png_bomb(), 'path': 'big.png'}))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parent,
                             env={**os.environ, MAX_PIXELS_ENV: "500000000"}, timeout=120)

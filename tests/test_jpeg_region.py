@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import simplejpeg
 import torch
-from conftest import libturbojpeg3
+from helpers import photo_jpeg, require_libturbojpeg3
 from PIL import Image
-from test_crop_decode import photo_jpeg
 from torchvision.transforms import v2
 
 from recipes.decode.crop import crop_box, jpeg_random_resized_crop
@@ -20,11 +19,7 @@ from recipes.decode.turbojpeg import LIBRARY_ENV, decode_region, region_decoding
 
 @pytest.fixture
 def turbojpeg3(monkeypatch: pytest.MonkeyPatch) -> str:
-    path = libturbojpeg3()
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("no libturbojpeg >= 3 found: CI installs the `turbojpeg` wheel (pip install -e '.[dev]').")
-        pytest.skip("no libturbojpeg >= 3 here (pip install turbojpeg, or conda install libjpeg-turbo)")
+    path = require_libturbojpeg3()
     monkeypatch.setenv(LIBRARY_ENV, path)
     return path
 
@@ -149,3 +144,19 @@ def test_a_conda_environments_library_is_found_without_configuration(turbojpeg3:
         assert load_library() is not None and region_decoding_library() is not None
     finally:
         load_library.cache_clear()
+
+
+def test_without_libturbojpeg3_only_ci_where_its_wheel_installs_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    import helpers
+
+    assert helpers.turbojpeg_wheel_exists("linux", (3, 11))
+    assert not helpers.turbojpeg_wheel_exists("linux", (3, 12))
+    assert not helpers.turbojpeg_wheel_exists("darwin", (3, 11))
+    monkeypatch.setattr(helpers, "libturbojpeg3", lambda: None)
+    for ci, wheel, outcome in (("1", True, pytest.fail.Exception), ("1", False, pytest.skip.Exception),
+                               ("", True, pytest.skip.Exception)):
+        monkeypatch.setenv("CI", ci)
+        monkeypatch.setattr(helpers, "turbojpeg_wheel_exists", lambda wheel=wheel: wheel)
+        with pytest.raises(outcome) as info:
+            helpers.require_libturbojpeg3()
+        assert "libturbojpeg >= 3" in str(info.value)

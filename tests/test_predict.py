@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_ok, shared_dataset
+from helpers import REPO, assert_ok, shared_dataset
 from PIL import Image
 
 from recipes.decode.images import load_rgb
@@ -261,7 +261,7 @@ def test_update_card_replaces_the_same_dataset_entry_and_keeps_the_others(tmp_pa
 @pytest.fixture(scope="module")
 def quickstart_model(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path) -> Path:
     """The quickstart's tiny ResNet trained for one epoch (seconds): a model for predict's input handling."""
-    from conftest import run_cli
+    from helpers import run_cli
 
     out = tmp_path_factory.mktemp("quickstart-model") / "model"
     assert_ok(run_cli("configs/quickstart/classification.yaml", "--train_dir", str(shapes_dir), "--output_dir",
@@ -273,7 +273,7 @@ def quickstart_model(tmp_path_factory: pytest.TempPathFactory, shapes_dir: Path)
 def test_predict_skips_and_names_decompression_bombs_and_predicts_the_other_images(
     quickstart_model: Path, shapes_dir: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, workers: str
 ) -> None:
-    from test_images import jpeg_bomb, png_bomb
+    from helpers import jpeg_bomb, png_bomb
 
     from recipes.decode.images import MAX_PIXELS_ENV, max_image_pixels
     from recipes.modes.predict import main

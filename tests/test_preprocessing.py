@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import shared_dataset
+from helpers import shared_dataset
 from PIL import Image
 from processor_configs import PROCESSOR_CONFIGS, TIMM_CONFIGS, write_checkpoint
 from transformers.image_utils import load_image

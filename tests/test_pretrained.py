@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, assert_ok, libturbojpeg3, run_cli, shared_checkpoint, shared_dataset
+from helpers import REPO, assert_ok, libturbojpeg3, run_cli, shared_checkpoint, shared_dataset
 from transformers import AutoModelForImageClassification
 
 from recipes.batchnorm import batchnorm_layers, fix_tensorflow_momentum

@@ -108,3 +108,25 @@ def test_a_push_publishes_no_data_photo_or_local_path_unless_photos_are_asked_fo
     assert {"examples/example_1.jpg", "eval-photos/top_losses.png", "top_losses.png"} <= set(files)
     assert "![top_losses](top_losses.png)" in files["README.md"].decode()
     assert not {"run_manifest.json", "trainer_state.json", "run_fingerprint.json"} & set(files)
+
+
+def test_the_card_shows_hyper_parameters_as_a_recipe_writes_them_and_only_metrics_as_results(tmp_path: Path) -> None:
+    """Enums by their value (``cosine``, not ``SchedulerType.COSINE``); the epoch of an evaluation is not a metric."""
+    from types import SimpleNamespace
+
+    from recipes.card import build_model_card
+    from recipes.parse import parse_recipe
+    from recipes.tasks import RunContext, get_task
+
+    recipe = parse_recipe([str(REPO / "configs" / "quickstart" / "classification.yaml"), "--output_dir",
+                           str(tmp_path / "out"), "--optim", "adamw_torch_fused", "--use_cpu", "true"])
+    data = SimpleNamespace(summary={"train_examples": 8, "validation_examples": 4}, id2label={0: "a", 1: "b"})
+    context = RunContext(recipe=recipe, task=get_task("image-classification"), data=data, metrics={
+        "eval": {"eval_accuracy": 0.75, "eval_loss": 0.5, "eval_epoch": 3.0, "eval_runtime": 1.2,
+                 "eval_samples_per_second": 3.3}})
+    card = str(build_model_card(context))
+    assert "| lr_scheduler_type | cosine |" in card and "| optim | adamw_torch_fused |" in card
+    assert "SchedulerType" not in card and "OptimizerNames" not in card
+    results = card.split("## Results")[1].split("\n## ")[0]
+    assert "| validation | accuracy | 0.7500 |" in results and "| validation | loss | 0.5000 |" in results
+    assert "epoch" not in results and "runtime" not in results

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import assert_ok, run_cli
+from helpers import assert_ok, run_cli
 
 from recipes.checkpoints import (
     FINGERPRINT_FILE,
@@ -386,7 +387,7 @@ def test_fault_injection_benchmark_quick() -> None:
     import subprocess
     import sys
 
-    from conftest import REPO
+    from helpers import REPO
 
     result = subprocess.run([sys.executable, "-m", "benchmarks.faults", "--quick"], cwd=REPO, capture_output=True,
                             text=True, timeout=900)
@@ -467,7 +468,9 @@ def test_sigterm_during_training_stops_it_and_the_queued_checkpoint_pushes_arriv
         f"checkpoint-{step}" for step in saved}
     assert files[f"checkpoints/checkpoint-{saved[-1]}/{FINGERPRINT_FILE}"] == (
         out / f"checkpoint-{saved[-1]}" / FINGERPRINT_FILE).read_bytes()
-    assert "train_runtime" not in log and not (out / "model.safetensors").exists()
+    stopped = re.search(r"Preempted: stopped at step (\d+) with its checkpoint saved; exiting with 143", log)
+    assert stopped and int(stopped.group(1)) == saved[-1] < 200, log[-5000:]  # the step it stopped at, saved
+    assert checkpoint_problem(out / f"checkpoint-{saved[-1]}") is None and not (out / "model.safetensors").exists()
 
 
 def test_the_sigterm_handler_is_only_there_during_training_and_a_slow_push_is_waited_for_a_bounded_time(
@@ -476,17 +479,26 @@ def test_the_sigterm_handler_is_only_there_during_training_and_a_slow_push_is_wa
     import signal
     import time
 
-    from recipes.lifecycle import Preempted, stop_on_sigterm
+    from recipes.lifecycle import Preempted, StopWhenPreempted, preempted_anywhere, stop_on_sigterm
 
     def previous(signum, frame) -> None:
         pass
 
+    one_process = SimpleNamespace(world_size=1)
     old = signal.signal(signal.SIGTERM, previous)
     try:
         with pytest.raises(Preempted) as info, stop_on_sigterm():
             assert signal.getsignal(signal.SIGTERM) is not previous
-            signal.raise_signal(signal.SIGTERM)
+            control = SimpleNamespace(should_save=False, should_training_stop=False)
+            StopWhenPreempted().on_step_end(one_process, None, control)
+            assert not (control.should_save or control.should_training_stop)
+            signal.raise_signal(signal.SIGTERM)  # noted: training stops at the end of the step, with a checkpoint
+            assert preempted_anywhere(one_process)
+            StopWhenPreempted().on_step_end(one_process, None, control)
+            assert control.should_save and control.should_training_stop
+            signal.raise_signal(signal.SIGTERM)  # a second one: at once
         assert info.value.code == 143 and signal.getsignal(signal.SIGTERM) is previous
+        assert not preempted_anywhere(one_process)
     finally:
         signal.signal(signal.SIGTERM, old)
 

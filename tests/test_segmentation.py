@@ -120,7 +120,7 @@ def test_unknown_colours_are_counted_and_named_in_hex() -> None:
 
 @pytest.mark.real_data
 def test_real_camseq_palette_files_agree() -> None:
-    from conftest import shared_dataset
+    from helpers import shared_dataset
 
     root = shared_dataset("camseq")
     txt, csv = formats.read_palette_file(root / "label_colors.txt"), formats.read_palette_file(root / "class_dict.csv")

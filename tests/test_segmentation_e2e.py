@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
+from helpers import TWO_CPU_PROCESSES, assert_ok, run_cli, shared_dataset
 from PIL import Image
 
 from recipes.sample_data.streets import CLASSES, draw_street, make_streets_dataset

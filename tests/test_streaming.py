@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TWO_CPU_PROCESSES, assert_ok, run_cli
+from helpers import TWO_CPU_PROCESSES, assert_ok, run_cli
 
 from recipes.config import RecipeError
 from recipes.data.streaming import loader as stream_loader
@@ -328,7 +328,7 @@ def test_webdataset_shards_need_class_names_then_stream(tmp_path: Path, shapes_d
 
 
 def test_decompression_bombs_in_a_stream_are_skipped_and_listed(tmp_path: Path) -> None:
-    from test_images import jpeg_bomb, png_bomb
+    from helpers import jpeg_bomb, png_bomb
 
     train = _shapes(tmp_path / "images", per_class=4, seed=0)  # 16 records; 4 are held out for validation
     bombs = {5: ("bomb.png", png_bomb()), 9: ("bomb.jpg", jpeg_bomb())}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, TWO_CPU_PROCESSES, assert_ok, run_cli
+from helpers import REPO, TWO_CPU_PROCESSES, assert_ok, run_cli
 from PIL import Image
 
 from recipes.config import RecipeError

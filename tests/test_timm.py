@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_ok, run_cli, shared_dataset
+from helpers import assert_ok, run_cli, shared_dataset
 from transformers import AutoModelForImageClassification
 
 from recipes.batchnorm import batchnorm_layers, fix_tensorflow_momentum

@@ -104,7 +104,7 @@ def column_values(dataset: Dataset, name: str) -> list[Any]:
 def _referenced_paths(dataset: Dataset, column: str) -> list[str | None]:
     """The local file each row of ``column`` reads: the path of an image record without bytes, or a path
     string; ``None`` where the row holds its bytes (covered by the fingerprint)."""
-    values = dataset.data.column(column)
+    values = arrow_column(dataset, column)  # the rows a select/shuffle/split kept, in their order
     if pa.types.is_struct(values.type):
         names = {values.type.field(i).name for i in range(values.type.num_fields)}
         if "path" not in names:
@@ -116,8 +116,6 @@ def _referenced_paths(dataset: Dataset, column: str) -> list[str | None]:
         paths = values
     else:
         return []
-    if dataset._indices is not None:  # a select/shuffle/split of the underlying table
-        paths = paths.take(dataset._indices.column(0))
     return paths.to_pylist()
 
 

@@ -82,7 +82,7 @@ def drop_bad_images(
 ) -> tuple[Dataset, list[BadFile]]:
     """Decode every image once; drop (or, with ``strict``, stop on) unreadable files and report them.
 
-    The result is cached by ``cache`` (see :mod:`recipes.check_cache`): a rerun decodes nothing.
+    The result is cached by ``cache`` (see :mod:`recipes.data.check_cache`): a rerun decodes nothing.
     """
     if len(dataset) == 0:  # every row was dropped by an earlier check: nothing to decode
         return dataset, []

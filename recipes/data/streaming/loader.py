@@ -195,7 +195,7 @@ class StreamTraining:
             workers = args.dataloader_num_workers
             dataloader = DataLoader(
                 self.examples,
-                batch_size=trainer._train_batch_size,
+                batch_size=args.train_batch_size,
                 collate_fn=partial(collate_stream, collate=trainer.data_collator),
                 num_workers=workers,
                 pin_memory=args.dataloader_pin_memory,
