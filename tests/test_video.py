@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, assert_ok, shared_dataset
+from helpers import REPO, assert_ok, shared_dataset
 from PIL import Image
 
 av = pytest.importorskip("av", reason='video needs PyAV: pip install -e ".[video]"')
