@@ -1,7 +1,7 @@
 """The ``vision-recipes`` console script: one command, one mode per use of a model.
 
     vision-recipes train    CONFIG.yaml [--key value ...]     fine-tune (also: vision-recipes CONFIG.yaml ...)
-    vision-recipes predict  MODEL INPUTS... --output PATH      labels / boxes / masks for images
+    vision-recipes predict  MODEL INPUTS... --output PATH      labels / boxes / masks for images and videos
     vision-recipes evaluate MODEL --validation_dir DIR         metrics, plots and a report on new data
     vision-recipes export   MODEL --output DIR                 ONNX + parity check + throughput table
     vision-recipes demo     MODEL                              Gradio app in the browser

@@ -5,6 +5,7 @@ tests/test_demo_browser.py."""
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -163,8 +164,48 @@ def test_demo_launch_caps_the_upload_size(tmp_path: Path, monkeypatch: pytest.Mo
 
     built: dict = {}
     monkeypatch.setattr(demo, "load_fine_tuned", lambda model, device: model)
-    monkeypatch.setattr(demo, "build_app", lambda model, threshold, max_side: built.update(max_side=max_side) or App())
+    monkeypatch.setattr(demo, "build_app", lambda model, **options: built.update(options) or App())
     assert demo.main([str(tmp_path)]) == 0
     assert launched["max_file_size"] == demo.MAX_FILE_SIZE == "25mb" and built["max_side"] == demo.MAX_SIDE
-    assert demo.main([str(tmp_path), "--max_file_size", "5mb", "--max_side", "512"]) == 0
-    assert launched["max_file_size"] == "5mb" and built["max_side"] == 512
+    assert built["max_video_frames"] == demo.MAX_VIDEO_FRAMES == 300
+    assert demo.main([str(tmp_path), "--max_file_size", "5mb", "--max_side", "512", "--max_video_frames", "60"]) == 0
+    assert launched["max_file_size"] == "5mb" and built["max_side"] == 512 and built["max_video_frames"] == 60
+    with pytest.raises(SystemExit, match="2"):
+        demo.main([str(tmp_path), "--max_video_frames", "0"])
+
+
+@pytest.mark.parametrize("pipeline_task", ["object-detection", "image-segmentation"])
+def test_demo_annotates_a_video_frame_by_frame_as_it_draws_an_image(pipeline_task: str, tmp_path: Path) -> None:
+    pytest.importorskip("av", reason='video needs PyAV: pip install -e ".[video]"')
+    from test_video import assert_drawn_like, decode, synthetic_frames, write_clip
+
+    from recipes.decode.video import probe_video
+    from recipes.modes.demo import annotate_video, build_app
+
+    fine_tuned = load_fine_tuned(str(_save_tiny_model(RECIPES[pipeline_task], tmp_path / "model")), device="cpu")
+    predict, options = make_predictor(fine_tuned), (0.0,) if pipeline_task == "object-detection" else ()
+    clip = write_clip(tmp_path / "clip.mp4", synthetic_frames(12, size=(160, 120)), fps=10)
+    done = annotate_video(lambda image: predict(image, *options)[0], clip, tmp_path, max_frames=5)
+    assert (done.frames, done.stride, done.stopped) == (4, 3, None)  # 12 frames, at most 5: every 3rd
+    assert "4 frames annotated, 1 frame in 3" in done.describe()
+    info = probe_video(done.path)
+    assert done.path.suffix == ".mp4" and (info.codec, info.frames, info.fps) == ("h264", 4, Fraction(10, 3))
+    frames = decode(clip)
+    for shown, number in zip(decode(done.path), (0, 3, 6, 9), strict=True):
+        expected = np.asarray(predict(PILImage.fromarray(frames[number]), *options)[0])
+        assert_drawn_like(shown, expected, frames[number])
+    noisy, cut = write_clip(tmp_path / "noisy.mp4", synthetic_frames(12, noise=True)), tmp_path / "cut.mp4"
+    cut.write_bytes(noisy.read_bytes()[: noisy.stat().st_size * 7 // 10])
+    partial = annotate_video(lambda image: predict(image, *options)[0], cut, tmp_path / "partial", max_frames=100)
+    assert partial.stopped and f"{cut} stopped after frame {partial.frames - 1}" in partial.stopped
+    assert 0 < partial.frames < 12 and probe_video(partial.path).frames == partial.frames
+    ids = {block.get("props", {}).get("elem_id") for block in build_app(fine_tuned).config["components"]}
+    assert {"video", "video_prediction", "video_info"} <= ids
+
+
+def test_the_classification_demo_has_no_video_input(tmp_path: Path) -> None:
+    from recipes.modes.demo import build_app
+
+    fine_tuned = load_fine_tuned(str(_save_tiny_model(RECIPES["image-classification"], tmp_path)), device="cpu")
+    ids = {block.get("props", {}).get("elem_id") for block in build_app(fine_tuned).config["components"]}
+    assert "image" in ids and "video" not in ids

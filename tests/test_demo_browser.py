@@ -149,3 +149,42 @@ def test_demo_in_a_real_browser(task: str, fine_tuned: Any, browser: Any, serve:
         expect(page.locator("#prediction [data-testid=label-output-value]")).to_have_text(first)
         page.screenshot(path=str(tmp_path / "demo-classification-example.png"), full_page=True)
     page.close()
+
+
+@pytest.mark.parametrize("task", ["detection", "segmentation"])
+def test_demo_annotates_an_uploaded_video_in_a_real_browser(
+    task: str, fine_tuned: Any, browser: Any, serve: Any, tmp_path: Path
+) -> None:
+    """A street clip made from real CamSeq frames, uploaded in Chromium: the annotated video the page shows has every
+    frame drawn as the demo draws that frame uploaded as an image."""
+    from playwright.sync_api import expect
+
+    _import("av")
+    from test_video import assert_drawn_like, decode, write_clip
+
+    from recipes.decode.video import probe_video
+    from recipes.modes.demo import build_app, make_predictor
+    from recipes.modes.loading import load_fine_tuned
+
+    photos = sorted(p for p in shared_dataset("camseq").glob("*.png") if not p.stem.endswith("_L"))[:4]
+    clip = write_clip(tmp_path / "street.mp4", [np.asarray(Image.open(p).convert("RGB")) for p in photos], fps=5)
+    loaded = load_fine_tuned(str(fine_tuned(task)), device="cpu")
+    threshold = 0.0  # every box a briefly trained detector keeps: something is drawn on each frame
+
+    page = browser.new_page(viewport={"width": 1280, "height": 1200})
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(serve(build_app(loaded, threshold=threshold)))
+    page.set_input_files("#video input[type=file]", str(clip))
+    expect(page.locator("#video_info")).to_contain_text("4 frames annotated", timeout=TIMEOUT_MS)
+    source = page.locator("#video_prediction video").first.get_attribute("src")
+    shown_path = tmp_path / "shown.mp4"
+    shown_path.write_bytes(page.request.get(source).body())
+    page.screenshot(path=str(tmp_path / f"demo-video-{task}.png"), full_page=True)
+    page.close()
+
+    info = probe_video(shown_path)
+    assert (info.codec, info.frames, info.fps, info.width, info.height) == ("h264", 4, 5, 960, 720)
+    predict = make_predictor(loaded)
+    options = (threshold,) if task == "detection" else ()
+    for shown, frame in zip(decode(shown_path), decode(clip), strict=True):
+        assert_drawn_like(shown, np.asarray(predict(Image.fromarray(frame), *options)[0]), frame)

@@ -103,6 +103,19 @@ class PredictOptions:
     """``(num_labels, 3)`` ``uint8`` class colours (segmentation ``--format color``)."""
 
 
+@dataclass(frozen=True)
+class FrameRef:
+    """Where a prediction of a video frame comes from: the frame's 0-based number in the file and its time."""
+
+    frame: int
+    time_s: float
+
+
+def record_head(file: str, frame: FrameRef | None = None) -> dict[str, Any]:
+    """The first keys of every predict record: ``file``, then ``frame`` and ``time_s`` for a video frame."""
+    return {"file": file} if frame is None else {"file": file, "frame": frame.frame, "time_s": frame.time_s}
+
+
 class PredictionSink(ABC):
     """One task's predict output: model outputs → one JSON-friendly prediction per image → files.
 
@@ -129,8 +142,8 @@ class PredictionSink(ABC):
         model inputs, e.g. the ``pixel_mask`` of a padded batch)."""
 
     @abstractmethod
-    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any]) -> None:
-        """Write (or keep) one image's prediction."""
+    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any], frame: FrameRef | None = None) -> None:
+        """Write (or keep) one image's prediction (``frame``: which frame of the video ``file`` it is)."""
 
     def close(self) -> list[Path]:
         """Finish the files; return what was written."""
@@ -167,6 +180,9 @@ class Task(ABC):
     """The model card's task name (default: the pipeline tag in title case, e.g. ``Image Classification``)."""
     onnx_outputs: ClassVar[tuple[str, ...]] = ("logits",)
     """The model outputs the ONNX graph keeps (what the task's post-processing reads)."""
+    demo_video: ClassVar[bool] = False
+    """Whether the demo also takes a video and gives it back annotated (the first of :meth:`demo_outputs` is the
+    drawn image)."""
     quickstart: ClassVar[Quickstart | None] = None
     data_arguments_class: ClassVar[type[DataArguments]] = DataArguments
     auto_model_class: ClassVar[Any]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from recipes.tasks.base import PredictionSink, PredictOptions
+from recipes.tasks.base import FrameRef, PredictionSink, PredictOptions, record_head
 
 
 def class_probabilities(logits: torch.Tensor, config: Any) -> torch.Tensor:
@@ -21,7 +21,8 @@ def class_probabilities(logits: torch.Tensor, config: Any) -> torch.Tensor:
 
 
 class ClassificationSink(PredictionSink):
-    """``--output predictions.jsonl``: ``{"file", "label", "score", "top_k": [{"label", "score"}, ...]}``."""
+    """``--output predictions.jsonl``: ``{"file", "label", "score", "top_k": [{"label", "score"}, ...]}`` (video
+    frames: ``"frame"`` and ``"time_s"`` after ``"file"``)."""
 
     def __init__(self, config: Any, options: PredictOptions) -> None:
         self.format = self.chosen_format(options.format)
@@ -41,8 +42,8 @@ class ClassificationSink(PredictionSink):
             predictions.append({"label": top[0]["label"], "score": top[0]["score"], "top_k": top})
         return predictions
 
-    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any]) -> None:
-        self.handle.write(json.dumps({"file": file, **prediction}) + "\n")
+    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any], frame: FrameRef | None = None) -> None:
+        self.handle.write(json.dumps({**record_head(file, frame), **prediction}) + "\n")
 
     def close(self) -> list[Path]:
         self.handle.close()

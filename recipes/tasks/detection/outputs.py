@@ -8,14 +8,15 @@ from typing import Any
 
 import torch
 
-from recipes.tasks.base import PredictionSink, PredictOptions
+from recipes.tasks.base import FrameRef, PredictionSink, PredictOptions, record_head
 from recipes.tasks.detection.metric import post_process
 from recipes.tasks.detection.transforms import boxes_in_canvas_frame
 
 
 class DetectionSink(PredictionSink):
     """``--format jsonl``: ``{"file", "width", "height", "boxes": [[x0, y0, x1, y1], ...], "labels", "scores"}``
-    per image (``xyxy`` pixels of the original image, scores ≥ ``--threshold``).
+    per image (``xyxy`` pixels of the original image, scores ≥ ``--threshold``; video frames: ``"frame"`` and
+    ``"time_s"`` after ``"file"``, and in the COCO ``images``).
 
     ``--format coco``: one JSON file with ``images`` (``id``, ``file_name``, ``width``, ``height``),
     ``categories`` (``id`` = model label id + 1, ``name``) and ``annotations``, a COCO *results* list
@@ -57,13 +58,15 @@ class DetectionSink(PredictionSink):
             })
         return predictions
 
-    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any]) -> None:
+    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any], frame: FrameRef | None = None) -> None:
         height, width = size
+        head = record_head(file, frame)
         if self.handle is not None:
-            self.handle.write(json.dumps({"file": file, "width": width, "height": height, **prediction}) + "\n")
+            self.handle.write(json.dumps({**head, "width": width, "height": height, **prediction}) + "\n")
             return
         image_id = len(self.images) + 1
-        self.images.append({"id": image_id, "file_name": file, "width": width, "height": height})
+        head = {"file_name": head.pop("file"), **head}
+        self.images.append({"id": image_id, **head, "width": width, "height": height})
         for box, label, score in zip(prediction["boxes"], prediction["label_ids"], prediction["scores"]):
             x0, y0, x1, y1 = box
             self.annotations.append({"image_id": image_id, "category_id": label + 1,

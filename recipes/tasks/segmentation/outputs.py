@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from recipes.config import RecipeError
-from recipes.tasks.base import PredictionSink, PredictOptions
+from recipes.tasks.base import FrameRef, PredictionSink, PredictOptions, record_head
 
 
 def mask_image(class_ids: np.ndarray, palette: np.ndarray | None = None) -> Image.Image:
@@ -33,7 +33,8 @@ def mask_image(class_ids: np.ndarray, palette: np.ndarray | None = None) -> Imag
 class SegmentationSink(PredictionSink):
     """``--output DIR``: ``DIR/<image name>.png`` (``--format index``: grey-level class ids; ``--format color``:
     a palette PNG, class ids coloured with the model's ``palette.json``) and ``DIR/predictions.jsonl`` with
-    ``{"file", "mask", "width", "height", "shares": {label: fraction of pixels}}`` per image."""
+    ``{"file", "mask", "width", "height", "shares": {label: fraction of pixels}}`` per image (a video frame:
+    ``"frame"`` and ``"time_s"`` after ``"file"``, its mask ``<video name>_<frame:06d>.png``)."""
 
     formats = ("index", "color")
 
@@ -66,19 +67,22 @@ class SegmentationSink(PredictionSink):
             predictions.append({"mask": ids, "shares": dict(sorted(shares.items(), key=lambda kv: -kv[1]))})
         return predictions
 
-    def _mask_name(self, file: str) -> str:
+    def _mask_name(self, file: str, frame: FrameRef | None = None) -> str:
         stem = re.sub(r"[^\w.-]+", "_", Path(file).stem) or "image"
+        if frame is not None:
+            stem = f"{stem}_{frame.frame:06d}"
         name, n = f"{stem}.png", 1
         while name in self.used:
             name, n = f"{stem}_{n}.png", n + 1
         self.used.add(name)
         return name
 
-    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any]) -> None:
-        name = self._mask_name(file)
+    def add(self, file: str, size: tuple[int, int], prediction: dict[str, Any], frame: FrameRef | None = None) -> None:
+        name = self._mask_name(file, frame)
         mask_image(prediction["mask"], self.palette).save(self.folder / name)
         height, width = size
-        line = {"file": file, "mask": name, "width": width, "height": height, "shares": prediction["shares"]}
+        line = {**record_head(file, frame), "mask": name, "width": width, "height": height,
+                "shares": prediction["shares"]}
         self.handle.write(json.dumps(line) + "\n")
 
     def close(self) -> list[Path]:
