@@ -34,7 +34,7 @@ from recipes.data.streaming.sources import check_streaming_recipe
 from recipes.decode.images import set_max_image_pixels
 from recipes.ema import check_ema_supported
 from recipes.hub import CheckpointPusher, download_checkpoint, hub_checkpoints
-from recipes.modeling import RecipeTrainer, build_image_processor
+from recipes.modeling import build_image_processor
 from recipes.run_outputs import (
     extra_metrics,
     log_data_summary,
@@ -48,6 +48,7 @@ from recipes.run_outputs import (
 )
 from recipes.schedule import range_test
 from recipes.tasks import RunContext, StreamingMetric, TaskData, get_task
+from recipes.trainer import RecipeTrainer
 from recipes.training import (
     PUSH_WAIT_AFTER_SIGTERM_S,
     SIGTERM_EXIT_CODE,

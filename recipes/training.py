@@ -26,9 +26,10 @@ from recipes.data.streaming.loader import StreamStateCallback, StreamTraining
 from recipes.ema import EmaSettings
 from recipes.hub import CheckpointPusher
 from recipes.labels import named_labels, plan_labels
-from recipes.modeling import LoadedModel, RecipeTrainer, load_checkpoint_config
+from recipes.modeling import LoadedModel, load_checkpoint_config
 from recipes.schedule import HeadWarmup, LearningRates
 from recipes.tasks import RunContext, StreamingMetric, Task, TaskData
+from recipes.trainer import RecipeTrainer
 
 logger = logging.getLogger("recipes")
 

@@ -23,10 +23,10 @@ from helpers import REPO, TWO_CPU_PROCESSES, assert_ok
 from hub_server import FakeHubServer
 
 from recipes.checkpoints import FINGERPRINT_FILE
-from recipes.modeling import RecipeTrainer, cpu_records
 from recipes.sample_data.plates import make_plates_dataset
 from recipes.tasks import get_task
 from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
+from recipes.trainer import RecipeTrainer, cpu_records
 
 MULTI_NODE = REPO / "configs" / "accelerate" / "multi_node.yaml"
 SLURM = REPO / "configs" / "accelerate" / "slurm.sbatch"

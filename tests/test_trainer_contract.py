@@ -1,4 +1,4 @@
-"""Pins the private ``transformers.Trainer`` internals that :class:`recipes.modeling.RecipeTrainer` overrides, and
+"""Pins the private ``transformers.Trainer`` internals that :class:`recipes.trainer.RecipeTrainer` overrides, and
 the ``datasets`` internals the data code reads (the stratified split, cache-shard names, ``Dataset._fingerprint``).
 
 ``RecipeTrainer`` reloads checkpoints through ``from_pretrained`` (``_load_from_checkpoint``, ``_load_best_model``),
@@ -14,7 +14,7 @@ import inspect
 
 from transformers import Trainer
 
-from recipes.modeling import RecipeTrainer
+from recipes.trainer import RecipeTrainer
 
 
 def _parameters(function: object) -> list[str]:

@@ -23,7 +23,8 @@ from datasets import Dataset
 from transformers import EvalPrediction
 
 from recipes.config import DataArguments, ModelArguments, Recipe, RecipeError
-from recipes.modeling import LoadedModel, RecipeTrainer, build_model
+from recipes.modeling import LoadedModel, build_model
+from recipes.trainer import RecipeTrainer
 from recipes.transforms import ProcessorGeometry
 
 if TYPE_CHECKING:
