@@ -17,16 +17,24 @@ from recipes.decode.images import BadFile, check_image_record, record_path
 logger = logging.getLogger("recipes")
 
 
+def open_hub_dataset(data_args: DataArguments, cache_dir: str | None, local_fix: str, streaming: bool = False) -> Any:
+    """``load_dataset`` of the recipe's ``dataset_name``/``dataset_config_name``; a failure names the id and the fix
+    (``local_fix``: the local alternative)."""
+    name, config = data_args.dataset_name, data_args.dataset_config_name
+    try:
+        return load_dataset(name, config, streaming=streaming, cache_dir=cache_dir)
+    except Exception as err:  # datasets raises many types; the user needs the id and the fix
+        verb = "stream" if streaming else "load"
+        raise RecipeError(
+            f"Could not {verb} dataset `{name}`{f' ({config})' if config else ''}: {err}. "
+            f"Check the id and your network/HF_TOKEN, or {local_fix}."
+        ) from err
+
+
 def load_hub_splits(data_args: DataArguments, cache_dir: str | None = None) -> dict[str, Dataset]:
     """Load a Hub dataset (``dataset_name``/``dataset_config_name``), honouring split slicing."""
     name, config = data_args.dataset_name, data_args.dataset_config_name
-    try:
-        loaded = load_dataset(name, config, cache_dir=cache_dir)
-    except Exception as err:  # datasets raises many types; the user needs the id and the fix
-        raise RecipeError(
-            f"Could not load dataset `{name}`{f' ({config})' if config else ''}: {err}. "
-            "Check the id and your network/HF_TOKEN, or use --train_dir for a local folder."
-        ) from err
+    loaded = open_hub_dataset(data_args, cache_dir, "use --train_dir for a local folder")
     splits = dict(loaded) if isinstance(loaded, DatasetDict) else {"train": loaded}
     for key in ("train_split", "validation_split", "test_split"):
         spec = getattr(data_args, key)

@@ -34,6 +34,18 @@ def as_model_output(names: Sequence[str], arrays: Sequence[np.ndarray]) -> Simpl
     return SimpleNamespace(**{name: torch.from_numpy(np.asarray(array)) for name, array in zip(names, arrays)})
 
 
+@dataclass
+class ParityBatch:
+    """One batch compared: the graph's output ``names``, PyTorch's and ONNX Runtime's arrays of them, the image
+    processor (its post-processing) and each image's original ``(height, width)``."""
+
+    names: Sequence[str]
+    eager: Sequence[np.ndarray]
+    onnx: Sequence[np.ndarray]
+    image_processor: Any
+    sizes: list[tuple[int, int]]
+
+
 class ParityRule:
     """One task's agreement figure: ``agree`` out of ``compared`` predictions (after post-processing)."""
 
@@ -44,15 +56,8 @@ class ParityRule:
         self.agree = 0
         self.compared = 0
 
-    def add(
-        self,
-        names: Sequence[str],
-        eager: Sequence[np.ndarray],
-        onnx: Sequence[np.ndarray],
-        image_processor: Any,
-        sizes: list[tuple[int, int]],
-    ) -> None:
-        """Count one batch (``sizes``: each original ``(height, width)``)."""
+    def add(self, batch: ParityBatch) -> None:
+        """Count one batch (``batch.sizes``: each original ``(height, width)``)."""
         raise NotImplementedError
 
     def extras(self) -> dict[str, Any]:
@@ -63,19 +68,12 @@ class ParityRule:
 class OutputsClose(ParityRule):
     """The default rule: an image agrees when every output of it is within ``atol``."""
 
-    def add(
-        self,
-        names: Sequence[str],
-        eager: Sequence[np.ndarray],
-        onnx: Sequence[np.ndarray],
-        image_processor: Any,
-        sizes: list[tuple[int, int]],
-    ) -> None:
-        close = np.ones(len(sizes), dtype=bool)
-        for a, b in zip(eager, onnx):
-            close &= np.abs(a - b).reshape(len(sizes), -1).max(axis=1) <= self.tolerances.atol
+    def add(self, batch: ParityBatch) -> None:
+        close = np.ones(len(batch.sizes), dtype=bool)
+        for a, b in zip(batch.eager, batch.onnx):
+            close &= np.abs(a - b).reshape(len(batch.sizes), -1).max(axis=1) <= self.tolerances.atol
         self.agree += int(close.sum())
-        self.compared += len(sizes)
+        self.compared += len(batch.sizes)
 
 
 @dataclass
@@ -101,7 +99,7 @@ class ParityAccumulator:
         self.images += len(sizes)
         for name, a, b in zip(self.names, eager, onnx):
             self.max_abs[name] = max(float(np.abs(a - b).max()), self.max_abs.get(name, 0.0))
-        self.rule.add(self.names, eager, onnx, image_processor, sizes)
+        self.rule.add(ParityBatch(self.names, eager, onnx, image_processor, sizes))
 
     @property
     def agreement(self) -> float:

@@ -13,6 +13,7 @@ from datasets import Dataset, Image, IterableDataset, IterableDatasetDict, Json,
 from transformers import TrainingArguments
 
 from recipes.config import DataArguments, RecipeError
+from recipes.data.sources import open_hub_dataset
 
 logger = logging.getLogger("recipes")
 
@@ -72,14 +73,8 @@ def load_streams(data_args: DataArguments, cache_dir: str | None = None) -> dict
     """Streamed splits: every split of the Hub dataset ``dataset_name``, or the local shards of
     ``train_file``/``train_dir`` (and ``validation_…``/``test_…`` when they hold shards)."""
     if data_args.dataset_name:
-        name, config = data_args.dataset_name, data_args.dataset_config_name
-        try:
-            loaded = load_dataset(name, config, streaming=True, cache_dir=cache_dir)
-        except Exception as err:  # datasets raises many types; the user needs the id and the fix
-            raise RecipeError(
-                f"Could not stream dataset `{name}`{f' ({config})' if config else ''}: {err}. Check the id and your "
-                "network/HF_TOKEN, or use --train_file 'shards/*.parquet' for local shards."
-            ) from err
+        loaded = open_hub_dataset(data_args, cache_dir, "use --train_file 'shards/*.parquet' for local shards",
+                                  streaming=True)
         streams = dict(loaded) if isinstance(loaded, IterableDatasetDict) else {"train": loaded}
         return {split: json_fields_as_written(stream) for split, stream in streams.items()}
     streams = {}

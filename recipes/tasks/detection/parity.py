@@ -3,13 +3,11 @@ corner within ``box_pixels``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
-from recipes.tasks.parity import ParityRule, Tolerances, as_model_output
+from recipes.tasks.parity import ParityBatch, ParityRule, Tolerances, as_model_output
 
 
 class BoxParity(ParityRule):
@@ -24,20 +22,13 @@ class BoxParity(ParityRule):
         self.eager_boxes = 0
         self.fallback_images = 0
 
-    def add(
-        self,
-        names: Sequence[str],
-        eager: Sequence[np.ndarray],
-        onnx: Sequence[np.ndarray],
-        image_processor: Any,
-        sizes: list[tuple[int, int]],
-    ) -> None:
+    def add(self, batch: ParityBatch) -> None:
         tol = self.tolerances
         post = [
-            image_processor.post_process_object_detection(
-                as_model_output(names, arrays), threshold=0.0, target_sizes=sizes
+            batch.image_processor.post_process_object_detection(
+                as_model_output(batch.names, arrays), threshold=0.0, target_sizes=batch.sizes
             )
-            for arrays in (eager, onnx)
+            for arrays in (batch.eager, batch.onnx)
         ]
         for reference, candidate in zip(*post):
             keep = reference["scores"] >= tol.threshold
