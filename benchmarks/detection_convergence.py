@@ -71,7 +71,8 @@ def plates_small_random_init() -> list[str]:
     recipe = yaml.safe_load((REPO / "configs" / "plates-small.yaml").read_text())
     overrides = {**recipe["config_overrides"], "backbone_config": RANDOM_BACKBONE, "freeze_backbone_batch_norms": False,
                  "encoder_in_channels": [16, 32, 112], "feat_strides": [8, 16, 32], "encode_proj_layers": [2],
-                 "decoder_in_channels": [recipe["config_overrides"]["encoder_hidden_dim"]] * 3}
+                 "decoder_in_channels": [recipe["config_overrides"]["encoder_hidden_dim"]] * 3,
+                 "decoder_n_levels": recipe["config_overrides"].get("num_feature_levels", 3)}
     processor = {**recipe.get("image_processor_overrides", {}), "do_normalize": True, "image_mean": [0.5] * 3,
                  "image_std": [0.5] * 3}
     return [str(REPO / "configs" / "plates-small.yaml"), "--backbone_name_or_path", "",

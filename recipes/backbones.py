@@ -244,6 +244,19 @@ def detector_config_kwargs(model_type: str, source: BackboneSource, overrides: d
                 f"{source.channels} channels (strides {source.strides}). Remove encoder_in_channels from the recipe "
                 "(it is set from the backbone), or change backbone_out_indices."
             )
+        extra = overrides.get("num_feature_levels")
+        if model_type == "rt_detr_v2" and extra is not None:
+            # The decoder's deformable attention samples every level the encoder hands it (the extra ones are
+            # made from the last by strided convolutions): its own level count must follow, or the first forward
+            # fails with an IndexError deep in the attention.
+            given_levels = overrides.get("decoder_n_levels", extra)
+            if int(given_levels) != int(extra):
+                raise RecipeError(
+                    f"config_overrides sets num_feature_levels {extra} but decoder_n_levels {given_levels}; the "
+                    "RT-DETRv2 decoder samples every feature level. Remove decoder_n_levels (it follows "
+                    "num_feature_levels) or set both to the same number."
+                )
+            kwargs["decoder_n_levels"] = int(extra)
     elif model_type == "deformable_detr":
         kwargs["num_feature_levels"] = max(levels, int(overrides.get("num_feature_levels", levels + 1)))
     elif levels != 1:

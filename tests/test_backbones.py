@@ -59,6 +59,22 @@ def test_multi_scale_detectors_get_every_tensor_of_the_shared_mobilenet(model_ty
 
 
 @pytest.mark.real_data
+def test_an_extra_feature_level_gives_the_rt_detr_v2_decoder_the_same_level_count() -> None:
+    """A stride-64 level made from the last backbone level (``num_feature_levels`` 4): its anchors are twice the
+    largest of three levels, which close-up plates need; the decoder samples every level, so it follows."""
+    folder = shared_checkpoint(SHARED_DETR)
+    loaded = build_model(AutoModelForObjectDetection,
+                         _model_args(folder, "rt_detr_v2", {**SMALL_RT_DETR, "num_feature_levels": 4}), LABELS)
+    assert loaded.model.config.decoder_n_levels == 4
+    with torch.no_grad():
+        out = loaded.model.eval()(pixel_values=torch.zeros(1, 3, 128, 128))
+    assert out.logits.shape == (1, SMALL_RT_DETR["num_queries"], 1)
+    with pytest.raises(RecipeError, match="num_feature_levels 4 but decoder_n_levels 3"):
+        build_model(AutoModelForObjectDetection, _model_args(
+            folder, "rt_detr_v2", {**SMALL_RT_DETR, "num_feature_levels": 4, "decoder_n_levels": 3}), LABELS)
+
+
+@pytest.mark.real_data
 def test_the_backbone_computes_what_the_source_detector_computes_with_relu6_kept() -> None:
     folder = shared_checkpoint(SHARED_DETR)
     source_model = AutoModelForObjectDetection.from_pretrained(folder)
