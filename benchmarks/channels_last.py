@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageClassification, AutoModelForSemanticSegmentation
 
-from recipes.batchnorm import fix_tensorflow_momentum
+from recipes.model.batchnorm import fix_tensorflow_momentum
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "pretrained"
 MODELS = {

@@ -87,7 +87,7 @@ from benchmarks.food101_pipelines import (
     torch_threads,
 )
 from benchmarks.pipeline_stages import measure_stages
-from recipes.trainer import RecipeTrainer
+from recipes.model.trainer import RecipeTrainer
 from recipes.transforms import ProcessorGeometry, processor_pixel_values
 
 

@@ -173,7 +173,7 @@ def fcos_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[fl
     from torchvision.models.detection import FCOS
     from transformers import AutoBackbone
 
-    from recipes.backbones import load_backbone_source
+    from recipes.model.backbones import load_backbone_source
 
     torch.manual_seed(SEED)
     source = load_backbone_source(str(shared / BACKBONE), "rt_detr_v2")
@@ -256,7 +256,7 @@ def plain_loop_curve(shared: Path, data_dir: Path, minutes: float, milestones: l
     from transformers import AutoModelForObjectDetection
 
     from recipes.decode.tensors import decode_to_tensor
-    from recipes.modeling import build_image_processor, build_model
+    from recipes.model.build import build_image_processor, build_model
     from recipes.parse import parse_recipe
 
     torch.manual_seed(SEED)

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from recipes.checkpoints import read_run_status
+from recipes.artifacts.checkpoints import read_run_status
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = "configs/quickstart/classification.yaml"

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import set_seed
 
-from recipes.checkpoints import (
+from recipes.artifacts.checkpoints import (
     FINISHED,
     STATUS_FILE,
     TRAINED,
@@ -28,13 +28,15 @@ from recipes.checkpoints import (
     write_fingerprint,
     write_run_status,
 )
+from recipes.artifacts.hub import CheckpointPusher, download_checkpoint, hub_checkpoints
 from recipes.config import Recipe, RecipeError
 from recipes.data.streaming.loader import StreamTraining
 from recipes.data.streaming.sources import check_streaming_recipe
 from recipes.decode.images import set_max_image_pixels
-from recipes.ema import check_ema_supported
-from recipes.hub import CheckpointPusher, download_checkpoint, hub_checkpoints
-from recipes.modeling import build_image_processor
+from recipes.model.build import build_image_processor
+from recipes.model.ema import check_ema_supported
+from recipes.model.schedule import range_test
+from recipes.model.trainer import RecipeTrainer
 from recipes.run_outputs import (
     extra_metrics,
     log_data_summary,
@@ -46,9 +48,7 @@ from recipes.run_outputs import (
     write_range_test,
     write_task_plots,
 )
-from recipes.schedule import range_test
 from recipes.tasks import RunContext, StreamingMetric, TaskData, get_task
-from recipes.trainer import RecipeTrainer
 from recipes.training import (
     PUSH_WAIT_AFTER_SIGTERM_S,
     SIGTERM_EXIT_CODE,

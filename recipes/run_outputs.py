@@ -12,13 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from recipes import plots
-from recipes.card import build_model_card
-from recipes.checkpoints import write_atomically
+from recipes.artifacts.card import build_model_card
+from recipes.artifacts.checkpoints import write_atomically
+from recipes.artifacts.examples import save_examples
+from recipes.artifacts.hub import PublishError, push_output_dir
 from recipes.config import RecipeError
-from recipes.examples import save_examples
-from recipes.hub import PublishError, push_output_dir
-from recipes.schedule import RangeTest
+from recipes.draw import plots
+from recipes.model.schedule import RangeTest
 from recipes.tasks import RunContext, TaskData
 
 logger = logging.getLogger("recipes")

@@ -19,17 +19,17 @@ import torch
 import transformers
 from transformers import EarlyStoppingCallback, TrainerCallback, TrainerState
 
-from recipes.batchnorm import batchnorm_layers
-from recipes.checkpoints import check_checkpoint, existing_metrics, last_checkpoint
+from recipes.artifacts.checkpoints import check_checkpoint, existing_metrics, last_checkpoint
+from recipes.artifacts.hub import CheckpointPusher
 from recipes.config import ModelArguments, Recipe, RecipeError
 from recipes.data.streaming.loader import StreamStateCallback, StreamTraining
-from recipes.ema import EmaSettings
-from recipes.hub import CheckpointPusher
-from recipes.labels import named_labels, plan_labels
-from recipes.modeling import LoadedModel, load_checkpoint_config
-from recipes.schedule import HeadWarmup, LearningRates
+from recipes.model.batchnorm import batchnorm_layers
+from recipes.model.build import LoadedModel, load_checkpoint_config
+from recipes.model.ema import EmaSettings
+from recipes.model.labels import named_labels, plan_labels
+from recipes.model.schedule import HeadWarmup, LearningRates
+from recipes.model.trainer import RecipeTrainer
 from recipes.tasks import RunContext, StreamingMetric, Task, TaskData
-from recipes.trainer import RecipeTrainer
 
 logger = logging.getLogger("recipes")
 
@@ -68,7 +68,7 @@ def resume_checkpoint(recipe: Recipe, fingerprint: dict[str, Any] | None = None)
     """The checkpoint to continue from: ``resume_from_checkpoint`` if set, else the last one in
     ``output_dir`` (so rerunning an interrupted command continues it) when it was saved by the same run
     (``fingerprint``; another run's checkpoint stops with what differs). Incomplete checkpoints (cut while being
-    saved) are skipped and, by the main process, moved aside (:func:`recipes.checkpoints.last_checkpoint`)."""
+    saved) are skipped and, by the main process, moved aside (:func:`recipes.artifacts.checkpoints.last_checkpoint`)."""
     args = recipe.training
     if args.resume_from_checkpoint:
         if fingerprint is not None:
@@ -173,9 +173,9 @@ def main_process_decides(args: Any, decide: Any, *call_args: Any) -> Any:
 
 
 def restore_trained(trainer: RecipeTrainer, context: RunContext) -> None:
-    """For a rerun of a run that trained to its end (:func:`recipes.checkpoints.trained_run`): the final model saved
-    in ``output_dir`` (the best one with ``load_best_model_at_end``), its trainer state (log history for the plots
-    and card) and training metrics, instead of training again."""
+    """For a rerun of a run that trained to its end (:func:`recipes.artifacts.checkpoints.trained_run`): the final
+    model saved in ``output_dir`` (the best one with ``load_best_model_at_end``), its trainer state (log history for
+    the plots and card) and training metrics, instead of training again."""
     output_dir = context.output_dir
     trainer._load_from_checkpoint(str(output_dir))
     trainer.state = TrainerState.load_from_json(str(output_dir / "trainer_state.json"))

@@ -14,8 +14,8 @@ from typing import Any
 
 from safetensors.torch import save_model
 
+from recipes.model.trainer import RecipeTrainer
 from recipes.modes.train import main
-from recipes.trainer import RecipeTrainer
 
 
 def main_with_dump(dump: Path) -> int:

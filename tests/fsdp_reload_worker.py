@@ -2,7 +2,7 @@
 
 A tiny ViT (saved under its legacy parameter names) is the "best checkpoint"; every process builds the same ViT
 with other weights, shards it with FSDP2 over gloo, and reloads the checkpoint with
-:func:`recipes.trainer.load_into_sharded_model`. Prints ``RELOADED <rank> <max abs difference>`` and, for a
+:func:`recipes.model.trainer.load_into_sharded_model`. Prints ``RELOADED <rank> <max abs difference>`` and, for a
 checkpoint of another label set, ``REFUSED <rank> <message>``; for a folder without model.safetensors (a
 SHARDED_STATE_DICT checkpoint), ``MISSING <rank> <returned value>``.
 """
@@ -20,7 +20,7 @@ from torch.distributed.fsdp import fully_shard
 from transformers import ViTConfig, ViTForImageClassification
 
 from recipes.config import RecipeError
-from recipes.trainer import load_into_sharded_model
+from recipes.model.trainer import load_into_sharded_model
 
 
 def tiny_vit(seed: int, num_labels: int = 4) -> ViTForImageClassification:

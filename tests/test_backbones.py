@@ -10,9 +10,9 @@ import torch
 from helpers import shared_checkpoint
 from transformers import AutoModelForObjectDetection, ResNetConfig, ResNetForImageClassification, pipeline
 
-from recipes.backbones import find_backbone_module, load_backbone_source
 from recipes.config import ModelArguments, RecipeError
-from recipes.modeling import build_image_processor, build_model
+from recipes.model.backbones import find_backbone_module, load_backbone_source
+from recipes.model.build import build_image_processor, build_model
 
 SHARED_DETR = "conditional_detr-mobilenet_v2_0.35-keras-imagenet-backbone"
 SMALL_RT_DETR = {"encoder_hidden_dim": 32, "encoder_ffn_dim": 64, "d_model": 32, "decoder_ffn_dim": 64,

@@ -14,13 +14,13 @@ from datasets import Dataset, Features, Image
 from PIL import Image as PILImage
 from transformers import pipeline
 
+from recipes.artifacts.examples import save_examples
 from recipes.cli import main as cli_main
-from recipes.examples import save_examples
-from recipes.modeling import build_image_processor
+from recipes.draw.render import blend_mask, class_palette, legend_html, mask_legend
+from recipes.model.build import build_image_processor
 from recipes.modes.demo import example_images, make_predictor
 from recipes.modes.loading import load_fine_tuned
 from recipes.parse import parse_recipe
-from recipes.render import blend_mask, class_palette, legend_html, mask_legend
 from recipes.tasks import get_task
 from recipes.tasks.segmentation.data import SegmentationData
 

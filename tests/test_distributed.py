@@ -22,11 +22,11 @@ import yaml
 from helpers import REPO, TWO_CPU_PROCESSES, assert_ok
 from hub_server import FakeHubServer
 
-from recipes.checkpoints import FINGERPRINT_FILE
+from recipes.artifacts.checkpoints import FINGERPRINT_FILE
+from recipes.model.trainer import RecipeTrainer, cpu_records
 from recipes.sample_data.plates import make_plates_dataset
 from recipes.tasks import get_task
 from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
-from recipes.trainer import RecipeTrainer, cpu_records
 
 MULTI_NODE = REPO / "configs" / "accelerate" / "multi_node.yaml"
 SLURM = REPO / "configs" / "accelerate" / "slurm.sbatch"
@@ -111,7 +111,7 @@ def test_cpu_records_keeps_structure_and_non_tensors() -> None:
 
 def test_fsdp_best_model_reload_goes_through_the_sharded_loader(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under FSDP ``_load_best_model`` loads model.safetensors into the sharded model (not the Trainer's loader)."""
-    import recipes.modeling as modeling
+    import recipes.model.build as modeling
 
     calls = []
     monkeypatch.setattr(modeling, "load_into_sharded_model",
@@ -347,7 +347,7 @@ def test_sigterm_to_the_launcher_stops_every_process_at_one_step_with_a_checkpoi
     assert len(stops) == 2 and stops[0] == stops[1], text[-5000:]  # both processes, the same step
     step = int(stops[0])
     assert 10 < step < 60, f"stopped at {step}: the signal must arrive during training"
-    from recipes.checkpoints import checkpoint_problem, last_checkpoint
+    from recipes.artifacts.checkpoints import checkpoint_problem, last_checkpoint
 
     saved = out / f"checkpoint-{step}"
     assert last_checkpoint(out) == str(saved) and checkpoint_problem(saved) is None

@@ -15,9 +15,9 @@ import torch
 from helpers import REPO, TWO_CPU_PROCESSES, assert_ok, run_cli
 from safetensors.torch import load_file, save_file
 
-from recipes.card import _hyperparameter_table
+from recipes.artifacts.card import _hyperparameter_table
 from recipes.config import RecipeError
-from recipes.ema import EMA_FILE, EmaSettings, WeightAverage, check_ema_supported
+from recipes.model.ema import EMA_FILE, EmaSettings, WeightAverage, check_ema_supported
 from recipes.parse import parse_recipe
 
 QUICKSTART = "configs/quickstart/classification.yaml"

@@ -27,7 +27,7 @@ from transformers.image_utils import load_image
 
 from recipes.config import ModelArguments
 from recipes.decode.tensors import decode_to_tensor
-from recipes.modeling import build_image_processor
+from recipes.model.build import build_image_processor
 from recipes.tasks.classification.transforms import build_train_augmentation, transform_classification_batch
 from recipes.tasks.segmentation.transforms import evaluation_inputs, processor_resizes_masks_exactly
 from recipes.transforms import ProcessorGeometry, collate_images_and_labels, verified_fast_normalisation

@@ -10,12 +10,12 @@ import torch
 from helpers import REPO, assert_ok, libturbojpeg3, run_cli, shared_checkpoint, shared_dataset
 from transformers import AutoModelForImageClassification
 
-from recipes.batchnorm import batchnorm_layers, fix_tensorflow_momentum
 from recipes.config import ModelArguments, RecipeError
 from recipes.decode.turbojpeg import LIBRARY_ENV
-from recipes.labels import plan_labels
-from recipes.modeling import build_model
-from recipes.schedule import layer_ranks, suggest
+from recipes.model.batchnorm import batchnorm_layers, fix_tensorflow_momentum
+from recipes.model.build import build_model
+from recipes.model.labels import plan_labels
+from recipes.model.schedule import layer_ranks, suggest
 
 MOBILENET_V1 = "mobilenet_v1_0.25_224-keras-imagenet"
 FOOD_ROWS = {"sushi": 10, "pizza": 963, "steak": 500}
@@ -70,7 +70,7 @@ def test_tensorflow_batchnorm_momentum_is_corrected_and_survives_a_training_step
 def test_tensorflow_keep_probability_is_not_used_as_dropout() -> None:
     from transformers import MobileNetV1Config, MobileNetV2Config
 
-    from recipes.batchnorm import fix_tensorflow_dropout
+    from recipes.model.batchnorm import fix_tensorflow_dropout
 
     v1, v2 = MobileNetV1Config(), MobileNetV2Config()  # transformers' defaults: 0.999 and 0.8
     assert fix_tensorflow_dropout(v1) == pytest.approx(0.001) and fix_tensorflow_dropout(v2) == pytest.approx(0.2)
@@ -290,7 +290,7 @@ def test_a_checkpoint_folder_without_a_processor_names_the_fix(tmp_path: Path) -
     shutil.copytree(shared_checkpoint(MOBILENET_V1), folder)
     (folder / "preprocessor_config.json").unlink()
     with pytest.raises(RecipeError, match=r"no preprocessor_config\.json.*image_processor_name"):
-        from recipes.modeling import build_image_processor
+        from recipes.model.build import build_image_processor
 
         build_image_processor(ModelArguments(model_name_or_path=str(folder)))
 
@@ -321,7 +321,7 @@ def test_a_timm_backbone_without_timm_says_pip_install_timm(monkeypatch: pytest.
 
 
 def test_layer_decay_and_backbone_rates_per_parameter() -> None:
-    from recipes.schedule import LearningRates
+    from recipes.model.schedule import LearningRates
 
     names = ["m.stem.w", "m.layer.0.w", "m.layer.1.w", "backbone.x.w", "classifier.w"]
     rates = LearningRates(base=1.0, layer_decay=0.5, head={"classifier.w"}).per_parameter(names)
@@ -333,7 +333,7 @@ def test_layer_decay_and_backbone_rates_per_parameter() -> None:
 def test_head_warmup_zeroes_the_body_rate_then_restores_it() -> None:
     from types import SimpleNamespace
 
-    from recipes.schedule import HeadWarmup
+    from recipes.model.schedule import HeadWarmup
 
     body, head = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.AdamW([{"params": [body], "lr": 0.1, "is_head": False},

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
 
-from recipes.hub import PublishError, push_output_dir, retry_command
+from recipes.artifacts.hub import PublishError, push_output_dir, retry_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,7 +114,7 @@ def test_the_card_shows_hyper_parameters_as_a_recipe_writes_them_and_only_metric
     """Enums by their value (``cosine``, not ``SchedulerType.COSINE``); the epoch of an evaluation is not a metric."""
     from types import SimpleNamespace
 
-    from recipes.card import build_model_card
+    from recipes.artifacts.card import build_model_card
     from recipes.parse import parse_recipe
     from recipes.tasks import RunContext, get_task
 

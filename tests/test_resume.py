@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from helpers import assert_ok, run_cli
 
-from recipes.checkpoints import (
+from recipes.artifacts.checkpoints import (
     FINGERPRINT_FILE,
     check_checkpoint,
     checkpoint_problem,
@@ -23,8 +23,8 @@ from recipes.checkpoints import (
     training_fingerprint,
     write_fingerprint,
 )
+from recipes.artifacts.hub import CheckpointPusher, download_checkpoint
 from recipes.config import RecipeError
-from recipes.hub import CheckpointPusher, download_checkpoint
 from recipes.parse import parse_recipe
 from recipes.tasks import get_task
 
@@ -304,7 +304,7 @@ def test_a_run_killed_while_saving_a_checkpoint_resumes_from_the_previous_one_an
 def test_a_step_failing_after_training_is_redone_by_the_rerun_without_training_again(
     tmp_path: Path, shapes_dir: Path, fake_hub
 ) -> None:
-    from recipes.checkpoints import STATUS_FILE, read_run_status
+    from recipes.artifacts.checkpoints import STATUS_FILE, read_run_status
 
     out = tmp_path / "out"
     command = [QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir", str(out), "--num_train_epochs", "1",
@@ -347,8 +347,8 @@ def test_a_step_failing_after_training_is_redone_by_the_rerun_without_training_a
 def test_an_output_dir_of_other_files_stops_the_run_before_anything_is_written(
     tmp_path: Path, shapes_dir: Path
 ) -> None:
-    from recipes.checkpoints import foreign_contents
-    from recipes.examples import save_examples
+    from recipes.artifacts.checkpoints import foreign_contents
+    from recipes.artifacts.examples import save_examples
     from recipes.lifecycle import run
 
     project = tmp_path / "project"  # e.g. --output_dir . in a project folder
@@ -533,7 +533,7 @@ def test_the_first_push_after_resume_from_hub_without_save_total_limit_deletes_n
 
 
 def test_resume_from_hub_resumes_the_step_the_main_process_listed(tmp_path: Path, fake_hub) -> None:
-    from recipes.hub import hub_checkpoints
+    from recipes.artifacts.hub import hub_checkpoints
     from recipes.lifecycle import main_process_decides
 
     fake_hub.seed(REPO_ID, {"checkpoints/checkpoint-2/trainer_state.json": b"{}"})

@@ -466,7 +466,7 @@ def test_logits_are_upsampled_to_the_label_size_then_reduced() -> None:
 
 
 def test_second_architecture_upernet_with_the_ignore_index(tmp_path: Path, streets: Path) -> None:
-    from recipes.modeling import build_image_processor
+    from recipes.model.build import build_image_processor
 
     backbone = {"model_type": "resnet", "embedding_size": 8, "hidden_sizes": [8, 16, 16, 16], "depths": [1, 1, 1, 1],
                 "out_features": ["stage1", "stage2", "stage3", "stage4"]}

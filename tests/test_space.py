@@ -25,9 +25,9 @@ from PIL import Image
 from test_demo import RECIPES, _save_tiny_model
 from test_demo_browser import TIMEOUT_MS, _photo, _shown_image, browser  # noqa: F401  (Chromium fixture)
 
+from recipes.artifacts.hub import push_output_dir
 from recipes.cli import main as cli_main
 from recipes.config import RecipeError
-from recipes.hub import push_output_dir
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED_WITH = {"python": "3.11.7", "transformers": "5.0.1", "torch": "2.5.0+cu124", "torchvision": "0.20.0"}
@@ -212,7 +212,7 @@ def test_app_imports_only_what_a_space_installs() -> None:
 
 
 def test_app_draws_what_the_demo_draws() -> None:
-    from recipes import render
+    from recipes.draw import render
     from recipes.modes import space_app
 
     rng = np.random.default_rng(0)

@@ -371,7 +371,7 @@ def test_a_streamed_train_split_is_fingerprinted_by_its_shards_and_their_revisio
     import os
     import shutil
 
-    from recipes.checkpoints import differences, training_fingerprint
+    from recipes.artifacts.checkpoints import differences, training_fingerprint
     from recipes.config import DataArguments
     from recipes.data.streaming.sources import load_streams
 

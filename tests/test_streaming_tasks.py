@@ -238,7 +238,7 @@ def test_detection_webdataset_shards_keep_boxes_as_written(tmp_path: Path) -> No
     and categories reach the check as written, though the first records (from which ``datasets`` infers the
     column's types) have integer boxes and category ids; a broken image is a bad record naming its shard."""
     from recipes.data.streaming.examples import StreamingExamples
-    from recipes.modeling import build_image_processor
+    from recipes.model.build import build_image_processor
     from recipes.tasks.detection.streaming import load_streaming_detection
 
     rows = _plates(7, seed=3)

@@ -13,10 +13,10 @@ import torch
 from helpers import assert_ok, run_cli, shared_dataset
 from transformers import AutoModelForImageClassification
 
-from recipes.batchnorm import batchnorm_layers, fix_tensorflow_momentum
 from recipes.config import ModelArguments, RecipeError
-from recipes.modeling import build_image_processor, build_model
-from recipes.schedule import LearningRates, parameter_groups
+from recipes.model.batchnorm import batchnorm_layers, fix_tensorflow_momentum
+from recipes.model.build import build_image_processor, build_model
+from recipes.model.schedule import LearningRates, parameter_groups
 from recipes.transforms import ProcessorGeometry
 
 timm = pytest.importorskip("timm")

@@ -1,4 +1,4 @@
-"""Pins the private ``transformers.Trainer`` internals that :class:`recipes.trainer.RecipeTrainer` overrides, and
+"""Pins the private ``transformers.Trainer`` internals that :class:`recipes.model.trainer.RecipeTrainer` overrides, and
 the ``datasets`` internals the data code reads (the stratified split, cache-shard names, ``Dataset._fingerprint``).
 
 ``RecipeTrainer`` reloads checkpoints through ``from_pretrained`` (``_load_from_checkpoint``, ``_load_best_model``),
@@ -14,7 +14,7 @@ import inspect
 
 from transformers import Trainer
 
-from recipes.trainer import RecipeTrainer
+from recipes.model.trainer import RecipeTrainer
 
 
 def _parameters(function: object) -> list[str]:
@@ -103,7 +103,7 @@ def test_default_image_processors_come_from_the_public_mappings() -> None:
     """A model built from a config gets the image processor transformers registers for its type."""
     import transformers
 
-    from recipes.modeling import default_processor_classes
+    from recipes.model.build import default_processor_classes
 
     assert default_processor_classes("vit")["torchvision"] is transformers.ViTImageProcessor
     assert default_processor_classes("no-such-model-type") == {}

@@ -22,12 +22,12 @@ from typing import Any
 from PIL import Image
 from transformers import pipeline
 
+from recipes.artifacts.examples import EXAMPLES_DIR
 from recipes.config import RecipeError
 from recipes.decode.images import IMAGE_EXTENSIONS, to_rgb
 from recipes.decode.video import BadVideoError, VideoWriter, probe_video, read_frames
-from recipes.examples import EXAMPLES_DIR
+from recipes.draw.render import class_palette
 from recipes.modes.loading import FineTuned, load_fine_tuned
-from recipes.render import class_palette
 
 MAX_SIDE = 2048
 """Uploads are downscaled to this longer side before prediction: a mask pipeline allocates ~32 bytes per

@@ -22,10 +22,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from recipes.config import RecipeError
-from recipes.decode.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
-from recipes.modes.loading import FineTuned, load_fine_tuned, read_manifest
-from recipes.onnx_export import (
+from recipes.artifacts.onnx_export import (
     DEFAULT_OPSET,
     EXPORTERS,
     ExportSpec,
@@ -39,6 +36,9 @@ from recipes.onnx_export import (
     throughput_row,
     time_call,
 )
+from recipes.config import RecipeError
+from recipes.decode.images import IMAGE_EXTENSIONS, BadImageError, load_rgb
+from recipes.modes.loading import FineTuned, load_fine_tuned, read_manifest
 from recipes.tasks.parity import ParityAccumulator, Tolerances
 from recipes.transforms import timm_data_config
 

@@ -12,9 +12,9 @@ import torch
 from transformers import AutoConfig
 
 from recipes.config import ModelArguments, RecipeError
-from recipes.modeling import build_image_processor
+from recipes.model.build import build_image_processor
+from recipes.model.timm_checkpoints import fix_timm_config
 from recipes.tasks import Task, task_for_config
-from recipes.timm_checkpoints import fix_timm_config
 
 logger = logging.getLogger("recipes")
 

@@ -45,7 +45,7 @@ from recipes.decode.video import (
     probe_video,
     read_frames,
 )
-from recipes.render import class_palette
+from recipes.draw.render import class_palette
 from recipes.tasks.base import FrameRef, PredictOptions
 
 GLOB_CHARACTERS = set("*?[")

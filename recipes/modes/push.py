@@ -8,7 +8,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from recipes.hub import PublishError, push_output_dir
+from recipes.artifacts.hub import PublishError, push_output_dir
 
 
 def main(argv: Sequence[str] | None = None) -> int:

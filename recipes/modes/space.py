@@ -250,7 +250,7 @@ def _example_files(source: SourceModel, spec: str) -> list[Path]:
 def stage_space(source: SourceModel, folder: Path, *, repo_id: str, title: str | None, threshold: float,
                 bundle: bool, examples: str | None) -> Path:
     """Write the Space's files into ``folder``."""
-    from recipes.render import class_palette
+    from recipes.draw.render import class_palette
 
     folder.mkdir(parents=True, exist_ok=True)
     title = title or repo_id.split("/")[1]
@@ -288,7 +288,7 @@ def link_model_card(api: Any, model_repo: str, space_id: str, token: str | None)
     """Add the Space to the model card on the Hub; the message says what happened (or the line to add)."""
     from huggingface_hub import hf_hub_download
 
-    from recipes.card import link_space
+    from recipes.artifacts.card import link_space
 
     try:
         card = Path(hf_hub_download(model_repo, "README.md", token=token, endpoint=api.endpoint)).read_text()
@@ -333,7 +333,7 @@ def publish_space(reference: str, repo_id: str, *, token: str | None = None, end
     """Create or update the Space ``repo_id`` for ``reference``; return its URL."""
     from huggingface_hub import HfApi
 
-    from recipes.hub import resolve_token
+    from recipes.artifacts.hub import resolve_token
 
     check_repo_id(repo_id)
     token = resolve_token(token)

@@ -5,7 +5,7 @@ Vision Recipes package, and reads its settings from ``space_config.json`` beside
 id (or from the ``model/`` folder of the Space when it was bundled) through ``transformers.pipeline()``; the page
 shows what ``vision-recipes demo`` shows: the top classes (classification), the boxes with label and score and a
 score-threshold slider (detection), the mask overlay and a legend of the classes present (segmentation). The
-drawing is the demo's (``recipes.render``), copied here; ``tests/test_space.py`` checks they stay equal.
+drawing is the demo's (``recipes.draw.render``), copied here; ``tests/test_space.py`` checks they stay equal.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ TEXT = (255, 255, 255)
 BACKDROP = (0, 0, 0, 170)
 
 
-# --- drawing: recipes.render and the demo's legend, with the palette saved in space_config.json ------------------
+# --- drawing: recipes.draw.render and the demo's legend, with the palette saved in space_config.json ------------------
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

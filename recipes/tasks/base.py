@@ -23,8 +23,8 @@ from datasets import Dataset
 from transformers import EvalPrediction
 
 from recipes.config import DataArguments, ModelArguments, Recipe, RecipeError
-from recipes.modeling import LoadedModel, build_model
-from recipes.trainer import RecipeTrainer
+from recipes.model.build import LoadedModel, build_model
+from recipes.model.trainer import RecipeTrainer
 from recipes.transforms import ProcessorGeometry
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class PredictionSink(ABC):
     """One task's predict output: model outputs → one JSON-friendly prediction per image → files.
 
     Predictions are dicts (classification: ``label``, ``score``, ``top_k``; detection: ``boxes`` ``xyxy`` pixels,
-    ``labels``, ``scores``; segmentation: ``mask`` (H, W) class ids and ``shares``); :mod:`recipes.render` draws
+    ``labels``, ``scores``; segmentation: ``mask`` (H, W) class ids and ``shares``); :mod:`recipes.draw.render` draws
     the same dicts."""
 
     formats: ClassVar[tuple[str, ...]] = ("jsonl",)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recipes import plots
 from recipes.decode.tensors import decode_to_tensor
+from recipes.draw import plots
 from recipes.tasks.base import RunContext
 
 TOP_LOSS_SAMPLE = 2048

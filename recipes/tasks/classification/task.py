@@ -197,7 +197,7 @@ class ImageClassification(Task):
 
     def render(self, image: Any, prediction: dict[str, Any], palette: Any = None,
                id2label: dict[int, str] | None = None) -> Any:
-        from recipes.render import draw_top_labels
+        from recipes.draw.render import draw_top_labels
 
         return draw_top_labels(image, prediction)
 

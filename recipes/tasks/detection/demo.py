@@ -29,7 +29,7 @@ def demo_predict(
 ) -> tuple[Image.Image, list[list]]:
     """The annotated image (at the working scale) and one ``[label, score, xmin, ymin, xmax, ymax]`` row per
     detection, in the uploaded image's pixel coordinates (``scale``: upload / working pixels per axis)."""
-    from recipes.render import draw_boxes
+    from recipes.draw.render import draw_boxes
 
     detections = sorted(pipe(image, threshold=threshold), key=lambda found: -found["score"])
     scales = {"xmin": scale[0], "ymin": scale[1], "xmax": scale[0], "ymax": scale[1]}

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from recipes import plots
 from recipes.decode.tensors import decode_to_tensor
+from recipes.draw import plots
 from recipes.tasks.base import RunContext
 from recipes.tasks.detection.metric import detection_outputs, post_process
 

@@ -169,7 +169,7 @@ class ObjectDetection(Task):
 
     def render(self, image: Any, prediction: dict[str, Any], palette: Any = None,
                id2label: dict[int, str] | None = None) -> Any:
-        from recipes.render import draw_boxes
+        from recipes.draw.render import draw_boxes
 
         return draw_boxes(image, prediction, palette)
 

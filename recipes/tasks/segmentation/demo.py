@@ -19,7 +19,7 @@ def demo_outputs(gr: Any) -> list[Any]:
 
 def demo_predict(pipe: Any, image: Image.Image, colours: np.ndarray) -> tuple[Image.Image, str]:
     """The mask overlay (at the working scale) and its legend (HTML; pixel shares do not depend on the scale)."""
-    from recipes.render import blend_mask, legend_html, mask_legend
+    from recipes.draw.render import blend_mask, legend_html, mask_legend
 
     config = pipe.model.config
     label_map = np.zeros((image.height, image.width), dtype=np.int64)

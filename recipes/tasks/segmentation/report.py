@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recipes import plots
+from recipes.draw import plots
 from recipes.tasks.base import RunContext
 from recipes.tasks.segmentation import formats
 from recipes.tasks.segmentation.data import IGNORED_COLOUR

@@ -33,10 +33,10 @@ from typing import Any
 from datasets import Dataset
 from transformers import AutoModelForSemanticSegmentation
 
-from recipes import plots
 from recipes.config import RecipeError
 from recipes.data.check_cache import CheckCache
 from recipes.data.splits import pick_splits
+from recipes.draw import plots
 from recipes.tasks.base import PredictionSink, PredictOptions, Quickstart, RunContext, StreamingMetric, Task, TaskData
 from recipes.tasks.parity import ParityRule, Tolerances
 from recipes.tasks.segmentation import demo, formats
@@ -255,7 +255,7 @@ class SemanticSegmentation(Task):
                id2label: dict[int, str] | None = None) -> Any:
         import numpy as np
 
-        from recipes.render import class_palette, draw_mask
+        from recipes.draw.render import class_palette, draw_mask
 
         id2label = id2label or {}
         if palette is None:

@@ -11,11 +11,16 @@ import torch
 import transformers
 from transformers import AutoConfig, AutoImageProcessor
 
-from recipes.backbones import backbone_normalisation, detector_config_kwargs, load_backbone_source, load_into_detector
-from recipes.batchnorm import fix_tensorflow_dropout, fix_tensorflow_momentum, freeze_statistics
 from recipes.config import ModelArguments, RecipeError
-from recipes.labels import label_parameter_rows, move_head_rows, named_labels, plan_labels
-from recipes.timm_checkpoints import (
+from recipes.model.backbones import (
+    backbone_normalisation,
+    detector_config_kwargs,
+    load_backbone_source,
+    load_into_detector,
+)
+from recipes.model.batchnorm import fix_tensorflow_dropout, fix_tensorflow_momentum, freeze_statistics
+from recipes.model.labels import label_parameter_rows, move_head_rows, named_labels, plan_labels
+from recipes.model.timm_checkpoints import (
     apply_processor_overrides,
     check_timm_architecture,
     fix_timm_config,
@@ -147,9 +152,9 @@ def build_model(
 ) -> LoadedModel:
     """``auto_model_class`` (an ``AutoModelFor…``) with the dataset's labels, pretrained or from a config.
 
-    A pretrained head keeps the rows of the classes it already knows, by name (:mod:`recipes.labels`); other rows
+    A pretrained head keeps the rows of the classes it already knows, by name (:mod:`recipes.model.labels`); other rows
     are new. ``config_kwargs`` are the task's extra config attributes; the recipe's ``config_overrides`` win.
-    TensorFlow-convention BatchNorm momentum is corrected (:mod:`recipes.batchnorm`).
+    TensorFlow-convention BatchNorm momentum is corrected (:mod:`recipes.model.batchnorm`).
     """
     label_kwargs = {
         "num_labels": len(id2label),

@@ -9,7 +9,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from recipes.ema import EmaSettings
+from recipes.model.ema import EmaSettings
 from recipes.tasks.base import RunContext
 
 HYPERPARAMETERS = (

@@ -19,7 +19,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, sn
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from transformers import TrainerCallback
 
-from recipes.checkpoints import INCOMPLETE_PREFIX, STATUS_FILE
+from recipes.artifacts.checkpoints import INCOMPLETE_PREFIX, STATUS_FILE
 from recipes.config import RecipeError
 
 logger = logging.getLogger("recipes")

@@ -13,8 +13,8 @@ from safetensors import SafetensorError
 from transformers import Trainer
 
 from recipes.config import RecipeError
-from recipes.ema import EmaCallback, EmaSettings, WeightAverage
-from recipes.schedule import LearningRates, parameter_groups
+from recipes.model.ema import EmaCallback, EmaSettings, WeightAverage
+from recipes.model.schedule import LearningRates, parameter_groups
 
 logger = logging.getLogger("recipes")
 
@@ -83,10 +83,10 @@ def load_into_sharded_model(
 
 
 class RecipeTrainer(Trainer):
-    """``Trainer`` with per-parameter learning rates (:class:`recipes.schedule.LearningRates`: backbone rate,
+    """``Trainer`` with per-parameter learning rates (:class:`recipes.model.schedule.LearningRates`: backbone rate,
     layer-wise decay, head groups for head warm-up), a train loader that drops an incomplete last batch when the
     model has BatchNorm, checkpoint reloading through ``from_pretrained``, and an optional EMA of the weights
-    (``ema``: :class:`recipes.ema.WeightAverage`) that evaluations during training use, checkpoints hold and the
+    (``ema``: :class:`recipes.model.ema.WeightAverage`) that evaluations during training use, checkpoints hold and the
     model becomes when training ends."""
 
     def __init__(
