@@ -217,9 +217,9 @@ def space_card(source: SourceModel, repo_id: str, title: str, bundled: bool) -> 
         origin = f"the fine-tuned model {model}, {where}"
     else:
         origin = "a fine-tuned model bundled in this Space (`model/`)"
-    shows = {"image-classification": "the top classes and their probabilities",
-             "object-detection": "the boxes with label and score, and a score-threshold slider",
-             "image-segmentation": "the mask over the image and a legend of the classes present"}[source.pipeline_tag]
+    from recipes.tasks import get_task
+
+    shows = get_task(source.pipeline_tag).demo_description
     body = (f"# {title}\n\nA Gradio demo of {origin} ({source.pipeline_tag}, {source.config.num_labels} classes). "
             f"Upload an image to see {shows}.\n\nMade with Vision Recipes (`vision-recipes space`); `app.py` needs "
             "only the packages of `requirements.txt` and reads its settings from `space_config.json`.\n")

@@ -181,6 +181,8 @@ class Task(ABC):
     """The model card's task name (default: the pipeline tag in title case, e.g. ``Image Classification``)."""
     onnx_outputs: ClassVar[tuple[str, ...]] = ("logits",)
     """The model outputs the ONNX graph keeps (what the task's post-processing reads)."""
+    demo_description: ClassVar[str] = "its predictions"
+    """What the demo (and the Space card) shows for an uploaded image, after "Upload an image to see …"."""
     demo_video: ClassVar[bool] = False
     """Whether the demo also takes a video and gives it back annotated (the first of :meth:`demo_outputs` is the
     drawn image)."""

@@ -59,6 +59,7 @@ class ImageClassification(Task):
     pipeline_tag = "image-classification"
     aliases = ("classification",)
     architecture_suffixes = ("ForImageClassification", "ForImageClassificationWithTeacher")
+    demo_description = "the top classes and their probabilities"
     quickstart = Quickstart("classification", "configs/quickstart/classification.yaml", demo.make_shapes,
                             "accuracy", "0.25 (4 balanced classes)", demo.shape_images)
     data_arguments_class = ClassificationDataArguments

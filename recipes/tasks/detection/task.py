@@ -48,6 +48,7 @@ class ObjectDetection(Task):
     pipeline_tag = "object-detection"
     aliases = ("detection",)
     architecture_suffixes = ("ForObjectDetection",)
+    demo_description = "the boxes with label and score, and a score-threshold slider"
     demo_video = True
     onnx_outputs = ("logits", "pred_boxes")
     quickstart = Quickstart("detection", "configs/quickstart/detection.yaml", demo.make_plates, "map",

@@ -73,6 +73,7 @@ class SemanticSegmentation(Task):
     pipeline_tag = "image-segmentation"
     aliases = ("segmentation", "image-segmentation")
     architecture_suffixes = ("ForSemanticSegmentation",)
+    demo_description = "the mask over the image and a legend of the classes present"
     demo_video = True
     quickstart = Quickstart("segmentation", "configs/quickstart/segmentation.yaml", demo.make_streets, "mean_iou",
                             "about 1/number of classes", demo.street_images)
