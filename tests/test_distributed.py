@@ -111,7 +111,7 @@ def test_cpu_records_keeps_structure_and_non_tensors() -> None:
 
 def test_fsdp_best_model_reload_goes_through_the_sharded_loader(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under FSDP ``_load_best_model`` loads model.safetensors into the sharded model (not the Trainer's loader)."""
-    import recipes.model.build as modeling
+    import recipes.model.trainer as modeling
 
     calls = []
     monkeypatch.setattr(modeling, "load_into_sharded_model",

@@ -12,11 +12,12 @@ import numpy as np
 import torch
 from datasets import Dataset, Features, Image, Value
 from PIL import Image as PILImage
-from recipes.images import load_rgb
 from transformers import AutoModelForImageClassification
 
 from recipes.config import DataArguments, RecipeError
-from recipes.data import local_path, pick_splits
+from recipes.data.sources import local_path
+from recipes.data.splits import pick_splits
+from recipes.decode.images import load_rgb
 from recipes.tasks.base import PredictionSink, PredictOptions, StreamingMetric, Task, TaskData
 
 TARGET = "target"
