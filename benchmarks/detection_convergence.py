@@ -3,6 +3,8 @@
     python -m benchmarks.detection_convergence                       # 30 minutes of training per detector
     python -m benchmarks.detection_convergence --minutes 10 --milestones 2.5,5,10 --json convergence.json
     python -m benchmarks.detection_convergence --quick               # a smoke test (a few steps each)
+    python -m benchmarks.detection_convergence --only small --json a.json   # one detector per process (core),
+    python -m benchmarks.detection_convergence --merge a.json b.json         # then one table and curve
 
 Detectors, all trained on the same seeded split of ``../shared/datasets/car-plates`` (``train_val_split`` 0.2, seed
 42: the validation photos are never trained on) and scored by the same COCO evaluation:
@@ -353,7 +355,12 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=SHARED, help="folder holding datasets/ and pretrained/")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--plot", type=Path, default=Path("detection_convergence.png"), help="the curve (PNG)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="report the --json files of earlier runs together "
+                        "(no training): detectors run as separate processes, e.g. one per core")
     options = parser.parse_args()
+    if options.merge:
+        report(*merged(options.merge), options)
+        return
     if options.quick:
         options.minutes, options.milestones = min(options.minutes, 0.25), "0.125,0.25"
     milestones = sorted(float(m) for m in options.milestones.split(",") if float(m) <= options.minutes)
@@ -379,8 +386,27 @@ def main() -> None:
             curves.append(fcos_curve(options.shared, data_dir, options.minutes, milestones, calibration))
         if "plain" in chosen:
             curves.append(plain_loop_curve(options.shared, data_dir, options.minutes, milestones, calibration))
-    print(f"\nCar plates ({data_dir}), validation: {VALIDATION_FRACTION:.0%} held out (seed {SEED}); "
-          f"{options.minutes:g} training minutes each on this machine ({torch.get_num_threads()} threads)")
+    report(curves, milestones, f"{data_dir}; {torch.get_num_threads()} threads", options.minutes, options)
+
+
+def merged(paths: list[Path]) -> tuple[list[Curve], list[float], str, float]:
+    """The curves of several ``--json`` files of one budget, their milestones, sources and budget (minutes)."""
+    documents = [json.loads(path.read_text()) for path in paths]
+    budgets = {document["minutes"] for document in documents}
+    if len(budgets) != 1:
+        raise SystemExit(f"The files were run with different budgets ({sorted(budgets)} minutes): merge runs of one.")
+    curves = [Curve(**curve) for document in documents for curve in document["curves"]]
+    budget = budgets.pop()
+    milestones = sorted({m for document in documents for m in document.get("milestones", [])}) or [budget]
+    sources = sorted({document.get("source", "?") for document in documents})
+    return curves, milestones, " + ".join(sources), budget
+
+
+def report(curves: list[Curve], milestones: list[float], source: str, minutes: float,
+           options: argparse.Namespace) -> None:
+    """Print the table, save the curve (and ``--json``)."""
+    print(f"\nCar plates ({source}), validation: {VALIDATION_FRACTION:.0%} held out (seed {SEED}); "
+          f"{minutes:g} training minutes each")
     header = "".join(f"{f'@{m:g} min':>12}" for m in milestones)
     print(f"  {'detector':<28}{'mAP50':>8}{'mAP':>8}{'steps':>7}{'s/step':>8}{header}")
     for curve in curves:
@@ -388,10 +414,10 @@ def main() -> None:
                         for m in milestones)
         print(f"  {curve.name:<28}{curve.map_50[-1]:>8.3f}{curve.map[-1]:>8.3f}{curve.steps:>7}"
               f"{curve.seconds_per_step:>8.2f}{cells}")
-    print(f"  curve: {plot(curves, options.plot, options.minutes)}")
+    print(f"  curve: {plot(curves, options.plot, minutes)}")
     if options.json:
-        options.json.write_text(json.dumps({"minutes": options.minutes, "curves": [vars(c) for c in curves]},
-                                           indent=2))
+        options.json.write_text(json.dumps({"minutes": minutes, "milestones": milestones, "source": source,
+                                            "curves": [vars(c) for c in curves]}, indent=2))
 
 
 def _quick_subset(source: Path, target: Path, count: int = 24) -> Path:

@@ -271,3 +271,19 @@ def test_convergence_benchmark_runs_our_recipe_and_the_torchvision_reference(tmp
         assert curve["steps"] >= 2 and curve["minutes"] and all(0 <= v <= 1 for v in curve["map_50"])
     assert (tmp_path / "curve.png").stat().st_size > 10_000
     assert "plates-small" in result.stdout and "torchvision FCOS" in result.stdout
+
+    # detectors run as separate processes (one per core) are reported together by --merge
+    document = json.loads((tmp_path / "curves.json").read_text())
+    parts = []
+    for index, curve in enumerate(document["curves"]):
+        parts.append(tmp_path / f"part{index}.json")
+        parts[-1].write_text(json.dumps({**document, "curves": [curve]}))
+    merged = subprocess.run(
+        [sys.executable, "-m", "benchmarks.detection_convergence", "--merge", *map(str, parts),
+         "--plot", str(tmp_path / "merged.png"), "--json", str(tmp_path / "merged.json")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert merged.returncode == 0, merged.stderr[-4000:]
+    assert json.loads((tmp_path / "merged.json").read_text())["curves"] == document["curves"]
+    assert "plates-small" in merged.stdout and "torchvision FCOS" in merged.stdout
+    assert (tmp_path / "merged.png").stat().st_size > 10_000
