@@ -128,6 +128,16 @@ def stop_on_sigterm() -> Iterator[None]:
         _preempted.clear()
 
 
+def release_process_group() -> None:
+    """End the distributed process group once a run is over on every process (finished, or stopped by SIGTERM at
+    the same step everywhere), as PyTorch asks at the end of a program: without it, Gloo's threads can abort the
+    interpreter's exit ("terminate called without an active exception", SIGABRT) and fail a run that succeeded.
+    Not called after an error, where another process may still wait in a collective. No barrier first: the main
+    process may still be pushing to the Hub for longer than a collective's timeout, with no collective left."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def preempted_anywhere(args: Any) -> bool:
     """Whether SIGTERM reached this process or, in a distributed run, any other (one small all-reduce, so that
     every process stops at the same step)."""

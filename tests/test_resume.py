@@ -568,3 +568,38 @@ def test_a_photo_replaced_by_another_of_the_same_name_is_another_run(tmp_path: P
     write_fingerprint(checkpoint, before)
     with pytest.raises(RecipeError, match="images replaced or edited"):
         check_checkpoint(checkpoint, fingerprint(), explicit=False)
+
+
+@pytest.mark.parametrize("outcome", ["finished", "preempted", "recipe error"])
+def test_train_ends_the_process_group_after_a_run_but_not_after_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcome: str
+) -> None:
+    # Leaving the Gloo group to the interpreter's exit can abort a finished distributed run ("terminate called
+    # without an active exception"); after an error another process may still wait in a collective.
+    import torch.distributed as dist
+
+    import recipes.lifecycle
+    import recipes.parse
+    from recipes.modes.train import main
+    from recipes.training import SIGTERM_EXIT_CODE, Preempted
+
+    def fake_run(recipe: object) -> SimpleNamespace:
+        if outcome == "preempted":
+            raise Preempted(SIGTERM_EXIT_CODE)
+        if outcome == "recipe error":
+            raise RecipeError("broken recipe")
+        return SimpleNamespace(push_error=None)
+
+    monkeypatch.setattr(recipes.parse, "parse_recipe", lambda argv: object())
+    monkeypatch.setattr(recipes.lifecycle, "run", fake_run)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        if outcome == "preempted":
+            with pytest.raises(Preempted):
+                main([])
+        else:
+            assert main([]) == (2 if outcome == "recipe error" else 0)
+        assert dist.is_initialized() == (outcome == "recipe error")
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

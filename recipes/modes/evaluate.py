@@ -201,6 +201,7 @@ def evaluate(model: str, output_dir: str | None, update_card: bool, rest: list[s
 
 def main(argv: Sequence[str] | None = None) -> int:
     from recipes.decode.images import BadImageError
+    from recipes.training import release_process_group
 
     args, rest = build_parser().parse_known_args(argv)
     try:
@@ -208,4 +209,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RecipeError, BadImageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    release_process_group()
     return 0
