@@ -57,6 +57,7 @@ from recipes.training import (
     StopWhenPreempted,
     build_trainer,
     checkpoint_pusher,
+    ema_settings,
     enough_log_points,
     labels_as_the_checkpoint_has_them,
     main_process_decides,
@@ -147,7 +148,7 @@ def start(recipe: Recipe) -> RunState:
     args.push_to_hub = False  # we push once, at the end, ourselves
     args.hub_token = None
     check_streaming_recipe(recipe.data, args, task.name, task.supports_streaming)
-    if recipe.model.ema and not (recipe.run.evaluate_only or recipe.run.find_lr):
+    if ema_settings(recipe) is not None:
         check_ema_supported(args)
     foreign = [] if recipe.run.evaluate_only or recipe.run.overwrite else foreign_contents(args.output_dir)
     if foreign:
