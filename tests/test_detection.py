@@ -136,6 +136,42 @@ def test_transforms_and_collate_make_model_inputs(plates_data) -> None:
     assert result["map"] == pytest.approx(1.0) and result["samples"] == len(labels)
 
 
+def test_multi_scale_trains_each_batch_at_one_drawn_size_and_evaluates_at_the_processor_size(plates_data) -> None:
+    task = get_task("object-detection")
+    processor = transformers.RTDetrImageProcessor(size={"height": 96, "width": 96})
+    args = DetectionDataArguments(train_dir="unused", augmentation="basic", multi_scale=[0.7, 1.0, 1.3])
+    train_transform, eval_transform = task.transforms(processor, args, plates_data)
+    train = plates_data.train.with_transform(train_transform)
+    loader = torch.utils.data.DataLoader(train, batch_size=4, collate_fn=task.collator(processor, plates_data),
+                                         generator=torch.Generator().manual_seed(0))
+    seen = set()
+    for _ in range(4):
+        for batch in loader:
+            shapes = {tuple(batch["pixel_values"].shape[-2:])}
+            assert shapes <= {(64, 64), (96, 96), (128, 128)}
+            seen |= shapes
+            for target in batch["labels"]:  # normalised boxes, inside the image
+                assert ((target["boxes"] >= 0) & (target["boxes"] <= 1)).all()
+    assert seen == {(64, 64), (96, 96), (128, 128)}, "every size is drawn, one per batch (a mixed batch pads)"
+    evaluation = plates_data.validation.with_transform(eval_transform)
+    assert {tuple(e["pixel_values"].shape[-2:]) for e in evaluation.__getitems__([0, 1, 2])} == {(96, 96)}
+
+    # the box of a multi-scale batch is the VOC box: back to original pixels through the normalised cxcywh
+    row = plates_data.train[0]
+    x, y, w, h = row["objects"]["bbox"][0]
+    only_resize = task.transforms(processor, DetectionDataArguments(train_dir="unused", augmentation="none",
+                                                                    multi_scale=[1.3]), plates_data)[0]
+    target = only_resize({k: [row[k]] for k in row})["labels"][0]
+    cx, cy, bw, bh = target["boxes"][0].tolist()
+    np.testing.assert_allclose([(cx - bw / 2) * row["width"], (cy - bh / 2) * row["height"], bw * row["width"],
+                                bh * row["height"]], [x, y, w, h], atol=0.5)
+
+    with pytest.raises(RecipeError, match="fixed height x width"):
+        task.transforms(_processor(), args, plates_data)
+    with pytest.raises(RecipeError, match=r"between 0\.25 and 4"):
+        task.transforms(processor, DetectionDataArguments(train_dir="unused", multi_scale=[0.0]), plates_data)
+
+
 def test_collate_without_pixel_mask_pads_anyway() -> None:
     examples = [{"pixel_values": torch.ones(3, 4, 6), "labels": {"class_labels": torch.tensor([0])}},
                 {"pixel_values": torch.ones(3, 5, 3), "labels": {"class_labels": torch.tensor([], dtype=torch.long)}}]

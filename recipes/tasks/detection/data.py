@@ -39,6 +39,12 @@ class DetectionDataArguments(DataArguments):
         default="auto",
         metadata={"help": "Layout of train_dir/validation_dir/test_dir: auto, voc, coco, imagefolder or yolo."},
     )
+    multi_scale: list[float] | None = field(
+        default=None,
+        metadata={"help": "Multi-scale training for an image processor of fixed height x width (RT-DETR, D-FINE): "
+                  "each training batch is resized to one size drawn from these fractions of it (rounded to "
+                  "multiples of 32), e.g. [0.8, 0.9, 1.0, 1.1, 1.2]; evaluation stays at the processor's size."},
+    )
 
 
 # --------------------------------------------------------------------------- data

@@ -33,6 +33,7 @@ from recipes.tasks.detection.transforms import (
     boxes_in_canvas_frame,
     build_detection_augmentation,
     collate_detection,
+    multi_scale_sizes,
     training_resize,
     transform_detection_batch,
 )
@@ -84,11 +85,13 @@ class ObjectDetection(Task):
         return record_check(data_args, data)
 
     def transforms(self, image_processor: Any, data_args: DetectionDataArguments, data: TaskData):
-        augment = build_detection_augmentation(data_args.augmentation, image_processor)
-        train_resizes_itself = augment is not None and training_resize(image_processor) is not None
+        batch_sizes = multi_scale_sizes(image_processor, data_args.multi_scale)
+        augment = build_detection_augmentation(data_args.augmentation, image_processor, resize=batch_sizes is None)
+        train_resizes_itself = batch_sizes is not None or (
+            augment is not None and training_resize(image_processor) is not None)
         return (
             partial(transform_detection_batch, image_processor=image_processor, augment=augment,
-                    processor_resizes=not train_resizes_itself),
+                    processor_resizes=not train_resizes_itself, batch_sizes=batch_sizes),
             partial(transform_detection_batch, image_processor=image_processor, augment=None, processor_resizes=True),
         )
 

@@ -32,12 +32,31 @@ def training_resize(image_processor: Any) -> v2.Transform | None:
     return None
 
 
-def build_detection_augmentation(preset: str, image_processor: Any) -> v2.Compose | None:
+def multi_scale_sizes(image_processor: Any, scales: list[float] | None) -> tuple[tuple[int, int], ...] | None:
+    """The training sizes of ``multi_scale``: ``scales`` times the processor's fixed ``height`` x ``width``, in
+    multiples of 32 (``None`` when off)."""
+    if not scales:
+        return None
+    size = getattr(image_processor, "size", None)
+    size = size if isinstance(size, dict) else (dict(size.__dict__) if hasattr(size, "__dict__") else {})
+    if not (size.get("height") and size.get("width")):
+        raise RecipeError(
+            f"multi_scale needs an image processor of a fixed height x width; this one resizes to {size}, whose "
+            "training already varies the scale (scale jitter of the shortest edge). Remove multi_scale, or set "
+            "image_processor_overrides: {size: {height: H, width: W}}."
+        )
+    if any(not 0.25 <= scale <= 4 for scale in scales):
+        raise RecipeError(f"multi_scale takes fractions of the processor's size between 0.25 and 4, not {scales}.")
+    return tuple(sorted({(max(32, round(size["height"] * s / 32) * 32), max(32, round(size["width"] * s / 32) * 32))
+                         for s in scales}))
+
+
+def build_detection_augmentation(preset: str, image_processor: Any, resize: bool = True) -> v2.Compose | None:
     """Named presets on ``uint8`` images with ``tv_tensors.BoundingBoxes`` (``None`` for ``none``).
 
     ``hflip``: horizontal flip only (then the resize); ``basic``: photometric distortion, zoom-out, horizontal flip
     and multi-scale resizing (scale jitter); ``strong``: ``basic`` plus a random IoU crop. Degenerate boxes are
-    removed at the end.
+    removed at the end. ``resize=False`` leaves the resize out (``multi_scale`` resizes each batch).
     """
     if preset == "none":
         return None
@@ -55,7 +74,7 @@ def build_detection_augmentation(preset: str, image_processor: Any) -> v2.Compos
     if preset == "strong":
         steps.append(v2.RandomIoUCrop())
     steps.append(v2.RandomHorizontalFlip(p=0.5))
-    resize = training_resize(image_processor)
+    resize = training_resize(image_processor) if resize else None
     if resize is not None:
         steps.append(resize)
     steps += [v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0)]
@@ -85,12 +104,19 @@ def coco_annotation(image_id: int, boxes_xywh: torch.Tensor, labels: torch.Tenso
 
 
 def transform_detection_batch(
-    batch: dict[str, list], *, image_processor: Any, augment: v2.Transform | None, processor_resizes: bool
+    batch: dict[str, list], *, image_processor: Any, augment: v2.Transform | None, processor_resizes: bool,
+    batch_sizes: tuple[tuple[int, int], ...] | None = None,
 ) -> dict[str, list]:
     """``with_transform`` function: decode, augment image + boxes, then let the image processor make inputs.
 
-    Each image is processed on its own (no padding here): the collate function pads the batch.
+    Each image is processed on its own (no padding here): the collate function pads the batch. ``batch_sizes``
+    (``multi_scale``): the images of one call (the data loader fetches a batch in one call) are resized to one
+    ``(height, width)`` drawn from them, as RT-DETR trains.
     """
+    if batch_sizes:
+        size = batch_sizes[int(torch.randint(len(batch_sizes), ()))]
+        augment = v2.Compose([*([augment] if augment is not None else []), v2.Resize(size, antialias=True),
+                              v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(min_size=1.0)])
     pixel_values, targets = [], []
     for record, image_id, objects in zip(batch["image"], batch["image_id"], batch["objects"]):
         image = decode_to_tensor(record)
