@@ -20,8 +20,9 @@ Detectors, all trained on the same seeded split of ``../shared/datasets/car-plat
 
 The budget is wall-clock training time. Each detector's seconds per step are measured first (a few steps after a
 warm-up), the step count set to fill the budget, and mAP50 evaluated when training time reaches each milestone
-(evaluation time not counted). The table and a curve of mAP50 against training minutes (``--plot``) are printed
-and saved. On a busy machine every detector gets fewer steps alike: compare within one run.
+(evaluation time not counted); ``min`` in the table is the training time the run then took, which a
+calibration of a few steps can miss by a fifth either way. The table and a curve of mAP50 against training minutes
+(``--plot``) are printed and saved. On a busy machine every detector gets fewer steps alike: compare within one run.
 """
 
 from __future__ import annotations
@@ -330,7 +331,8 @@ def plot(curves: list[Curve], path: Path, budget: float) -> Path:
     axes = figure.add_subplot()
     for curve in curves:
         axes.plot(curve.minutes, curve.map_50, marker="o", label=curve.name)
-    axes.set(xlabel="training minutes (this machine)", ylabel="validation mAP50", ylim=(0, 1), xlim=(0, budget * 1.02),
+    right = max([budget, *(m for curve in curves for m in curve.minutes)]) * 1.02  # a run may overshoot its budget
+    axes.set(xlabel="training minutes (this machine)", ylabel="validation mAP50", ylim=(0, 1), xlim=(0, right),
              title="Car plates: mAP50 against training time, same pretrained backbone")
     axes.axhline(0.8, color="grey", linestyle=":", linewidth=1)
     axes.grid(alpha=0.3)
@@ -408,12 +410,12 @@ def report(curves: list[Curve], milestones: list[float], source: str, minutes: f
     print(f"\nCar plates ({source}), validation: {VALIDATION_FRACTION:.0%} held out (seed {SEED}); "
           f"{minutes:g} training minutes each")
     header = "".join(f"{f'@{m:g} min':>12}" for m in milestones)
-    print(f"  {'detector':<28}{'mAP50':>8}{'mAP':>8}{'steps':>7}{'s/step':>8}{header}")
+    print(f"  {'detector':<28}{'mAP50':>8}{'mAP':>8}{'steps':>7}{'s/step':>8}{'min':>6}{header}")
     for curve in curves:
         cells = "".join(f"{'-' if value_at(curve, m) is None else f'{value_at(curve, m):.3f}':>12}"
                         for m in milestones)
         print(f"  {curve.name:<28}{curve.map_50[-1]:>8.3f}{curve.map[-1]:>8.3f}{curve.steps:>7}"
-              f"{curve.seconds_per_step:>8.2f}{cells}")
+              f"{curve.seconds_per_step:>8.2f}{curve.steps * curve.seconds_per_step / 60:>6.1f}{cells}")
     print(f"  curve: {plot(curves, options.plot, minutes)}")
     if options.json:
         options.json.write_text(json.dumps({"minutes": minutes, "milestones": milestones, "source": source,
