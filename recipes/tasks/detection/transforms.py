@@ -20,10 +20,15 @@ DETECTION_PRESETS = ("hflip", "basic", "strong")
 # --------------------------------------------------------------------------- transforms
 
 
+def processor_size(image_processor: Any) -> dict[str, Any]:
+    """The image processor's ``size`` as a dict (``{}`` when it has none)."""
+    size = getattr(image_processor, "size", None)
+    return size if isinstance(size, dict) else (dict(size.__dict__) if hasattr(size, "__dict__") else {})
+
+
 def training_resize(image_processor: Any) -> v2.Transform | None:
     """The processor's resize as a v2 transform with scale jitter (``None`` when it cannot be mirrored)."""
-    size = getattr(image_processor, "size", None)
-    size = size if isinstance(size, dict) else (dict(size.__dict__) if hasattr(size, "__dict__") else {})
+    size = processor_size(image_processor)
     if size.get("shortest_edge") and size.get("longest_edge"):
         shortest, longest = int(size["shortest_edge"]), int(size["longest_edge"])
         return v2.RandomShortestSize([round(shortest * f) for f in SCALE_JITTER], max_size=longest, antialias=True)
@@ -37,8 +42,7 @@ def multi_scale_sizes(image_processor: Any, scales: list[float] | None) -> tuple
     multiples of 32 (``None`` when off)."""
     if not scales:
         return None
-    size = getattr(image_processor, "size", None)
-    size = size if isinstance(size, dict) else (dict(size.__dict__) if hasattr(size, "__dict__") else {})
+    size = processor_size(image_processor)
     if not (size.get("height") and size.get("width")):
         raise RecipeError(
             f"multi_scale needs an image processor of a fixed height x width; this one resizes to {size}, whose "
