@@ -18,11 +18,12 @@ Detectors, all trained on the same seeded split of ``../shared/datasets/car-plat
 - ``plates-small, plain loop`` (``--only plain``, not in the default set): the recipe's model and image processor
   trained in a plain PyTorch loop (constant rate, flips), as a check that the Trainer path loses nothing.
 
-The budget is wall-clock training time. Each detector's seconds per step are measured first (a few steps after a
-warm-up), the step count set to fill the budget, and mAP50 evaluated when training time reaches each milestone
-(evaluation time not counted); ``min`` in the table is the training time the run then took, which a
-calibration of a few steps can miss by a fifth either way. The table and a curve of mAP50 against training minutes
-(``--plot``) are printed and saved. On a busy machine every detector gets fewer steps alike: compare within one run.
+The budget is wall-clock training time, evaluation left out: every detector trains until it has spent exactly
+that long (to within one step), with its learning rate warmed up over the first 5 % of the time and decayed along a
+cosine to 0 at the end of the time (the recipes' own step-based warm-up and cosine, laid over time instead of
+steps; the plain loop keeps its constant rate). mAP50 is evaluated when training time passes each milestone and
+at the end. The table and a curve of mAP50 against training minutes (``--plot``) are printed and saved. On a busy
+machine every detector gets fewer steps alike: compare within one run.
 """
 
 from __future__ import annotations
@@ -83,34 +84,98 @@ def plates_small_random_init() -> list[str]:
             "--backbone_learning_rate", str(recipe["learning_rate"])]
 
 
+WARMUP_FRACTION = 0.05
+"""Share of the budget spent warming the learning rate up linearly (the cosine decay fills the rest)."""
+STEP_BOUND = 1_000_000
+"""``max_steps`` of a Trainer run: the budget, not the step count, ends it."""
+
+
+def budget_factor(fraction: float, cosine: bool) -> float:
+    """Learning-rate factor once ``fraction`` of the training time is spent: a linear warm-up over the first
+    :data:`WARMUP_FRACTION`, then a cosine decay to 0 at the end of the budget (``cosine=False``: constant)."""
+    if not cosine:
+        return 1.0
+    fraction = min(max(fraction, 0.0), 1.0)
+    warmup = min(1.0, (fraction + 1e-3) / WARMUP_FRACTION)
+    return warmup * 0.5 * (1 + math.cos(math.pi * fraction))
+
+
+class TrainingClock:
+    """Training time of a run, evaluation left out, against its budget and milestones (in seconds)."""
+
+    def __init__(self, minutes: float, milestones: list[float]) -> None:
+        self.budget = minutes * 60
+        self.pending = sorted(m * 60 for m in milestones if m * 60 < self.budget)
+        self.trained = 0.0
+        self._since: float | None = None
+
+    def start(self) -> None:
+        """(Re)start counting: at the beginning, and after each evaluation."""
+        self._since = time.perf_counter()
+
+    def tick(self) -> None:
+        """Count the time since :meth:`start` or the last tick as training."""
+        now = time.perf_counter()
+        if self._since is not None:
+            self.trained += now - self._since
+        self._since = now
+
+    @property
+    def spent(self) -> bool:
+        return self.trained >= self.budget
+
+    def milestone_reached(self) -> bool:
+        """Whether training time passed the next milestone (before the end of the budget) since the last call."""
+        reached = bool(self.pending) and self.trained >= self.pending[0]
+        while self.pending and self.trained >= self.pending[0]:
+            self.pending.pop(0)
+        return reached
+
+
 def trainer_curve(name: str, arguments: list[str], data_dir: Path, minutes: float, milestones: list[float],
-                  work: Path, calibration_steps: int) -> Curve:
-    """Calibrate seconds per step with a short run, then train for ``minutes`` with evaluations at ``milestones``."""
-    from recipes.lifecycle import run
+                  work: Path) -> Curve:
+    """Train a recipe for ``minutes`` of training time (cosine over that time), evaluating at ``milestones``."""
+    from transformers import TrainerCallback
+
+    from recipes.lifecycle import evaluate, fit, plan_training, prepare_data, prepare_model, start
     from recipes.parse import parse_recipe
 
-    base = [*arguments, "--train_dir", str(data_dir), *COMMON]
-    def runtime(steps: int) -> float:
-        context = run(parse_recipe([*base, "--output_dir", str(work / f"{name}-calibration-{steps}"), "--max_steps",
-                                    str(steps), "--eval_strategy", "no"]))
-        return next(e["train_runtime"] for e in context.trainer.state.log_history if "train_runtime" in e)
+    clock = TrainingClock(minutes, milestones)
+    points: list[tuple[float, float, float]] = []
 
-    # Two short runs: the difference is the steady-state cost of the extra steps (start-up cancels out).
-    per_step = max(1e-3, (runtime(2 + calibration_steps) - runtime(2)) / calibration_steps)
-    steps = max(2, int(minutes * 60 / per_step))
-    eval_every = max(1, int(min(milestones) * 60 / per_step))
-    context = run(parse_recipe([*base, "--output_dir", str(work / name), "--max_steps", str(steps),
-                                "--eval_strategy", "steps", "--eval_steps", str(eval_every),
-                                "--warmup_steps", str(max(1, steps // 20))]))
-    evaluations = [e for e in context.trainer.state.log_history if "eval_map_50" in e]
-    train_seconds = next(e["train_runtime"] for e in context.trainer.state.log_history if "train_runtime" in e)
-    eval_seconds = sum(e.get("eval_runtime", 0.0) for e in evaluations[:-1])
-    per_step = max(1e-3, (train_seconds - eval_seconds) / steps)
-    final = context.metrics["eval"]
-    points = [(e["step"] * per_step / 60, e["eval_map_50"], e["eval_map"]) for e in evaluations]
-    if not points or points[-1][0] < steps * per_step / 60 - 1e-6:
-        points.append((steps * per_step / 60, final["eval_map_50"], final["eval_map"]))
-    return Curve(name, *(list(v) for v in zip(*points)), steps=steps, seconds_per_step=per_step)
+    class OnTheClock(TrainerCallback):
+        """Sets the learning rate by the share of the budget spent, evaluates at milestones, stops at the end."""
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            clock.start()
+
+        def on_step_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None,
+                          lr_scheduler: Any = None, **kwargs: Any) -> None:
+            factor = budget_factor(clock.trained / clock.budget, cosine=True)
+            for group, base in zip(optimizer.param_groups, lr_scheduler.base_lrs):
+                group["lr"] = base * factor
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            clock.tick()
+            control.should_evaluate = clock.milestone_reached() and not clock.spent
+            control.should_training_stop = clock.spent
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any) -> None:
+            points.append((clock.trained / 60, metrics["eval_map_50"], metrics["eval_map"]))
+            clock.start()  # evaluation time is not training time
+
+    # The budget ends the run: a constant scheduler whose rates the callback scales, no step-based evaluation.
+    recipe = parse_recipe([*arguments, "--train_dir", str(data_dir), *COMMON, "--output_dir", str(work / name),
+                           "--max_steps", str(STEP_BOUND), "--lr_scheduler_type", "constant", "--warmup_steps", "0",
+                           "--eval_strategy", "no"])
+    state = start(recipe)
+    prepare_data(state)
+    plan_training(state)
+    prepare_model(state).add_callback(OnTheClock())
+    fit(state)
+    evaluate(state)  # the final point (on_evaluate)
+    steps = state.trainer.state.global_step
+    return Curve(name, *(list(v) for v in zip(*points)), steps=steps, seconds_per_step=clock.trained / steps)
 
 
 # --------------------------------------------------------------------------- torchvision FCOS reference
@@ -170,7 +235,7 @@ def _fcos_scores(model: torch.nn.Module, validation: Any) -> tuple[float, float]
     return float(stats[1]), float(stats[0])
 
 
-def fcos_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[float], calibration_steps: int,
+def fcos_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[float],
                batch_size: int = 8, learning_rate: float = 1e-3) -> Curve:
     """torchvision FCOS on the same backbone tensors, trained in a plain loop for ``minutes``."""
     from torchvision.models.detection import FCOS
@@ -209,45 +274,41 @@ def fcos_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[fl
         optimizer.step()
 
     return timed_loop("torchvision FCOS", step, lambda: _fcos_scores(model, validation), optimizer, minutes,
-                      milestones, calibration_steps, model, cosine=True)
+                      milestones, model, cosine=True)
 
 
 def timed_loop(name: str, step: Any, score: Any, optimizer: torch.optim.Optimizer, minutes: float,
-               milestones: list[float], calibration_steps: int, model: torch.nn.Module, cosine: bool) -> Curve:
-    """Calibrate ``step``'s seconds, then run it for ``minutes`` of training time, scoring at ``milestones``.
+               milestones: list[float], model: torch.nn.Module, cosine: bool) -> Curve:
+    """Run ``step`` for ``minutes`` of training time, scoring at ``milestones`` and at the end.
 
-    ``cosine``: a cosine schedule with a 5 % linear warm-up (else the learning rate stays constant)."""
-    model.train()
-    step()
-    started = time.perf_counter()
-    for _ in range(calibration_steps):
-        step()
-    per_step = (time.perf_counter() - started) / calibration_steps
-    steps = max(2, int(minutes * 60 / per_step))
+    ``cosine``: a linear warm-up and a cosine decay over the training time (else the learning rate stays
+    constant)."""
+    clock = TrainingClock(minutes, milestones)
     base_rates = [group["lr"] for group in optimizer.param_groups]
-    marks = sorted({min(steps, max(1, round(m * 60 / per_step))) for m in milestones} | {steps})
-    points, trained = [], 0.0
-    for done in range(1, steps + 1):
-        if cosine:
-            factor = 0.5 * (1 + math.cos(math.pi * (done - 1) / steps)) * min(1.0, done / max(1, steps // 20))
-            for group, rate in zip(optimizer.param_groups, base_rates):
-                group["lr"] = rate * factor
-        tick = time.perf_counter()
+    points, steps = [], 0
+    model.train()
+    clock.start()
+    while not clock.spent:
+        factor = budget_factor(clock.trained / clock.budget, cosine)
+        for group, rate in zip(optimizer.param_groups, base_rates):
+            group["lr"] = rate * factor
         step()
-        trained += time.perf_counter() - tick
-        if done in marks:
+        steps += 1
+        clock.tick()
+        if clock.milestone_reached() or clock.spent:
             model.eval()
             with torch.no_grad():
-                points.append((trained / 60, *score()))
+                points.append((clock.trained / 60, *score()))
             model.train()
+            clock.start()
     return Curve(name, [p[0] for p in points], [p[1] for p in points], [p[2] for p in points],
-                 steps=steps, seconds_per_step=trained / steps)
+                 steps=steps, seconds_per_step=clock.trained / steps)
 
 
 # --------------------------------------------------------------------------- the same RT-DETRv2, plain loop
 
 
-def plain_loop_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[float], calibration_steps: int,
+def plain_loop_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[float],
                      batch_size: int = 4, learning_rate: float = 2e-4) -> Curve:
     """``plates-small``'s model and image processor (built by the recipe), trained in a plain PyTorch loop.
 
@@ -317,8 +378,8 @@ def plain_loop_curve(shared: Path, data_dir: Path, minutes: float, milestones: l
         stats = run_coco_eval(ground_truth, rows_found).stats
         return float(stats[1]), float(stats[0])
 
-    return timed_loop("plates-small, plain loop", step, score, optimizer, minutes, milestones, calibration_steps,
-                      model, cosine=False)
+    return timed_loop("plates-small, plain loop", step, score, optimizer, minutes, milestones, model,
+                      cosine=False)
 
 
 # --------------------------------------------------------------------------- report
@@ -343,9 +404,10 @@ def plot(curves: list[Curve], path: Path, budget: float) -> Path:
 
 
 def value_at(curve: Curve, minute: float) -> float | None:
-    """mAP50 of the last evaluation at or before ``minute`` (``None`` before the first)."""
-    reached = [m50 for m, m50 in zip(curve.minutes, curve.map_50) if m <= minute + 1e-6]
-    return reached[-1] if reached else None
+    """mAP50 of the evaluation made when training time passed ``minute`` (the first at or after it, within one
+    step of it; ``None`` when the run ended before)."""
+    passed = [m50 for m, m50 in zip(curve.minutes, curve.map_50) if m >= minute - 1e-6]
+    return passed[0] if passed else None
 
 
 def main() -> None:
@@ -367,7 +429,6 @@ def main() -> None:
         options.minutes, options.milestones = min(options.minutes, 0.25), "0.125,0.25"
     milestones = sorted(float(m) for m in options.milestones.split(",") if float(m) <= options.minutes)
     milestones = milestones or [options.minutes]
-    calibration = 2 if options.quick else 10
     data_dir = options.shared / "datasets" / "car-plates"
     chosen = set(filter(None, options.only.split(","))) or {"small", "random", "cdetr", "fcos"}
     curves: list[Curve] = []
@@ -382,12 +443,11 @@ def main() -> None:
         }
         for key, (name, arguments) in trainer_runs.items():
             if key in chosen:
-                curves.append(trainer_curve(name, arguments, data_dir, options.minutes, milestones,
-                                            work, calibration))
+                curves.append(trainer_curve(name, arguments, data_dir, options.minutes, milestones, work))
         if "fcos" in chosen:
-            curves.append(fcos_curve(options.shared, data_dir, options.minutes, milestones, calibration))
+            curves.append(fcos_curve(options.shared, data_dir, options.minutes, milestones))
         if "plain" in chosen:
-            curves.append(plain_loop_curve(options.shared, data_dir, options.minutes, milestones, calibration))
+            curves.append(plain_loop_curve(options.shared, data_dir, options.minutes, milestones))
     report(curves, milestones, f"{data_dir}; {torch.get_num_threads()} threads", options.minutes, options)
 
 

@@ -267,8 +267,8 @@ def test_convergence_benchmark_runs_our_recipe_and_the_torchvision_reference(tmp
     assert result.returncode == 0, result.stderr[-4000:]
     curves = {c["name"]: c for c in json.loads((tmp_path / "curves.json").read_text())["curves"]}
     assert set(curves) == {"plates-small", "torchvision FCOS"}
-    for curve in curves.values():
-        assert curve["steps"] >= 2 and curve["minutes"] and all(0 <= v <= 1 for v in curve["map_50"])
+    for curve in curves.values():  # each trained its whole budget (0.25 minutes), then was scored
+        assert curve["steps"] >= 1 and curve["minutes"][-1] >= 0.25 and all(0 <= v <= 1 for v in curve["map_50"])
     assert (tmp_path / "curve.png").stat().st_size > 10_000
     assert "plates-small" in result.stdout and "torchvision FCOS" in result.stdout
 
