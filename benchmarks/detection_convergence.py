@@ -144,16 +144,18 @@ def trainer_curve(name: str, arguments: list[str], data_dir: Path, minutes: floa
     points: list[tuple[float, float, float]] = []
 
     class OnTheClock(TrainerCallback):
-        """Sets the learning rate by the share of the budget spent, evaluates at milestones, stops at the end."""
+        """Sets the learning rate by the share of the budget spent (after each step, for the next), evaluates at
+        milestones, stops at the end."""
 
-        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None,
+                           lr_scheduler: Any = None, **kwargs: Any) -> None:
+            # The (constant) scheduler's factor becomes the clock's, so the logged learning rate is the real one.
+            scheduler = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate may wrap it
+            scheduler.lr_lambdas = [lambda _: budget_factor(clock.trained / clock.budget, cosine=True)] * len(
+                optimizer.param_groups)
+            for group, base in zip(optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base * budget_factor(0.0, cosine=True)
             clock.start()
-
-        def on_step_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None,
-                          lr_scheduler: Any = None, **kwargs: Any) -> None:
-            factor = budget_factor(clock.trained / clock.budget, cosine=True)
-            for group, base in zip(optimizer.param_groups, lr_scheduler.base_lrs):
-                group["lr"] = base * factor
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             clock.tick()
@@ -167,7 +169,7 @@ def trainer_curve(name: str, arguments: list[str], data_dir: Path, minutes: floa
     # The budget ends the run: a constant scheduler whose rates the callback scales, no step-based evaluation.
     recipe = parse_recipe([*arguments, "--train_dir", str(data_dir), *COMMON, "--output_dir", str(work / name),
                            "--max_steps", str(STEP_BOUND), "--lr_scheduler_type", "constant", "--warmup_steps", "0",
-                           "--eval_strategy", "no"])
+                           "--eval_strategy", "no", "--disable_tqdm", "true"])  # a bar to STEP_BOUND would mislead
     state = start(recipe)
     prepare_data(state)
     plan_training(state)
