@@ -437,6 +437,12 @@ def test_sigterm_during_training_stops_it_and_the_queued_checkpoint_pushes_arriv
 
     fake_hub.handle = slow_commits
     out = tmp_path / "run"
+
+    def saved_steps() -> list[int]:
+        """Steps of the complete checkpoints in ``out`` (their fingerprint written), in order."""
+        return sorted(int(path.name.split("-")[1]) for path in out.glob("checkpoint-*")
+                      if (path / FINGERPRINT_FILE).is_file())
+
     command = [sys.executable, "scripts/train.py", QUICKSTART, "--train_dir", str(shapes_dir), "--output_dir",
                str(out), "--max_steps", "200", "--save_strategy", "steps", "--save_steps", "1", "--eval_strategy", "no",
                "--load_best_model_at_end", "false", "--per_device_train_batch_size", "8",
@@ -447,8 +453,7 @@ def test_sigterm_during_training_stops_it_and_the_queued_checkpoint_pushes_arriv
                                stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 300
-        while not any(int(path.name.split("-")[1]) >= 3 and (path / FINGERPRINT_FILE).is_file()
-                      for path in out.glob("checkpoint-*")):  # not checkpoint-3 itself: rotation may remove it first
+        while not any(step >= 3 for step in saved_steps()):  # not checkpoint-3 itself: rotation may remove it first
             assert process.poll() is None and time.monotonic() < deadline, process.communicate()[0][-5000:]
             time.sleep(0.05)
         assert len([c for c in fake_hub.commits(REPO_ID) if c.title.startswith("Training checkpoint")]) < 3
@@ -459,8 +464,7 @@ def test_sigterm_during_training_stops_it_and_the_queued_checkpoint_pushes_arriv
             os.kill(process.pid, signal.SIGKILL)
     assert process.returncode == 143, log[-5000:]
     assert "SIGTERM: stopping training" in log
-    saved = sorted(int(path.name.split("-")[1]) for path in out.glob("checkpoint-*")
-                   if (path / FINGERPRINT_FILE).is_file())
+    saved = saved_steps()
     pushed = [c.title for c in fake_hub.commits(REPO_ID) if c.title.startswith("Training checkpoint")]
     every = range(1, saved[-1] + 1)  # each checkpoint saved before the signal (the older ones rotated away locally)
     assert saved[-1] >= 3 and pushed == [f"Training checkpoint checkpoint-{step}" for step in every], log[-5000:]
