@@ -239,7 +239,9 @@ def _fcos_scores(model: torch.nn.Module, validation: Any) -> tuple[float, float]
 
 def fcos_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[float],
                batch_size: int = 8, learning_rate: float = 1e-3) -> Curve:
-    """torchvision FCOS on the same backbone tensors, trained in a plain loop for ``minutes``."""
+    """torchvision FCOS on the same backbone tensors and at the recipe's input size, trained in a plain loop for
+    ``minutes``."""
+    import yaml
     from torchvision.models.detection import FCOS
     from transformers import AutoBackbone
 
@@ -249,7 +251,10 @@ def fcos_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[fl
     source = load_backbone_source(str(shared / BACKBONE), "rt_detr_v2")
     body = AutoBackbone.from_config(source.config)
     body.load_state_dict(source.state_dict)
-    model = FCOS(FeaturePyramidBackbone(body, source.channels), num_classes=2, min_size=320, max_size=320,
+    size = yaml.safe_load((REPO / "configs" / "plates-small.yaml").read_text())["image_processor_overrides"]["size"]
+    # the recipe's input size, aspect kept: a 400x300 photo becomes 416x312 against the recipe's 416x320
+    model = FCOS(FeaturePyramidBackbone(body, source.channels), num_classes=2, min_size=size["height"],
+                 max_size=max(size["height"], size["width"]),
                  image_mean=[0.5] * 3, image_std=[0.5] * 3, detections_per_img=100, score_thresh=0.01)
     train, validation = _split(data_dir)
     backbone_params = [p for n, p in model.named_parameters() if n.startswith("backbone.body") and p.requires_grad]
@@ -315,7 +320,7 @@ def plain_loop_curve(shared: Path, data_dir: Path, minutes: float, milestones: l
     """``plates-small``'s model and image processor (built by the recipe), trained in a plain PyTorch loop.
 
     The loop of the issue that asked for this recipe: AdamW at a constant rate for the whole model, weight decay
-    1e-4, gradients clipped at 0.1, horizontal flips, the processor's 320x320 resize; no Trainer, no project
+    1e-4, gradients clipped at 0.1, horizontal flips, the processor's fixed resize; no Trainer, no project
     transforms, collate or metric. Scored by the processor's post-processing and the same COCO evaluation, so a gap
     to ``plates-small`` is the recipe (schedule, augmentation) or the Trainer path, not the model.
     """
