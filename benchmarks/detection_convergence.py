@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 BACKBONE = "pretrained/conditional_detr-mobilenet_v2_0.35-keras-imagenet-backbone"
 SEED = 42
+RECIPE = REPO / "configs" / "plates-small.yaml"
 VALIDATION_FRACTION = 0.2
 COMMON = ["--report_to", "none", "--save_strategy", "no", "--load_best_model_at_end", "false", "--make_plots",
           "false", "--auto_resume", "false", "--bf16", "false", "--train_val_split", str(VALIDATION_FRACTION),
@@ -68,18 +69,23 @@ class Curve:
     seconds_per_step: float
 
 
-def plates_small_random_init() -> list[str]:
-    """``plates-small`` with a randomly initialised backbone of the same architecture (trained at the full rate)."""
+def recipe_settings() -> dict[str, Any]:
+    """``configs/plates-small.yaml`` as written (the references follow its sizes)."""
     import yaml
 
-    recipe = yaml.safe_load((REPO / "configs" / "plates-small.yaml").read_text())
+    return yaml.safe_load(RECIPE.read_text())
+
+
+def plates_small_random_init() -> list[str]:
+    """``plates-small`` with a randomly initialised backbone of the same architecture (trained at the full rate)."""
+    recipe = recipe_settings()
     overrides = {**recipe["config_overrides"], "backbone_config": RANDOM_BACKBONE, "freeze_backbone_batch_norms": False,
                  "encoder_in_channels": [16, 32, 112], "feat_strides": [8, 16, 32], "encode_proj_layers": [2],
                  "decoder_in_channels": [recipe["config_overrides"]["encoder_hidden_dim"]] * 3,
                  "decoder_n_levels": recipe["config_overrides"].get("num_feature_levels", 3)}
     processor = {**recipe.get("image_processor_overrides", {}), "do_normalize": True, "image_mean": [0.5] * 3,
                  "image_std": [0.5] * 3}
-    return [str(REPO / "configs" / "plates-small.yaml"), "--backbone_name_or_path", "",
+    return [str(RECIPE), "--backbone_name_or_path", "",
             "--config_overrides", json.dumps(overrides), "--image_processor_overrides", json.dumps(processor),
             "--backbone_learning_rate", str(recipe["learning_rate"])]
 
@@ -241,7 +247,6 @@ def fcos_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[fl
                batch_size: int = 8, learning_rate: float = 1e-3) -> Curve:
     """torchvision FCOS on the same backbone tensors and at the recipe's input size, trained in a plain loop for
     ``minutes``."""
-    import yaml
     from torchvision.models.detection import FCOS
     from transformers import AutoBackbone
 
@@ -251,7 +256,7 @@ def fcos_curve(shared: Path, data_dir: Path, minutes: float, milestones: list[fl
     source = load_backbone_source(str(shared / BACKBONE), "rt_detr_v2")
     body = AutoBackbone.from_config(source.config)
     body.load_state_dict(source.state_dict)
-    size = yaml.safe_load((REPO / "configs" / "plates-small.yaml").read_text())["image_processor_overrides"]["size"]
+    size = recipe_settings()["image_processor_overrides"]["size"]
     # the recipe's input size, aspect kept: a 400x300 photo becomes 416x312 against the recipe's 416x320
     model = FCOS(FeaturePyramidBackbone(body, source.channels), num_classes=2, min_size=size["height"],
                  max_size=max(size["height"], size["width"]),
@@ -331,7 +336,7 @@ def plain_loop_curve(shared: Path, data_dir: Path, minutes: float, milestones: l
     from recipes.parse import parse_recipe
 
     torch.manual_seed(SEED)
-    recipe = parse_recipe([str(REPO / "configs" / "plates-small.yaml"), "--train_dir", str(data_dir),
+    recipe = parse_recipe([str(RECIPE), "--train_dir", str(data_dir),
                            "--backbone_name_or_path", str(shared / BACKBONE)])
     processor = build_image_processor(recipe.model)
     model = build_model(AutoModelForObjectDetection, recipe.model, {0: "licence"}).model
@@ -444,7 +449,7 @@ def main() -> None:
         if options.quick:
             data_dir = _quick_subset(data_dir, work / "plates")
         trainer_runs = {
-            "small": ("plates-small", [str(REPO / "configs" / "plates-small.yaml")]),
+            "small": ("plates-small", [str(RECIPE)]),
             "random": ("plates-small, random init", plates_small_random_init()),
             "cdetr": ("conditional DETR", [a.replace("{shared}", str(options.shared)) for a in CONDITIONAL_DETR]),
         }
