@@ -9,7 +9,8 @@
 Detectors, all trained on the same seeded split of ``../shared/datasets/car-plates`` (``train_val_split`` 0.2, seed
 42: the validation photos are never trained on) and scored by the same COCO evaluation:
 
-- ``plates-small``: ``configs/plates-small.yaml`` (RT-DETRv2 on the pretrained MobileNetV2-0.35 backbone);
+- ``plates-small``: ``configs/plates-small.yaml`` (RT-DETRv2 on the pretrained MobileNetV2-0.35 backbone; its
+  evaluation drops duplicate boxes at the recipe's ``box_nms_iou``, as FCOS's own post-processing does at IoU 0.6);
 - ``plates-small, random init``: the same architecture and recipe, every weight random (backbone at the full rate);
 - ``conditional DETR``: the shared Conditional DETR checkpoint (same pretrained backbone, random transformer),
   the DETR fine-tuning recipe (``configs/plates-detr.yaml``) at 320/512 px;

@@ -203,6 +203,14 @@ class ModelArguments:
         metadata={"help": "Backbone feature levels the detector reads; default: the last three (RT-DETR, D-FINE, "
                   "Deformable DETR) or the last one (DETR, Conditional DETR)."},
     )
+    box_nms_iou: float | None = field(
+        default=None,
+        metadata={"help": "Object detection: drop a box when a higher-scoring box of its class overlaps it by more "
+                  "than this IoU (non-maximum suppression after the model's post-processing) in evaluation, predict, "
+                  "plots and the demo. Saved in the model's config (`box_nms_iou`), so the checkpoint keeps it; "
+                  "1 turns it off. Default: the model's own post-processing only (DETR-style detectors learn not to "
+                  "repeat a box; one trained briefly still does). pipeline() does not apply it."},
+    )
     channels_last: bool | None = field(
         default=None,
         metadata={"help": "channels_last memory format; default: on for convolutional models on CUDA, off on CPU."},
@@ -234,6 +242,11 @@ class ModelArguments:
                 "`backbone_name_or_path` builds a new detector around a pretrained backbone: set `model_type` (e.g. "
                 "rt_detr_v2) and leave `model_name_or_path` unset (a full checkpoint already has its backbone)."
             )
+        if self.box_nms_iou is not None and not 0.0 < self.box_nms_iou <= 1.0:
+            raise RecipeError(
+                f"`box_nms_iou: {self.box_nms_iou}` must lie in (0, 1]: the IoU above which a lower-scoring box of the "
+                "same class is dropped (e.g. 0.7), or 1 to keep every box."
+            )
         if not 0.0 < self.ema_decay < 1.0:
             raise RecipeError(
                 f"`ema_decay: {self.ema_decay}` must lie strictly between 0 and 1 (the EMA spans about 1 / (1 - "
@@ -258,6 +271,11 @@ class Recipe:
 
     def __post_init__(self) -> None:
         check_extra_metrics_trust(self.run.extra_metrics, self.model.trust_remote_code)
+        if self.model.box_nms_iou is not None and self.run.task != "object-detection":
+            raise RecipeError(
+                f"`box_nms_iou` suppresses duplicate boxes of object detection; this recipe's task is {self.run.task}. "
+                "Remove it from the recipe."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe, JSON-serialisable, without secrets."""

@@ -243,7 +243,7 @@ def build_trainer(
         eval_dataset=eval_dataset,
         data_collator=task.collator(processor, context.data, recipe.data, model.config),
         compute_metrics=metric,
-        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(processor),
+        preprocess_logits_for_metrics=task.preprocess_logits_for_metrics(processor, model.config),
         processing_class=processor,
         callbacks=callbacks,
         learning_rates=LearningRates(

@@ -22,7 +22,8 @@ from recipes.parse import parse_recipe
 from recipes.sample_data.plates import draw_plates_image, make_plates_dataset
 from recipes.tasks import get_task
 from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data
-from recipes.tasks.detection.metric import DetectionMetric, detections_at_original_size
+from recipes.tasks.detection.demo import without_duplicates
+from recipes.tasks.detection.metric import DetectionMetric, detections_at_original_size, post_process
 from recipes.tasks.detection.transforms import augment_sample, build_detection_augmentation, collate_detection
 
 QUICKSTART = str(REPO / "configs" / "quickstart" / "detection.yaml")
@@ -243,6 +244,52 @@ def test_map_equals_pycocotools() -> None:
     assert again["samples"] == 3
 
 
+class _FixedDetections:
+    """An image processor whose post-processing returns fixed detections (for what happens after it)."""
+
+    def __init__(self, found: dict[str, torch.Tensor]) -> None:
+        self.found = found
+
+    def post_process_object_detection(self, outputs, threshold: float = 0.0, target_sizes=None):
+        keep = self.found["scores"] >= threshold
+        return [{key: value[keep] for key, value in self.found.items()}]
+
+
+def test_box_nms_iou_drops_same_class_duplicates_only() -> None:
+    found = {"boxes": torch.tensor([[0, 0, 10, 10], [1, 1, 10, 10], [1, 1, 10, 10], [20, 20, 30, 30],
+                                    [0, 0, 10, 10]], dtype=torch.float32),
+             "scores": torch.tensor([0.9, 0.8, 0.7, 0.6, 0.5]), "labels": torch.tensor([0, 0, 1, 0, 0])}
+    outputs = (torch.zeros(1, 5, 2), torch.zeros(1, 5, 4))  # logits and pred_boxes, as the Trainer hands them
+    sizes = torch.tensor([[40.0, 40.0]])
+    [raw] = post_process(_FixedDetections(found), outputs, sizes)
+    assert len(raw["scores"]) == 5
+    [kept] = post_process(_FixedDetections(found), outputs, sizes, nms_iou=0.7)
+    # the second box overlaps the first by IoU 0.81 (dropped), the third is of another class, the fourth apart,
+    # the fifth repeats the first
+    assert kept["scores"].tolist() == pytest.approx([0.9, 0.7, 0.6]) and kept["labels"].tolist() == [0, 1, 0]
+    [looser] = post_process(_FixedDetections(found), outputs, sizes, nms_iou=0.85)
+    assert looser["scores"].tolist() == pytest.approx([0.9, 0.8, 0.7, 0.6])
+    [everything] = post_process(_FixedDetections(found), outputs, sizes, nms_iou=1.0)
+    assert len(everything["scores"]) == 5
+
+    # the demo applies the same suppression to pipeline() results
+    config = AutoConfig.for_model("detr", id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1})
+    listed = [{"score": float(s), "label": "ab"[int(c)], "box": dict(zip(("xmin", "ymin", "xmax", "ymax"),
+                                                                        map(int, b.tolist())))}
+              for b, s, c in zip(found["boxes"], found["scores"], found["labels"])][::-1]
+    assert [f["score"] for f in without_duplicates(listed, config)] == pytest.approx([0.9, 0.8, 0.7, 0.6, 0.5])
+    config.box_nms_iou = 0.7
+    assert [f["score"] for f in without_duplicates(listed, config)] == pytest.approx([0.9, 0.7, 0.6])
+
+
+def test_box_nms_iou_is_checked(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match=r"box_nms_iou: 1.5.*\(0, 1\]"):
+        parse_recipe([QUICKSTART, "--box_nms_iou", "1.5"])
+    classification = REPO / "configs" / "quickstart" / "classification.yaml"
+    with pytest.raises(RecipeError, match=r"box_nms_iou.*image-classification"):
+        parse_recipe([str(classification), "--box_nms_iou", "0.7"])
+
+
 def test_task_forces_object_gathering() -> None:
     recipe = parse_recipe([QUICKSTART, "--train_dir", "x", "--output_dir", "y"])
     args = recipe.training
@@ -338,18 +385,38 @@ def test_quickstart_end_to_end(plates_dir: Path, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_detr_from_config_through_the_cli(plates_dir: Path, tmp_path: Path) -> None:
-    """The second architecture through the real CLI: a tiny DETR instead of the quickstart's RT-DETR."""
+    """The second architecture through the real CLI: a tiny DETR instead of the quickstart's RT-DETR, with
+    duplicate boxes suppressed (``box_nms_iou``) in the saved model's predictions."""
+    from recipes.modes.predict import main as predict
+
     output_dir = tmp_path / "detr"
     result = run_cli(QUICKSTART, "--train_dir", str(plates_dir), "--output_dir", str(output_dir),
                      "--model_type", "detr", "--config_overrides", json.dumps(TINY_DETR),
                      "--image_processor_overrides", json.dumps({"size": SMALL_SIZE}),
                      "--num_train_epochs", "1", "--dataloader_num_workers", "0",
                      "--dataloader_persistent_workers", "false", "--augmentation", "strong",
-                     env={"OMP_NUM_THREADS": "1"})
+                     "--box_nms_iou", "0.5", env={"OMP_NUM_THREADS": "1"})
     assert_ok(result)
     _check_outputs(output_dir)
-    assert json.loads((output_dir / "config.json").read_text())["model_type"] == "detr"
-    _pipeline_finds_boxes(output_dir, draw_plates_image(128, np.random.default_rng(5))[0])
+    config = json.loads((output_dir / "config.json").read_text())
+    assert config["model_type"] == "detr" and config["box_nms_iou"] == 0.5
+    assert "Duplicate boxes" in (output_dir / "README.md").read_text()
+    image = draw_plates_image(128, np.random.default_rng(5))[0]
+    _pipeline_finds_boxes(output_dir, image)
+
+    # predict keeps no two boxes of a class that overlap by more than 0.5; pipeline() (the model's own
+    # post-processing) returns the 8 queries' boxes, near-copies of each other after one epoch.
+    image.save(tmp_path / "plate.png")
+    assert predict([str(output_dir), str(tmp_path / "plate.png"), "--output", str(tmp_path / "boxes.jsonl"),
+                    "--threshold", "0", "--num_workers", "0"]) == 0
+    row = json.loads((tmp_path / "boxes.jsonl").read_text().splitlines()[0])
+    boxes = torch.tensor(row["boxes"])
+    from torchvision.ops import box_iou
+
+    overlaps = box_iou(boxes, boxes).fill_diagonal_(0)
+    assert len(boxes) > 0 and (overlaps <= 0.5 + 1e-6).all(), overlaps
+    raw = transformers.pipeline("object-detection", model=str(output_dir))(image, threshold=0.0)
+    assert len(boxes) < len(raw) == TINY_DETR["num_queries"]
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from recipes.config import RecipeError
 
 REPO = Path(__file__).resolve().parents[1]
 TRAINED_WITH = {"python": "3.11.7", "transformers": "5.0.1", "torch": "2.5.0+cu124", "torchvision": "0.20.0"}
-SPACE_PACKAGES = {"gradio", "torch", "transformers", "PIL", "numpy"}  # numpy: a dependency of all three
+SPACE_PACKAGES = {"gradio", "torch", "torchvision", "transformers", "PIL", "numpy"}  # numpy: a dependency of all
 
 
 def _front_matter(text: str) -> dict[str, Any]:
@@ -229,6 +229,23 @@ def test_app_draws_what_the_demo_draws() -> None:
     legend = space_app.mask_legend(ids, palette, names)
     assert legend == render.mask_legend(ids, palette, names)
     assert space_app.legend_html(legend) == render.legend_html(legend)
+
+
+def test_app_drops_the_duplicate_boxes_the_demo_drops() -> None:
+    from transformers import AutoConfig
+
+    from recipes.modes import space_app
+    from recipes.tasks.detection.demo import without_duplicates
+
+    config = AutoConfig.for_model("detr", id2label={0: "a", 1: "b"}, label2id={"a": 0, "b": 1})
+    found = [{"score": score, "label": label, "box": dict(zip(("xmin", "ymin", "xmax", "ymax"), box))}
+             for score, label, box in [(0.5, "a", (0, 0, 10, 10)), (0.9, "a", (1, 1, 10, 10)),
+                                       (0.8, "b", (1, 1, 10, 10)), (0.7, "a", (30, 30, 40, 40))]]
+    assert space_app.without_duplicates(found, config) == without_duplicates(found, config)
+    assert len(space_app.without_duplicates(found, config)) == 4
+    config.box_nms_iou = 0.7
+    kept = space_app.without_duplicates(found, config)
+    assert kept == without_duplicates(found, config) and [f["score"] for f in kept] == [0.9, 0.8, 0.7]
 
 
 # --- the Space, run as a Space runs it, in a real browser ------------------------------------------------------

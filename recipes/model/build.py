@@ -181,6 +181,8 @@ def build_model(
         logger.info("Building a randomly initialised %s model from its config", model_args.model_type)
         model = auto_model_class.from_config(config)
         loaded = LoadedModel(model, [name for name, _ in model.named_parameters()])
+    if model_args.box_nms_iou is not None:  # saved with the model: predict, evaluate and the demo read it back
+        loaded.model.config.box_nms_iou = model_args.box_nms_iou
     fix_tensorflow_momentum(loaded.model, model_args.batchnorm_momentum)
     if model_args.freeze_batchnorm:
         logger.info("freeze_batchnorm: %d BatchNorm layers keep their running statistics.",

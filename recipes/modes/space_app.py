@@ -1,11 +1,13 @@
 """A Gradio demo of a fine-tuned image model, written by ``vision-recipes space`` as the Space's ``app.py``.
 
-It is self-contained: it needs transformers, torch, gradio and pillow (numpy comes with them), never the
-Vision Recipes package, and reads its settings from ``space_config.json`` beside it. The model is loaded by its Hub
-id (or from the ``model/`` folder of the Space when it was bundled) through ``transformers.pipeline()``; the page
+It is self-contained: it needs transformers, torch, torchvision, gradio and pillow (numpy comes with them), never
+the Vision Recipes package, and reads its settings from ``space_config.json`` beside it. The model is loaded by its
+Hub id (or from the ``model/`` folder of the Space when it was bundled) through ``transformers.pipeline()``; the page
 shows what ``vision-recipes demo`` shows: the top classes (classification), the boxes with label and score and a
-score-threshold slider (detection), the mask overlay and a legend of the classes present (segmentation). The
-drawing is the demo's (``recipes.draw.render``), copied here; ``tests/test_space.py`` checks they stay equal.
+score-threshold slider (detection; duplicates suppressed at the model's ``box_nms_iou``), the mask overlay and a
+legend of the classes present (segmentation). The drawing and the suppression are the demo's
+(``recipes.draw.render``, ``recipes.tasks.detection.demo``), copied here; ``tests/test_space.py`` checks they stay
+equal.
 """
 
 from __future__ import annotations
@@ -106,6 +108,22 @@ def legend_html(legend: list[tuple[str, tuple[int, int, int], float]]) -> str:
 # --- prediction ------------------------------------------------------------------------------------------------
 
 
+def without_duplicates(detections: list[dict[str, Any]], config: Any) -> list[dict[str, Any]]:
+    """pipeline() results, best first, with the model's ``box_nms_iou`` applied as ``vision-recipes demo`` and
+    ``predict`` apply it (a box is dropped when a better one of its class overlaps it by more than that IoU)."""
+    detections = sorted(detections, key=lambda found: -found["score"])
+    iou = getattr(config, "box_nms_iou", None)
+    if iou is None or not detections:
+        return detections
+    from torchvision.ops import batched_nms
+
+    corners = ("xmin", "ymin", "xmax", "ymax")
+    boxes = torch.tensor([[found["box"][k] for k in corners] for found in detections], dtype=torch.float32)
+    scores = torch.tensor([float(found["score"]) for found in detections])
+    labels = torch.tensor([config.label2id.get(found["label"], 0) for found in detections])
+    return [detections[i] for i in batched_nms(boxes, scores, labels, float(iou)).tolist()]
+
+
 class Predictor:
     """The task's prediction through ``transformers.pipeline()``: ``classify(image)``, ``detect(image,
     threshold)`` or ``segment(image)``."""
@@ -123,7 +141,7 @@ class Predictor:
 
     def detect(self, image: Image.Image, threshold: float) -> tuple[Image.Image, list[list]]:
         image = to_rgb(image)
-        detections = sorted(self.pipe(image, threshold=threshold), key=lambda found: -found["score"])
+        detections = without_duplicates(self.pipe(image, threshold=threshold), self.config)
         corners = ("xmin", "ymin", "xmax", "ymax")
         rows = [[found["label"], round(float(found["score"]), 3), *(int(found["box"][k]) for k in corners)]
                 for found in detections]

@@ -252,7 +252,7 @@ class Task(ABC):
         """For streamed training records: the reason a record is unusable (checked before its transform), or None."""
         return None
 
-    def preprocess_logits_for_metrics(self, image_processor: Any) -> Callable | None:
+    def preprocess_logits_for_metrics(self, image_processor: Any, model_config: Any = None) -> Callable | None:
         """Shrink model outputs per batch before they are gathered (e.g. logits → class indices)."""
         return None
 

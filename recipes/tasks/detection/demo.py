@@ -6,7 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image
+
+from recipes.tasks.detection.metric import nms_iou_of
 
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -31,7 +34,7 @@ def demo_predict(
     detection, in the uploaded image's pixel coordinates (``scale``: upload / working pixels per axis)."""
     from recipes.draw.render import draw_boxes
 
-    detections = sorted(pipe(image, threshold=threshold), key=lambda found: -found["score"])
+    detections = without_duplicates(pipe(image, threshold=threshold), pipe.model.config)
     scales = {"xmin": scale[0], "ymin": scale[1], "xmax": scale[0], "ymax": scale[1]}
     rows = [
         [found["label"], round(float(found["score"]), 3), *(int(found["box"][k] * scales[k]) for k in CORNERS)]
@@ -45,6 +48,21 @@ def demo_predict(
         "label_ids": [label2id.get(found["label"], 0) for found in detections],
     }
     return draw_boxes(image, prediction, colours), rows
+
+
+def without_duplicates(detections: list[dict[str, Any]], config: Any) -> list[dict[str, Any]]:
+    """``pipeline("object-detection")`` results, best first, with the model's ``box_nms_iou`` applied (the
+    suppression its evaluation and ``predict`` use; pipeline() leaves it out)."""
+    detections = sorted(detections, key=lambda found: -found["score"])
+    iou = nms_iou_of(config)
+    if iou is None or not detections:
+        return detections
+    from torchvision.ops import batched_nms
+
+    boxes = torch.tensor([[found["box"][k] for k in CORNERS] for found in detections], dtype=torch.float32)
+    scores = torch.tensor([float(found["score"]) for found in detections])
+    labels = torch.tensor([config.label2id.get(found["label"], 0) for found in detections])
+    return [detections[i] for i in batched_nms(boxes, scores, labels, iou).tolist()]
 
 
 def make_plates(root: Path) -> Path:

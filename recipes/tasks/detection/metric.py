@@ -41,21 +41,42 @@ def detection_outputs(outputs: Any) -> DetectionOutputs:
     return DetectionOutputs(tensors[0], tensors[1])
 
 
+def nms_iou_of(model_config: Any) -> float | None:
+    """The IoU above which a detector's duplicate boxes are suppressed: its config's ``box_nms_iou`` (set by the
+    recipe key of that name and saved with the model), or None (the model's own post-processing only)."""
+    value = getattr(model_config, "box_nms_iou", None)
+    return None if value is None else float(value)
+
+
+def suppress_duplicates(result: dict[str, torch.Tensor], iou: float) -> dict[str, torch.Tensor]:
+    """Class-wise non-maximum suppression of one image's ``boxes``/``scores``/``labels`` (kept in score order):
+    a box is dropped when a higher-scoring box of the same class overlaps it by more than ``iou``."""
+    from torchvision.ops import batched_nms
+
+    scores = result["scores"]
+    keep = batched_nms(result["boxes"].float(), scores.float(), result["labels"], iou)
+    return {key: value[keep] if isinstance(value, torch.Tensor) and value.shape[:1] == scores.shape[:1] else value
+            for key, value in result.items()}
+
+
 def post_process(
-    image_processor: Any, outputs: Any, target_sizes: torch.Tensor, threshold: float = 0.0
+    image_processor: Any, outputs: Any, target_sizes: torch.Tensor, threshold: float = 0.0,
+    nms_iou: float | None = None,
 ) -> list[dict[str, torch.Tensor]]:
-    """The image processor's ``post_process_object_detection``: ``xyxy`` boxes at ``target_sizes``."""
+    """The image processor's ``post_process_object_detection``: ``xyxy`` boxes at ``target_sizes``; with ``nms_iou``,
+    then :func:`suppress_duplicates` (see :func:`nms_iou_of`)."""
     detections = detection_outputs(outputs)
     kwargs: dict[str, Any] = {"threshold": threshold, "target_sizes": target_sizes}
     parameters = inspect.signature(image_processor.post_process_object_detection).parameters
     if "top_k" in parameters:  # sigmoid heads pick the top-k (query, class) pairs
         queries, classes = detections.logits.shape[-2:]
         kwargs["top_k"] = min(100, queries * classes)
-    return image_processor.post_process_object_detection(detections, **kwargs)
+    results = image_processor.post_process_object_detection(detections, **kwargs)
+    return results if nms_iou is None else [suppress_duplicates(result, nms_iou) for result in results]
 
 
 def detections_at_original_size(
-    outputs: Any, labels: list[dict[str, torch.Tensor]], *, image_processor: Any
+    outputs: Any, labels: list[dict[str, torch.Tensor]], *, image_processor: Any, nms_iou: float | None = None
 ) -> list[dict[str, torch.Tensor]]:
     """``preprocess_logits_for_metrics``: one small dict of numpy arrays per image, made before gathering.
 
@@ -65,7 +86,8 @@ def detections_at_original_size(
     is cut per image; numpy (not tensors) so accelerate always gathers it as objects, never as tensors.
     """
     orig_sizes = torch.stack([torch.as_tensor(t["orig_size"]).reshape(2) for t in labels]).to(torch.float32)
-    results = post_process(image_processor, outputs, orig_sizes.to(detection_outputs(outputs).logits.device))
+    results = post_process(image_processor, outputs, orig_sizes.to(detection_outputs(outputs).logits.device),
+                           nms_iou=nms_iou)
     per_image = []
     for result, target, orig_size in zip(results, labels, orig_sizes):
         height, width = orig_size.tolist()

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from recipes.tasks.base import FrameRef, PredictionSink, PredictOptions, record_head
-from recipes.tasks.detection.metric import post_process
+from recipes.tasks.detection.metric import nms_iou_of, post_process
 from recipes.tasks.detection.transforms import boxes_in_canvas_frame
 
 
@@ -30,6 +30,7 @@ class DetectionSink(PredictionSink):
         self.id2label = {int(k): v for k, v in config.id2label.items()}
         self.canvas_frame = boxes_in_canvas_frame(getattr(config, "model_type", None))
         self.image_processor, self.threshold = image_processor, options.threshold
+        self.nms_iou = nms_iou_of(config)
         self.path = options.output
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = self.path.open("w", encoding="utf-8") if self.format == "jsonl" else None
@@ -46,7 +47,8 @@ class DetectionSink(PredictionSink):
             canvas = torch.tensor(mask.shape[-2:], dtype=torch.float32, device=mask.device)
             target_sizes = target_sizes * (canvas / torch.stack([rows, columns], dim=1).float()).to(target_sizes)
         predictions = []
-        for result in post_process(self.image_processor, outputs, target_sizes, threshold=self.threshold):
+        for result in post_process(self.image_processor, outputs, target_sizes, threshold=self.threshold,
+                                   nms_iou=self.nms_iou):
             order = result["scores"].float().argsort(descending=True)
             boxes = result["boxes"].float()[order].cpu().tolist()
             ids = result["labels"][order].cpu().tolist()

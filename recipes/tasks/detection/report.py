@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from recipes.decode.tensors import decode_to_tensor
 from recipes.draw import plots
 from recipes.tasks.base import RunContext
-from recipes.tasks.detection.metric import detection_outputs, post_process
+from recipes.tasks.detection.metric import detection_outputs, nms_iou_of, post_process
 
 PLOT_SCORE_THRESHOLD = 0.5
 # --------------------------------------------------------------------------- plots and card
@@ -45,7 +45,8 @@ def prediction_grid(context: RunContext, path: Path, limit: int = 8) -> Path | N
     [(_, batch, outputs)] = context.validation_outputs(range(count), batch_size=count)
     device = detection_outputs(outputs).logits.device
     sizes = torch.stack([t["orig_size"] for t in batch["labels"]]).to(device)
-    results = post_process(context.image_processor, outputs, sizes, threshold=0.0)
+    model_config = getattr(getattr(context.trainer, "model", None), "config", None)
+    results = post_process(context.image_processor, outputs, sizes, threshold=0.0, nms_iou=nms_iou_of(model_config))
     names = context.data.id2label
     images, titles = [], []
     for i, result in enumerate(results):
@@ -126,3 +127,23 @@ def data_checks_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+
+
+def duplicate_boxes_markdown(nms_iou: float) -> str:
+    """The card's note on the model's ``box_nms_iou``: what the figures include, and how to get the same boxes
+    from ``pipeline()``."""
+    return (
+        f"The evaluation above, `predict` and the demo drop a box when a higher-scoring box of the same class overlaps "
+        f"it by more than IoU {nms_iou:g} (non-maximum suppression, `box_nms_iou` in `config.json`). "
+        "`pipeline(\"object-detection\")` returns the model's boxes without it; to get the same boxes:\n\n"
+        "```python\n"
+        "import torch\n"
+        "from torchvision.ops import batched_nms\n\n"
+        "found = detector(\"path/to/image.jpg\", threshold=0.5)\n"
+        "boxes = torch.tensor([[f[\"box\"][k] for k in (\"xmin\", \"ymin\", \"xmax\", \"ymax\")] for f in found], "
+        "dtype=torch.float32)\n"
+        "scores = torch.tensor([f[\"score\"] for f in found])\n"
+        "labels = torch.tensor([detector.model.config.label2id[f[\"label\"]] for f in found])\n"
+        f"found = [found[i] for i in batched_nms(boxes, scores, labels, {nms_iou:g}).tolist()]\n"
+        "```"
+    )

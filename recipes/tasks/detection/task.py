@@ -23,10 +23,15 @@ from recipes.tasks.base import (
 )
 from recipes.tasks.detection import demo
 from recipes.tasks.detection.data import DetectionDataArguments, load_detection_data, translate_categories
-from recipes.tasks.detection.metric import DetectionMetric, detections_at_original_size
+from recipes.tasks.detection.metric import DetectionMetric, detections_at_original_size, nms_iou_of
 from recipes.tasks.detection.outputs import DetectionSink
 from recipes.tasks.detection.parity import BoxParity
-from recipes.tasks.detection.report import data_checks_markdown, precision_recall_plot, prediction_grid
+from recipes.tasks.detection.report import (
+    data_checks_markdown,
+    duplicate_boxes_markdown,
+    precision_recall_plot,
+    prediction_grid,
+)
 from recipes.tasks.detection.streaming import load_streaming_detection, record_check
 from recipes.tasks.detection.transforms import (
     DetectionBatch,
@@ -130,8 +135,9 @@ class ObjectDetection(Task):
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
         return DetectionMetric(data.id2label)
 
-    def preprocess_logits_for_metrics(self, image_processor: Any) -> Callable:
-        return partial(detections_at_original_size, image_processor=image_processor)
+    def preprocess_logits_for_metrics(self, image_processor: Any, model_config: Any = None) -> Callable:
+        return partial(detections_at_original_size, image_processor=image_processor,
+                       nms_iou=nms_iou_of(model_config))
 
     def make_plots(self, context: RunContext, output_dir: Path) -> dict[str, Path]:
         written = {}
@@ -155,6 +161,9 @@ class ObjectDetection(Task):
             sections.append(("Per-class AP (validation)", "\n".join(rows)))
         if context.data is not None and context.data.summary.get("train_statistics"):
             sections.append(("Data checks", data_checks_markdown(context.data.summary)))
+        nms_iou = nms_iou_of(getattr(getattr(context.trainer, "model", None), "config", None))
+        if nms_iou is not None and nms_iou < 1.0:
+            sections.append(("Duplicate boxes", duplicate_boxes_markdown(nms_iou)))
         return sections
 
     def usage_snippet(self, model_id: str) -> str:

@@ -183,7 +183,7 @@ class SemanticSegmentation(Task):
     def metric(self, data: TaskData, image_processor: Any) -> StreamingMetric:
         return SegmentationMetric(data.id2label)
 
-    def preprocess_logits_for_metrics(self, image_processor: Any) -> Callable | None:
+    def preprocess_logits_for_metrics(self, image_processor: Any, model_config: Any = None) -> Callable | None:
         return logits_to_class_ids
 
     def model_kwargs(self, data: TaskData) -> dict[str, Any]:
