@@ -369,6 +369,11 @@ class RunContext:
     started: float = field(default_factory=time.time)
 
     @property
+    def model_config(self) -> Any:
+        """The trained model's config (None before a trainer exists)."""
+        return getattr(getattr(self.trainer, "model", None), "config", None)
+
+    @property
     def output_dir(self) -> Path:
         return Path(self.recipe.training.output_dir)
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from recipes.tasks.detection.metric import nms_iou_of
+from recipes.tasks.detection.metric import nms_iou_of, suppress_duplicates
 
 CORNERS = ("xmin", "ymin", "xmax", "ymax")
 
@@ -57,12 +57,13 @@ def without_duplicates(detections: list[dict[str, Any]], config: Any) -> list[di
     iou = nms_iou_of(config)
     if iou is None or not detections:
         return detections
-    from torchvision.ops import batched_nms
-
-    boxes = torch.tensor([[found["box"][k] for k in CORNERS] for found in detections], dtype=torch.float32)
-    scores = torch.tensor([float(found["score"]) for found in detections])
-    labels = torch.tensor([config.label2id.get(found["label"], 0) for found in detections])
-    return [detections[i] for i in batched_nms(boxes, scores, labels, iou).tolist()]
+    kept = suppress_duplicates({
+        "boxes": torch.tensor([[found["box"][k] for k in CORNERS] for found in detections], dtype=torch.float32),
+        "scores": torch.tensor([float(found["score"]) for found in detections]),
+        "labels": torch.tensor([config.label2id.get(found["label"], 0) for found in detections]),
+        "index": torch.arange(len(detections)),
+    }, iou)
+    return [detections[i] for i in kept["index"].tolist()]
 
 
 def make_plates(root: Path) -> Path:

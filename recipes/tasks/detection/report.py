@@ -45,8 +45,8 @@ def prediction_grid(context: RunContext, path: Path, limit: int = 8) -> Path | N
     [(_, batch, outputs)] = context.validation_outputs(range(count), batch_size=count)
     device = detection_outputs(outputs).logits.device
     sizes = torch.stack([t["orig_size"] for t in batch["labels"]]).to(device)
-    model_config = getattr(getattr(context.trainer, "model", None), "config", None)
-    results = post_process(context.image_processor, outputs, sizes, threshold=0.0, nms_iou=nms_iou_of(model_config))
+    results = post_process(context.image_processor, outputs, sizes, threshold=0.0,
+                           nms_iou=nms_iou_of(context.model_config))
     names = context.data.id2label
     images, titles = [], []
     for i, result in enumerate(results):

@@ -161,7 +161,7 @@ class ObjectDetection(Task):
             sections.append(("Per-class AP (validation)", "\n".join(rows)))
         if context.data is not None and context.data.summary.get("train_statistics"):
             sections.append(("Data checks", data_checks_markdown(context.data.summary)))
-        nms_iou = nms_iou_of(getattr(getattr(context.trainer, "model", None), "config", None))
+        nms_iou = nms_iou_of(context.model_config)
         if nms_iou is not None and nms_iou < 1.0:
             sections.append(("Duplicate boxes", duplicate_boxes_markdown(nms_iou)))
         return sections
